@@ -1,0 +1,1 @@
+"""Data plumbing: Arrow schemas, storage, images, sources and the synthetic dataset."""

@@ -1,0 +1,243 @@
+"""One storage API for local folders and object stores, and the pf-ray dataset layout.
+
+A dataset lives under one ROOT (a folder or ``s3://bucket/prefix``)::
+
+    ROOT/shards/<unit>-<spec hash>.parquet    rows that passed, in the stage's schema
+    ROOT/rejects/<unit>-<spec hash>.parquet   rows that did not, with stage and reason
+    ROOT/_markers/<unit>-<spec hash>.json     completion marker, written last
+    ROOT/_manifest.json                       summary rebuilt from the markers
+
+A shard counts only once its marker exists. Data files are written atomically (a local
+file is written under a temporary name and renamed; an object-store PUT only becomes
+visible when the upload completes), the marker after them, so a job killed at any point
+leaves either a committed shard or nothing that readers look at. A rerun rewrites
+uncommitted shards under the same deterministic names and never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from pf_ray import __version__
+from pf_ray.config import StorageConfig
+from pf_ray.data.schema import SCHEMA_VERSION
+
+SHARDS, REJECTS, MARKERS, MANIFEST = "shards", "rejects", "_markers", "_manifest.json"
+
+
+def is_uri(path: str) -> bool:
+    """True for ``scheme://...`` paths other than ``file://``."""
+    scheme = urlparse(path).scheme
+    return len(scheme) > 1 and scheme != "file"
+
+
+def _s3_filesystem(storage: StorageConfig) -> pafs.FileSystem:
+    key = os.environ.get(storage.access_key_env)
+    secret = os.environ.get(storage.secret_key_env)
+    token = os.environ.get(storage.session_token_env)
+    region = storage.region or os.environ.get("AWS_REGION") or os.environ.get(
+        "AWS_DEFAULT_REGION") or "us-east-1"
+    endpoint = urlparse(storage.endpoint_url) if storage.endpoint_url else None
+    if storage.client == "s3fs":
+        import s3fs
+
+        client_kwargs: dict[str, Any] = {"region_name": region}
+        if storage.endpoint_url:
+            client_kwargs["endpoint_url"] = storage.endpoint_url
+        fs = s3fs.S3FileSystem(anon=storage.anonymous, key=key, secret=secret, token=token,
+                               client_kwargs=client_kwargs, use_listings_cache=False)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+    kwargs: dict[str, Any] = {"region": region, "anonymous": storage.anonymous,
+                              "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=5)}
+    if not storage.anonymous and key and secret:
+        kwargs.update(access_key=key, secret_key=secret, session_token=token)
+    if endpoint is not None:
+        kwargs.update(endpoint_override=endpoint.netloc, scheme=endpoint.scheme)
+    return pafs.S3FileSystem(**kwargs)
+
+
+def resolve(path: str, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, str]:
+    """Filesystem and in-filesystem path for a local path or a URI.
+
+    ``s3://`` goes through pyarrow's S3 client (or s3fs, per ``storage.client``) with the
+    endpoint and credentials of ``storage``; other schemes go through fsspec.
+    """
+    storage = storage or StorageConfig()
+    parsed = urlparse(path)
+    if parsed.scheme in ("s3", "s3a"):
+        return _s3_filesystem(storage), f"{parsed.netloc}{parsed.path}".rstrip("/")
+    if is_uri(path):
+        import fsspec
+
+        fs, inner = fsspec.core.url_to_fs(path)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
+    local = path.removeprefix("file://")
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(local))
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts with '/', for local paths and URIs alike."""
+    return posixpath.join(base, *parts)
+
+
+def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write a file so that readers see all of it or nothing."""
+    parent = posixpath.dirname(path)
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(parent, recursive=True)
+        tmp = posixpath.join(parent, f".{posixpath.basename(path)}.tmp-{uuid.uuid4().hex}")
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        fs.move(tmp, path)  # rename(2): atomic on one filesystem
+    else:
+        # An object becomes visible only when its (multipart) upload completes.
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """Serialise a table to Parquet deterministically (same rows -> same bytes)."""
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", write_statistics=True)
+    return sink.getvalue()
+
+
+def exists(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def list_files(fs: pafs.FileSystem, folder: str, suffix: str = "") -> list[str]:
+    """Sorted file paths directly under ``folder`` (empty when it does not exist)."""
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    except FileNotFoundError:
+        return []
+    return sorted(i.path for i in infos
+                  if i.type == pafs.FileType.File and i.base_name.endswith(suffix)
+                  and not i.base_name.startswith("."))
+
+
+@dataclass
+class Dataset:
+    """The layout of one pf-ray dataset under ``root``."""
+
+    root: str
+    storage: StorageConfig
+
+    def __post_init__(self) -> None:
+        self.fs, self.base = resolve(self.root, self.storage)
+
+    def __getstate__(self) -> dict[str, Any]:  # filesystems are rebuilt on the worker
+        return {"root": self.root, "storage": self.storage}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.root, self.storage = state["root"], state["storage"]
+        self.__post_init__()
+
+    def path(self, *parts: str) -> str:
+        return join(self.base, *parts)
+
+    # -------------------------------------------------------------- shards
+
+    def committed(self) -> dict[str, dict[str, Any]]:
+        """Markers of all committed shards, by shard name."""
+        out = {}
+        for p in list_files(self.fs, self.path(MARKERS), ".json"):
+            marker = json.loads(read_bytes(self.fs, p))
+            out[marker["name"]] = marker
+        return out
+
+    def is_committed(self, name: str) -> bool:
+        return exists(self.fs, self.path(MARKERS, f"{name}.json"))
+
+    def commit_shard(self, name: str, rows: pa.Table, rejects: pa.Table,
+                     marker: dict[str, Any]) -> None:
+        """Write a shard's rows and rejects, then its completion marker."""
+        write_bytes_atomic(self.fs, self.path(SHARDS, f"{name}.parquet"), parquet_bytes(rows))
+        reject_path = self.path(REJECTS, f"{name}.parquet")
+        if rejects.num_rows:
+            write_bytes_atomic(self.fs, reject_path, parquet_bytes(rejects))
+        elif exists(self.fs, reject_path):  # left by an earlier, different attempt
+            self.fs.delete_file(reject_path)
+        marker = {"name": name, **marker, "committed_at": time.time()}
+        write_bytes_atomic(self.fs, self.path(MARKERS, f"{name}.json"),
+                           json.dumps(marker, sort_keys=True, indent=1).encode())
+
+    def shard_files(self) -> list[str]:
+        """Paths of committed shards (files without a marker are ignored)."""
+        names = self.committed()
+        return [self.path(SHARDS, f"{n}.parquet") for n in sorted(names)]
+
+    def reject_files(self) -> list[str]:
+        names = self.committed()
+        return [self.path(REJECTS, f"{n}.parquet") for n in sorted(names)
+                if names[n].get("rejects", 0)]
+
+    def read(self, what: str = SHARDS, columns: list[str] | None = None) -> pa.Table:
+        """All committed rows (``shards``) or rejects (``rejects``) as one table."""
+        files = self.shard_files() if what == SHARDS else self.reject_files()
+        tables = [pq.read_table(f, filesystem=self.fs, columns=columns) for f in files]
+        if not tables:
+            raise FileNotFoundError(f"{self.root}: no committed {what}")
+        return pa.concat_tables(tables)
+
+    # -------------------------------------------------------------- manifest
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        path = self.path(MANIFEST)
+        return json.loads(read_bytes(self.fs, path)) if exists(self.fs, path) else None
+
+    def write_manifest(self, *, kind: str, spec_hash: str, spec: dict[str, Any],
+                       run: dict[str, Any]) -> dict[str, Any]:
+        """Rebuild the manifest from the markers, appending this run's timing."""
+        previous = self.read_manifest() or {}
+        shards = self.committed()
+        totals: dict[str, Any] = {"rows": 0, "rejects": 0, "shards": len(shards),
+                                  "rows_per_source": {}, "rejects_per_reason": {}}
+        for m in shards.values():
+            totals["rows"] += m["rows"]
+            totals["rejects"] += m["rejects"]
+            _add(totals["rows_per_source"], m["rows_per_source"].items())
+            _add(totals["rejects_per_reason"], m["rejects_per_reason"].items())
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "code_version": __version__,
+            "kind": kind,
+            "spec_hash": spec_hash,
+            "spec": spec,
+            "totals": totals,
+            "shards": {n: {k: v for k, v in m.items() if k != "name"}
+                       for n, m in sorted(shards.items())},
+            "runs": [*previous.get("runs", []), run],
+        }
+        write_bytes_atomic(self.fs, self.path(MANIFEST),
+                           json.dumps(manifest, sort_keys=True, indent=1).encode())
+        return manifest
+
+    def clear(self) -> None:
+        """Delete everything under the root (``output.mode: overwrite``)."""
+        if exists(self.fs, self.base):
+            self.fs.delete_dir_contents(self.base, missing_dir_ok=True)
+
+
+def _add(into: dict[str, int], items: Iterable[tuple[str, int]]) -> None:
+    for k, v in items:
+        into[k] = into.get(k, 0) + v

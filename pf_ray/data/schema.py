@@ -1,0 +1,114 @@
+"""Declared Arrow schemas for every dataset pf-ray writes.
+
+Writers never guess: :func:`to_table` casts a batch to a declared schema and fails loudly,
+naming the column, when one is missing or cannot be cast. Later stages add their schemas
+here so that one file holds every column name in the project.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+ROLES = ("system", "user", "assistant")
+
+TURN = pa.struct([("role", pa.string()), ("content", pa.string())])
+BOX = pa.struct(
+    [
+        ("label", pa.string()),
+        ("x1", pa.float32()),
+        ("y1", pa.float32()),
+        ("x2", pa.float32()),
+        ("y2", pa.float32()),
+    ]
+)
+
+# One instruction sample: a conversation about zero or one image.
+#   id:            "<source>:<source's own key>", stable across runs
+#   image:         URI of the image (path relative to an image root, s3://, tar://member::archive)
+#   image_bytes:   the encoded image itself, when the dataset embeds it
+#   conversations: [{role: system|user|assistant, content}]
+#   boxes:         [{label, x1, y1, x2, y2}] in 0-1 image coordinates, when the source has them
+#   meta:          JSON object string: source-specific fields and ground truth
+SAMPLE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("image", pa.string()),
+        pa.field("image_bytes", pa.binary()),
+        pa.field("conversations", pa.list_(TURN), nullable=False),
+        pa.field("boxes", pa.list_(BOX)),
+        pa.field("meta", pa.string(), nullable=False),
+    ]
+)
+
+# A row some stage could not process, or a filter dropped, with the original row as JSON.
+REJECT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field("row", pa.string(), nullable=False),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {"sample": SAMPLE_SCHEMA, "reject": REJECT_SCHEMA}
+
+
+class SchemaError(ValueError):
+    """A batch does not match the declared schema."""
+
+
+def to_table(columns: Mapping[str, Sequence[Any]], schema: pa.Schema, *, name: str = "") -> pa.Table:
+    """Build a table with exactly ``schema``'s columns from a column dict.
+
+    Extra columns are ignored (in-flight bookkeeping such as ``_unit``); a missing column,
+    a null in a non-nullable column or a value of the wrong type raises :class:`SchemaError`
+    naming the column.
+    """
+    label = f"{name} schema" if name else "schema"
+    arrays = []
+    for field in schema:
+        if field.name not in columns:
+            raise SchemaError(
+                f"{label}: missing column {field.name!r} (type {field.type}); "
+                f"received columns {sorted(columns)}"
+            )
+        values = columns[field.name]
+        try:
+            if isinstance(values, pa.ChunkedArray):
+                values = values.combine_chunks()
+            if isinstance(values, pa.Array):
+                array = values if values.type == field.type else values.cast(field.type)
+            else:
+                array = pa.array(values, type=field.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            raise SchemaError(
+                f"{label}: column {field.name!r} cannot be read as {field.type}: {exc}"
+            ) from exc
+        if not field.nullable and array.null_count:
+            raise SchemaError(f"{label}: column {field.name!r} has {array.null_count} null(s)")
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def validate_table(table: pa.Table, schema: pa.Schema, *, name: str = "") -> pa.Table:
+    """Cast an existing Arrow table to ``schema`` (see :func:`to_table` for the errors)."""
+    return to_table({c: table.column(c) for c in table.column_names}, schema, name=name)
+
+
+def make_id(source: str, key: object) -> str:
+    """The stable id of a sample: source name + the source's own key."""
+    return f"{source}:{key}"
+
+
+def dumps_meta(meta: Mapping[str, Any]) -> str:
+    """Canonical JSON for the ``meta`` column (sorted keys, so reruns give equal bytes)."""
+    return json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,19 @@
+"""Source adapters: public dataset files in their own formats -> pf-ray sample rows.
+
+Each adapter turns one record into one sample row or raises :class:`RecordError` with a
+reason; the record then becomes a reject, never a crash. Files are JSON arrays or JSON
+Lines (detected from the first character), local or on an object store, matched by a path,
+glob or URI (see :func:`expand_paths`).
+"""
+
+from __future__ import annotations
+
+from pf_ray.data.sources.base import (
+    ADAPTERS,
+    RecordError,
+    SourceReader,
+    expand_paths,
+    get_adapter,
+)
+
+__all__ = ["ADAPTERS", "RecordError", "SourceReader", "expand_paths", "get_adapter"]

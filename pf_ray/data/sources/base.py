@@ -1,0 +1,293 @@
+"""Shared machinery of the source adapters: file discovery, record parsing, units, ids."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import posixpath
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from pf_ray.config import StorageConfig
+from pf_ray.data.io import is_uri, read_bytes, resolve
+from pf_ray.data.schema import ROLES, dumps_meta, make_id
+from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, Batch
+
+SAMPLE_COLUMNS = ("id", "source", "task", "image", "image_bytes", "conversations", "boxes", "meta")
+
+
+class RecordError(Exception):
+    """A record that cannot become a sample, with a machine-readable reason."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+# An adapter converts (record, context) -> row dict. Registered by name in ADAPTERS.
+Converter = Callable[[Any, "RecordContext"], dict[str, Any]]
+ADAPTERS: dict[str, Converter] = {}
+
+
+def register(name: str) -> Callable[[Converter], Converter]:
+    def wrap(fn: Converter) -> Converter:
+        ADAPTERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def get_adapter(name: str) -> Converter:
+    # Importing the modules registers them.
+    from pf_ray.data.sources import llava, sharegpt, ultrachat  # noqa: F401
+
+    try:
+        return ADAPTERS[name]
+    except KeyError:
+        raise ValueError(f"unknown source adapter {name!r}; allowed: {sorted(ADAPTERS)}") from None
+
+
+@dataclass(frozen=True)
+class RecordContext:
+    """What a converter knows besides the record itself."""
+
+    source: str  # name used in ids
+    key: str  # the record's own key, made unique within its file
+    file: str  # the file it came from
+    image_root: str | None
+
+
+def expand_paths(path: str, storage: StorageConfig) -> list[str]:
+    """A file, a glob or a URI (globs allowed in the key) -> sorted file list."""
+    if not any(ch in path for ch in "*?["):
+        return [path]
+    if not is_uri(path):
+        return sorted(glob.glob(path))
+    fs, inner = resolve(path, storage)
+    scheme = path.split("://", 1)[0]
+    base = inner.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0].rsplit("/", 1)[0]
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    pattern = re.compile(glob.translate(inner, recursive=True, include_hidden=False)) \
+        if hasattr(glob, "translate") else None
+    out = []
+    for info in infos:
+        if info.type != pafs.FileType.File:
+            continue
+        if pattern is not None and not pattern.match(info.path):
+            continue
+        out.append(f"{scheme}://{info.path}")
+    return sorted(out)
+
+
+def parse_records(data: bytes, where: str) -> Iterator[tuple[int, Any | RecordError]]:
+    """(position, record or RecordError) for a JSON array or JSON Lines file.
+
+    A JSON array that does not parse fails as a whole (raises RecordError); a bad line of a
+    JSON Lines file becomes that line's error and the rest of the file is still read.
+    """
+    text = data.decode("utf-8-sig", errors="replace")
+    head = text.lstrip()[:1]
+    if head == "[":
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RecordError("unreadable_file", f"{where}: invalid JSON ({exc})") from exc
+        yield from enumerate(records)
+        return
+    if head == "{" and text.strip().endswith("}") and "\n" not in text.strip():
+        yield 0, json.loads(text)
+        return
+    for lineno, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield lineno, RecordError("invalid_json", f"{where} line {lineno + 1}: {exc}")
+
+
+def file_slug(path: str) -> str:
+    """A short filesystem-safe name for a file: its stem and a hash of its full path."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", posixpath.basename(path).split(".")[0])[:40]
+    return f"{stem}-{hashlib.sha256(path.encode()).hexdigest()[:6]}"
+
+
+def record_key(record: Any, position: int, keys: tuple[str, ...] = ("id",)) -> str:
+    if isinstance(record, dict):
+        for k in keys:
+            if record.get(k) not in (None, ""):
+                return str(record[k])
+    return f"#{position}"
+
+
+@dataclass(frozen=True)
+class SourceReader:
+    """Reads one unit (a slice of one file) of a source into sample rows."""
+
+    adapter: str
+    source: str
+    image_root: str | None
+    storage: StorageConfig
+
+    def count(self, file: str) -> int:
+        """Records in a file (an unreadable file counts as one row: its reject)."""
+        try:
+            return sum(1 for _ in parse_records(self._bytes(file), file))
+        except RecordError:
+            return 1
+
+    def _bytes(self, file: str) -> bytes:
+        fs, path = resolve(file, self.storage)
+        return read_bytes(fs, path)
+
+    def read(self, file: str, start: int, stop: int) -> Batch:
+        """Rows ``start..stop-1`` (by record position) of ``file``, rejects marked."""
+        convert = get_adapter(self.adapter)
+        rows: list[dict[str, Any]] = []
+        seen: dict[str, int] = {}
+        try:
+            records = list(parse_records(self._bytes(file), file))
+        except RecordError as exc:
+            rows.append(_reject_row(make_id(self.source, file_slug(file)), self.source,
+                                    exc, {"file": file}))
+            return _columns(rows)
+        for n, (position, record) in enumerate(records):
+            key = record_key(record, position) if not isinstance(record, RecordError) \
+                else f"#{position}"
+            occurrence = seen.get(key, 0)
+            seen[key] = occurrence + 1
+            if n < start or n >= stop:
+                continue
+            if occurrence:  # the same key repeats within the file (e.g. LLaVA image ids)
+                key = f"{key}#{occurrence}"
+            sid = make_id(self.source, key)
+            if isinstance(record, RecordError):
+                rows.append(_reject_row(sid, self.source, record, {"file": file}))
+                continue
+            ctx = RecordContext(self.source, key, file, self.image_root)
+            try:
+                row = convert(record, ctx)
+            except RecordError as exc:
+                rows.append(_reject_row(sid, self.source, exc, record))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a malformed record, whatever its shape
+                rows.append(_reject_row(sid, self.source, RecordError(
+                    "bad_record", f"{type(exc).__name__}: {exc}"), record))
+                continue
+            row.update({"id": sid, REJECT_STAGE: None, REJECT_REASON: None,
+                        REJECT_DETAIL: None})
+            rows.append(row)
+        return _columns(rows)
+
+
+def _reject_row(sid: str, source: str, exc: RecordError, record: Any) -> dict[str, Any]:
+    return {"id": sid, "source": source, "task": "unknown", "image": None, "image_bytes": None,
+            "conversations": [], "boxes": None,
+            "meta": dumps_meta({"record": record}) if _jsonable(record) else
+            dumps_meta({"record": repr(record)[:10000]}),
+            REJECT_STAGE: "ingest", REJECT_REASON: exc.reason, REJECT_DETAIL: exc.detail}
+
+
+def _jsonable(x: Any) -> bool:
+    try:
+        json.dumps(x)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _columns(rows: list[dict[str, Any]]) -> Batch:
+    cols = (*SAMPLE_COLUMNS, REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)
+    return {c: [r.get(c) for r in rows] for c in cols}
+
+
+# ------------------------------------------------------------------ conversation helpers
+
+ROLE_ALIASES = {
+    "human": "user", "user": "user", "usr": "user", "prompter": "user",
+    "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bing": "assistant",
+    "bard": "assistant", "model": "assistant", "claude": "assistant", "bot": "assistant",
+    "system": "system",
+}
+IMAGE_TOKEN = re.compile(r"\s*<image>\s*")
+
+
+def normalise_turns(turns: list[tuple[Any, Any]]) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """Validate (speaker, text) pairs into pf-ray turns.
+
+    Returns the turns and notes for ``meta``. Raises RecordError for an empty conversation,
+    an unknown speaker, a non-string or blank text, or no user / no assistant turn. Leading
+    assistant turns (a conversation that opens with the model) are dropped and noted.
+    """
+    if not turns:
+        raise RecordError("empty_conversation", "no turns")
+    out: list[dict[str, str]] = []
+    notes: dict[str, Any] = {}
+    for i, (speaker, text) in enumerate(turns):
+        role = ROLE_ALIASES.get(str(speaker).strip().lower())
+        if role is None:
+            raise RecordError("unknown_role", f"turn {i}: speaker {speaker!r}; known: "
+                              f"{sorted(ROLE_ALIASES)}")
+        if not isinstance(text, str):
+            raise RecordError("bad_field", f"turn {i}: text is {type(text).__name__}, not str")
+        if not text.strip():
+            raise RecordError("empty_text", f"turn {i} ({role}) is empty or whitespace")
+        out.append({"role": role, "content": text})
+    dropped = 0
+    while len(out) > 1 and out[0]["role"] == "assistant":
+        out.pop(0)
+        dropped += 1
+    if dropped:
+        notes["dropped_leading_assistant_turns"] = dropped
+    roles = {t["role"] for t in out}
+    if "user" not in roles:
+        raise RecordError("no_user_turn", "conversation has no user turn")
+    if "assistant" not in roles:
+        raise RecordError("no_assistant_turn", "conversation has no assistant turn")
+    assert all(t["role"] in ROLES for t in out)
+    return out, notes
+
+
+def strip_image_tokens(turns: list[dict[str, str]]) -> tuple[list[dict[str, str]], str | None]:
+    """Remove ``<image>`` markers; report where the first one sat ("before"/"after" text)."""
+    placement = None
+    for t in turns:
+        if "<image>" in t["content"]:
+            if placement is None:
+                placement = "before" if t["content"].lstrip().startswith("<image>") else "after"
+            t["content"] = IMAGE_TOKEN.sub("\n", t["content"]).strip()
+            if not t["content"]:
+                raise RecordError("empty_text", f"{t['role']} turn holds only <image>")
+    return turns, placement
+
+
+def image_ref(record: dict[str, Any], ctx: RecordContext) -> str | None:
+    """The record's image as a reference under the image root (escapes are rejected)."""
+    from pf_ray.data.images import ImageError, ImageLoader
+
+    image = record.get("image")
+    if image in (None, ""):
+        return None
+    if isinstance(image, list):  # multi-image records: the first is the sample's image
+        if not image:
+            return None
+        image = image[0]
+    if not isinstance(image, str):
+        raise RecordError("bad_field", f"image is {type(image).__name__}, not a path")
+    try:
+        return ImageLoader(image_root=ctx.image_root).locate(image) if ctx.image_root else image
+    except ImageError as exc:
+        raise RecordError(exc.reason, exc.detail) from exc
+
+
+def sample(ctx: RecordContext, *, task: str, image: str | None,
+           turns: list[dict[str, str]], meta: dict[str, Any]) -> dict[str, Any]:
+    return {"source": ctx.source, "task": task, "image": image, "image_bytes": None,
+            "conversations": turns, "boxes": None,
+            "meta": dumps_meta({"source_key": ctx.key, "file": posixpath.basename(ctx.file),
+                                **meta})}

@@ -1,0 +1,179 @@
+"""The step protocol.
+
+A step maps a batch of rows to the same rows with new or changed columns. It is either
+
+* a pure function ``fn(batch) -> batch`` decorated with :func:`batch_step`, or
+* a class whose ``__init__`` loads what it needs once (a model, a tokenizer) and whose
+  ``__call__(batch) -> batch`` maps a batch; it declares ``name``, ``inputs``, ``outputs``
+  and ``resources`` as class attributes.
+
+A batch is a dict from column name to a Python list, one entry per row (nested columns such
+as ``conversations`` are lists of dicts, which numpy cannot hold without object arrays).
+
+Steps never import Ray: :mod:`pf_ray.steps.ray_adapter` runs them with ``map_batches`` and
+:mod:`pf_ray.steps.local` runs them in-process. Both go through :func:`run_step`, which
+isolates failures: a row that makes the step raise is rejected with the stage, exception
+type and message, and its batch-mates are kept. A step may also reject rows itself by
+returning ``_reject_reason`` (and optionally ``_reject_detail``) for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Batch = dict[str, list[Any]]
+
+# In-flight bookkeeping columns (never written to shards).
+UNIT, UNIT_ROWS, UNIT_T0 = "_unit", "_unit_rows", "_unit_t0"
+REJECT_STAGE, REJECT_REASON, REJECT_DETAIL = "_reject_stage", "_reject_reason", "_reject_detail"
+BOOKKEEPING = (UNIT, UNIT_ROWS, UNIT_T0, REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one copy of a step needs, and how many copies may run."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    batch_size: int = 256  # rows per call of the step
+    min_actors: int = 1  # actor pool bounds (class steps and GPU steps)
+    max_actors: int = 1
+    memory: int | None = None  # bytes, for Ray's scheduler
+
+
+@dataclass(frozen=True)
+class StepDef:
+    """A step bound to its constructor arguments, ready to run anywhere."""
+
+    name: str
+    target: Callable[..., Any]  # the function, or the class
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    resources: Resources = field(default_factory=Resources)
+    init_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_class(self) -> bool:
+        return isinstance(self.target, type)
+
+    @property
+    def uses_actors(self) -> bool:
+        """Classes (load once) and GPU steps run in an actor pool; functions as tasks."""
+        return self.is_class or self.resources.num_gpus > 0
+
+    def build(self) -> Callable[[Batch], Batch]:
+        """The callable that maps a batch (instantiates a class step once)."""
+        if self.is_class:
+            return self.target(**self.init_kwargs)
+        if self.init_kwargs:
+            kwargs = self.init_kwargs
+            return lambda batch: self.target(batch, **kwargs)
+        return self.target
+
+
+def batch_step(*, name: str, inputs: tuple[str, ...], outputs: tuple[str, ...],
+               resources: Resources | None = None) -> Callable[[Callable[..., Batch]], Any]:
+    """Declare a function as a step (its columns and resources ride on the function)."""
+
+    def wrap(fn: Callable[..., Batch]) -> Callable[..., Batch]:
+        fn.step_info = (name, tuple(inputs), tuple(outputs), resources or Resources())  # type: ignore[attr-defined]
+        return fn
+
+    return wrap
+
+
+def as_step(obj: Any, *, resources: Resources | None = None, **init_kwargs: Any) -> StepDef:
+    """Turn a decorated function or a step class into a :class:`StepDef`."""
+    if isinstance(obj, StepDef):
+        return obj
+    if isinstance(obj, type):
+        for attr in ("name", "inputs", "outputs"):
+            if not hasattr(obj, attr):
+                raise TypeError(f"step class {obj.__name__} must declare {attr!r}")
+        return StepDef(obj.name, obj, tuple(obj.inputs), tuple(obj.outputs),
+                       resources or getattr(obj, "resources", Resources()), init_kwargs)
+    info = getattr(obj, "step_info", None)
+    if info is None:
+        raise TypeError(f"{obj!r} is not a step: decorate it with @batch_step or use a class "
+                        "with name/inputs/outputs attributes")
+    name, inputs, outputs, res = info
+    return StepDef(name, obj, inputs, outputs, resources or res, init_kwargs)
+
+
+class StepContractError(RuntimeError):
+    """A step returned the wrong columns or row count: a bug in the step, not in a row."""
+
+
+def num_rows(batch: Batch) -> int:
+    return len(next(iter(batch.values()))) if batch else 0
+
+
+def take(batch: Batch, idx: list[int]) -> Batch:
+    return {k: [v[i] for i in idx] for k, v in batch.items()}
+
+
+def _check(step: StepDef, out: Batch, n: int) -> None:
+    missing = [c for c in step.outputs if c not in out]
+    if missing:
+        raise StepContractError(f"step {step.name!r} did not return declared column(s) {missing}")
+    for col, values in out.items():
+        if len(values) != n:
+            raise StepContractError(
+                f"step {step.name!r} returned {len(values)} value(s) in column {col!r} "
+                f"for {n} row(s); steps map rows one to one (reject rows instead of dropping)")
+
+
+def run_step(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch) -> Batch:
+    """Apply ``fn`` (built from ``step``) to the live rows of ``batch`` in micro-batches.
+
+    Rows already rejected pass through untouched. If a micro-batch raises, it is bisected
+    until the failing rows are alone; each is rejected with reason ``exception`` and the
+    exception type and message as detail. Returns a new batch with the step's columns.
+    """
+    n = num_rows(batch)
+    out: Batch = {k: list(v) for k, v in batch.items()}
+    for col in (*step.outputs, REJECT_STAGE, REJECT_REASON, REJECT_DETAIL):
+        out.setdefault(col, [None] * n)
+    missing = [c for c in step.inputs if c not in batch]
+    if missing:
+        raise StepContractError(f"step {step.name!r} needs column(s) {missing}; the batch has "
+                                f"{sorted(batch)}")
+    live = [i for i in range(n) if out[REJECT_REASON][i] is None]
+    size = max(1, step.resources.batch_size)
+    for start in range(0, len(live), size):
+        _apply(step, fn, batch, out, live[start:start + size])
+    return out
+
+
+def _apply(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch, out: Batch,
+           idx: list[int]) -> None:
+    # A step that reads nothing still gets the ids, so it knows how many rows it maps.
+    sub = take({k: batch[k] for k in (step.inputs or ("id",)) if k in batch}, idx)
+    try:
+        result = fn(sub)
+        _check(step, result, len(idx))
+    except StepContractError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any row-level failure becomes a reject
+        if len(idx) > 1:
+            mid = len(idx) // 2
+            _apply(step, fn, batch, out, idx[:mid])
+            _apply(step, fn, batch, out, idx[mid:])
+            return
+        i = idx[0]
+        out[REJECT_STAGE][i] = step.name
+        out[REJECT_REASON][i] = "exception"
+        out[REJECT_DETAIL][i] = f"{type(exc).__name__}: {exc}"[:2000]
+        return
+    for col, values in result.items():
+        if col == REJECT_REASON:
+            for j, i in enumerate(idx):
+                if values[j] is not None:
+                    out[REJECT_STAGE][i] = step.name
+                    out[REJECT_REASON][i] = values[j]
+            continue
+        column = out.setdefault(col, [None] * num_rows(out))
+        for j, i in enumerate(idx):
+            column[i] = values[j]

@@ -1,0 +1,96 @@
+"""The only module that calls Ray Data's ``map_batches``.
+
+Unit-preserving execution: a dataset job reads each input *unit* (an input shard) into
+exactly one block, and every map here uses ``batch_size=None`` (one block = one batch), so
+a unit's rows stay together from read to write and a shard can be committed atomically.
+Steps still see their own batch size: :func:`pf_ray.steps.base.run_step` cuts the unit into
+micro-batches of ``Resources.batch_size``. Class steps and GPU steps run in an actor pool
+(``ActorPoolStrategy``), functions as tasks (``TaskPoolStrategy``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyarrow as pa
+import ray.data
+from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
+from pf_ray.data.schema import SCHEMAS
+from pf_ray.steps.base import BOOKKEEPING, UNIT_ROWS, UNIT_T0, Batch, StepDef, run_step
+
+# Known column types, so that an all-null column in one block keeps its real type.
+_TYPES: dict[str, pa.DataType] = {f.name: f.type for s in SCHEMAS.values() for f in s}
+_TYPES.update({c: pa.string() for c in BOOKKEEPING})
+_TYPES[UNIT_ROWS] = pa.int64()
+_TYPES[UNIT_T0] = pa.float64()
+
+
+def table_to_batch(table: pa.Table) -> Batch:
+    return table.to_pydict()
+
+
+def batch_to_table(batch: Batch) -> pa.Table:
+    """Columns of known name get their declared type; others are inferred."""
+    arrays, names = [], []
+    for name, values in batch.items():
+        typ = _TYPES.get(name)
+        try:
+            arrays.append(pa.array(values, type=typ))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+            raise TypeError(f"column {name!r}: values do not fit {typ}: {exc}") from exc
+        names.append(name)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+class _StepActor:
+    """Actor wrapper: builds a class/GPU step once, then maps unit blocks."""
+
+    def __init__(self, step: StepDef):
+        self.step = step
+        self.fn = step.build()
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return batch_to_table(run_step(self.step, self.fn, table_to_batch(table)))
+
+
+def _step_task(table: pa.Table, step: StepDef) -> pa.Table:
+    return batch_to_table(run_step(step, step.build(), table_to_batch(table)))
+
+
+def _function_task(table: pa.Table, fn: Callable[..., Batch], kwargs: dict[str, Any]) -> pa.Table:
+    return batch_to_table(fn(table_to_batch(table), **kwargs))
+
+
+def map_step(ds: ray.data.Dataset, step: StepDef) -> ray.data.Dataset:
+    """Apply one step to every unit block of ``ds``."""
+    res = step.resources
+    common: dict[str, Any] = {"batch_size": None, "batch_format": "pyarrow",
+                              "num_cpus": res.num_cpus}
+    if res.num_gpus:
+        common["num_gpus"] = res.num_gpus
+    if res.memory:
+        common["memory"] = res.memory
+    if step.uses_actors:
+        return ds.map_batches(
+            _StepActor, fn_constructor_kwargs={"step": step},
+            compute=ActorPoolStrategy(min_size=res.min_actors,
+                                      max_size=max(res.min_actors, res.max_actors)),
+            **common)
+    return ds.map_batches(_step_task, fn_kwargs={"step": step}, compute=TaskPoolStrategy(),
+                          **common)
+
+
+def map_steps(ds: ray.data.Dataset, steps: Sequence[StepDef]) -> ray.data.Dataset:
+    for step in steps:
+        ds = map_step(ds, step)
+    return ds
+
+
+def map_units(ds: ray.data.Dataset, fn: Callable[..., Batch], *, num_cpus: float = 1.0,
+              **kwargs: Any) -> ray.data.Dataset:
+    """Apply a whole-unit function (read a unit, write a unit) as tasks, block by block."""
+    return ds.map_batches(_function_task, fn_kwargs={"fn": fn, "kwargs": kwargs},
+                          batch_size=None, batch_format="pyarrow", num_cpus=num_cpus,
+                          compute=TaskPoolStrategy())
