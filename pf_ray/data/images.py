@@ -100,7 +100,9 @@ class ImageLoader:
             raise ImageError("image_missing", f"{location}: is a folder") from exc
         except OSError as exc:
             text = str(exc)
-            if "not found" in text.lower() or "NoSuchKey" in text or "does not exist" in text:
+            lowered = text.lower()
+            if any(s in lowered for s in ("not found", "nosuchkey", "does not exist",
+                                          "is a directory", "not a file")):
                 raise ImageError("image_missing", f"{location}: {text}") from exc
             raise ImageError("image_fetch_failed", f"{location}: {text}") from exc
 
@@ -181,7 +183,7 @@ def synthetic_bytes(ref: str) -> bytes:
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> RGB. Alpha is composited on white; 16/32-bit greys are rescaled."""
-    if img.mode == "RGB":
+    if img.mode == "RGB" and "transparency" not in img.info:
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
@@ -190,7 +192,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
             lo, hi = 0.0, 65535.0
         scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
         return Image.fromarray(scaled.clip(0, 255).astype(np.uint8), "L").convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
+    if img.mode in ("P", "L", "RGB") and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")

@@ -99,9 +99,6 @@ def parse_records(data: bytes, where: str) -> Iterator[tuple[int, Any | RecordEr
             raise RecordError("unreadable_file", f"{where}: invalid JSON ({exc})") from exc
         yield from enumerate(records)
         return
-    if head == "{" and text.strip().endswith("}") and "\n" not in text.strip():
-        yield 0, json.loads(text)
-        return
     for lineno, line in enumerate(text.splitlines()):
         if not line.strip():
             continue
@@ -117,7 +114,7 @@ def file_slug(path: str) -> str:
     return f"{stem}-{hashlib.sha256(path.encode()).hexdigest()[:6]}"
 
 
-def record_key(record: Any, position: int, keys: tuple[str, ...] = ("id",)) -> str:
+def record_key(record: Any, position: int, keys: tuple[str, ...] = ("id", "prompt_id")) -> str:
     if isinstance(record, dict):
         for k in keys:
             if record.get(k) not in (None, ""):
@@ -152,19 +149,25 @@ class SourceReader:
         seen: dict[str, int] = {}
         try:
             records = list(parse_records(self._bytes(file), file))
-        except RecordError as exc:
-            rows.append(_reject_row(make_id(self.source, file_slug(file)), self.source,
-                                    exc, {"file": file}))
+        except RecordError as exc:  # the whole file is one reject, in the unit at start 0
+            if start == 0:
+                rows.append(_reject_row(make_id(self.source, file_slug(file)), self.source,
+                                        exc, {"file": file}))
             return _columns(rows)
         for n, (position, record) in enumerate(records):
             key = record_key(record, position) if not isinstance(record, RecordError) \
                 else f"#{position}"
-            occurrence = seen.get(key, 0)
-            seen[key] = occurrence + 1
+            # A key that repeats within the file (LLaVA image ids) gets #1, #2...; skip
+            # suffixes that are themselves keys of the file so ids never collide.
+            if key in seen:
+                occurrence = seen[key]
+                while f"{key}#{occurrence}" in seen:
+                    occurrence += 1
+                seen[key] = occurrence + 1
+                key = f"{key}#{occurrence}"
+            seen[key] = 1
             if n < start or n >= stop:
                 continue
-            if occurrence:  # the same key repeats within the file (e.g. LLaVA image ids)
-                key = f"{key}#{occurrence}"
             sid = make_id(self.source, key)
             if isinstance(record, RecordError):
                 rows.append(_reject_row(sid, self.source, record, {"file": file}))
@@ -239,8 +242,9 @@ def normalise_turns(turns: list[tuple[Any, Any]]) -> tuple[list[dict[str, str]],
             raise RecordError("empty_text", f"turn {i} ({role}) is empty or whitespace")
         out.append({"role": role, "content": text})
     dropped = 0
-    while len(out) > 1 and out[0]["role"] == "assistant":
-        out.pop(0)
+    first = 1 if out and out[0]["role"] == "system" else 0
+    while len(out) > first + 1 and out[first]["role"] == "assistant":
+        out.pop(first)
         dropped += 1
     if dropped:
         notes["dropped_leading_assistant_turns"] = dropped
