@@ -18,7 +18,7 @@ examples:
   pf-ray quickstart --workdir /tmp/pf
   pf-ray validate jobs/*.yaml
   pf-ray run jobs/synthetic.yaml n=10000 output.path=s3://bucket/synthetic
-  RAY_ADDRESS=http://head:8265 pf-ray run jobs/ingest_llava.yaml
+  RAY_ADDRESS=auto pf-ray run jobs/ingest_llava.yaml      (on a cluster node)
 """
 
 
@@ -52,7 +52,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_SPEC
     if args.no_progress:
         spec = _without_progress(spec)
-    results = run_job(spec, executor=args.executor)
+    from pf_ray.data.shard_job import OutputExistsError
+
+    try:
+        results = run_job(spec, executor=args.executor)
+    except (OutputExistsError, FileNotFoundError) as exc:
+        print(f"{args.spec}: {exc}", file=sys.stderr)
+        return 1
     for r in results:
         print(r.summary())
     if args.json:
