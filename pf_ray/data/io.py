@@ -7,6 +7,9 @@ A dataset lives under one ROOT (a folder or ``s3://bucket/prefix``)::
     ROOT/_markers/<unit>-<spec hash>.json     completion marker, written last
     ROOT/_manifest.json                       summary rebuilt from the markers
 
+(When a stage re-batches rows, a unit may arrive in parts: ``<name>.part-<hash>.parquet``
+files plus ``ROOT/_parts/<name>/*.json``; the marker lists the files of each shard.)
+
 A shard counts only once its marker exists. Data files are written atomically (a local
 file is written under a temporary name and renamed; an object-store PUT only becomes
 visible when the upload completes), the marker after them, so a job killed at any point
@@ -35,7 +38,8 @@ from pf_ray import __version__
 from pf_ray.config import StorageConfig
 from pf_ray.data.schema import SCHEMA_VERSION
 
-SHARDS, REJECTS, MARKERS, MANIFEST = "shards", "rejects", "_markers", "_manifest.json"
+SHARDS, REJECTS, MARKERS, PARTS = "shards", "rejects", "_markers", "_parts"
+MANIFEST = "_manifest.json"
 
 
 def is_uri(path: str) -> bool:
@@ -168,28 +172,56 @@ class Dataset:
     def is_committed(self, name: str) -> bool:
         return exists(self.fs, self.path(MARKERS, f"{name}.json"))
 
-    def commit_shard(self, name: str, rows: pa.Table, rejects: pa.Table,
-                     marker: dict[str, Any]) -> None:
-        """Write a shard's rows and rejects, then its completion marker."""
-        write_bytes_atomic(self.fs, self.path(SHARDS, f"{name}.parquet"), parquet_bytes(rows))
-        reject_path = self.path(REJECTS, f"{name}.parquet")
+    def write_data(self, file: str, rows: pa.Table, rejects: pa.Table) -> None:
+        """Write ``shards/<file>`` and, when there are any, ``rejects/<file>``."""
+        write_bytes_atomic(self.fs, self.path(SHARDS, file), parquet_bytes(rows))
         if rejects.num_rows:
-            write_bytes_atomic(self.fs, reject_path, parquet_bytes(rejects))
-        elif exists(self.fs, reject_path):  # left by an earlier, different attempt
-            self.fs.delete_file(reject_path)
+            write_bytes_atomic(self.fs, self.path(REJECTS, file), parquet_bytes(rejects))
+
+    def commit(self, name: str, marker: dict[str, Any]) -> None:
+        """Write the completion marker of shard ``name`` (after all its data files)."""
         marker = {"name": name, **marker, "committed_at": time.time()}
         write_bytes_atomic(self.fs, self.path(MARKERS, f"{name}.json"),
                            json.dumps(marker, sort_keys=True, indent=1).encode())
 
+    def write_part_info(self, name: str, part: str, info: dict[str, Any]) -> list[dict[str, Any]]:
+        """Record one part of a shard; return the infos of all its parts written so far.
+
+        Parts exist when a stage re-batches rows (``ray.data.llm``) so that a unit reaches
+        the writer in several blocks. Each writer lists the parts after writing its own, so
+        the writer of the last part always sees them all.
+        """
+        folder = self.path(PARTS, name)
+        write_bytes_atomic(self.fs, join(folder, f"{part}.json"),
+                           json.dumps(info, sort_keys=True).encode())
+        return [json.loads(read_bytes(self.fs, p)) for p in list_files(self.fs, folder, ".json")]
+
+    def discard_uncommitted(self, names: set[str]) -> None:
+        """Delete what killed attempts at shards ``names`` left (never committed, never read)."""
+        for folder in (SHARDS, REJECTS):
+            for p in list_files(self.fs, self.path(folder)):
+                if posixpath.basename(p).split(".", 1)[0] in names:
+                    self.fs.delete_file(p)
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.path(PARTS),
+                                                            allow_not_found=True))
+        except FileNotFoundError:
+            infos = []
+        for info in infos:
+            if info.base_name in names:
+                self.fs.delete_dir(info.path)
+
     def shard_files(self) -> list[str]:
-        """Paths of committed shards (files without a marker are ignored)."""
-        names = self.committed()
-        return [self.path(SHARDS, f"{n}.parquet") for n in sorted(names)]
+        """Paths of committed shard files (files without a marker are ignored)."""
+        return [self.path(SHARDS, f) for m in self._sorted_markers() for f in m["files"]]
 
     def reject_files(self) -> list[str]:
-        names = self.committed()
-        return [self.path(REJECTS, f"{n}.parquet") for n in sorted(names)
-                if names[n].get("rejects", 0)]
+        return [self.path(REJECTS, f) for m in self._sorted_markers()
+                for f in m.get("reject_files", [])]
+
+    def _sorted_markers(self) -> list[dict[str, Any]]:
+        markers = self.committed()
+        return [markers[n] for n in sorted(markers)]
 
     def read(self, what: str = SHARDS, columns: list[str] | None = None) -> pa.Table:
         """All committed rows (``shards``) or rejects (``rejects``) as one table."""
@@ -211,12 +243,14 @@ class Dataset:
         previous = self.read_manifest() or {}
         shards = self.committed()
         totals: dict[str, Any] = {"rows": 0, "rejects": 0, "shards": len(shards),
-                                  "rows_per_source": {}, "rejects_per_reason": {}}
+                                  "counts": {}, "rejects_per_reason": {}}
         for m in shards.values():
             totals["rows"] += m["rows"]
             totals["rejects"] += m["rejects"]
-            _add(totals["rows_per_source"], m["rows_per_source"].items())
+            for col, values in m["counts"].items():
+                _add(totals["counts"].setdefault(col, {}), values.items())
             _add(totals["rejects_per_reason"], m["rejects_per_reason"].items())
+        totals["rows_per_source"] = totals["counts"].get("source", {})
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "code_version": __version__,

@@ -6,7 +6,7 @@ from typing import Any
 
 from pf_ray.config import IngestJob, SyntheticJob, spec_hash
 from pf_ray.data.images import ImageError, ImageLoader, encode_png
-from pf_ray.data.shard_job import ShardJob, Unit
+from pf_ray.data.shard_job import ShardJob, Unit, safe_key
 from pf_ray.data.sources import SourceReader, expand_paths
 from pf_ray.data.sources.base import file_slug
 from pf_ray.data.synthetic import generate
@@ -69,7 +69,7 @@ def ingest_job(spec: IngestJob) -> ShardJob:
     for f in files:
         count = reader.count(f)
         for k, start in enumerate(range(0, max(count, 1), spec.rows_per_shard)):
-            units.append(Unit(f"{name}-{file_slug(f)}-{k:05d}",
+            units.append(Unit(safe_key(f"{name}-{file_slug(f)}-{k:05d}"),
                               {"file": f, "start": start, "stop": start + spec.rows_per_shard}))
     steps: list[StepDef] = []
     if spec.images.check or spec.images.embed:

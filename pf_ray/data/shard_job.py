@@ -13,7 +13,9 @@ the same functions run in one plain Python process with ``executor="local"``.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ import pyarrow as pa
 
 from pf_ray.config import OutputConfig, StorageConfig
 from pf_ray.data.io import Dataset
-from pf_ray.data.schema import REJECT_SCHEMA, SCHEMAS, to_table
+from pf_ray.data.schema import COUNT_COLUMNS, REJECT_SCHEMA, SCHEMAS, to_table
 from pf_ray.steps.base import (
     REJECT_DETAIL,
     REJECT_REASON,
@@ -42,10 +44,20 @@ Reader = Callable[..., Batch]  # reader(**unit.params) -> rows of that unit
 
 @dataclass(frozen=True)
 class Unit:
-    """One input shard. ``key`` must be filesystem-safe and unique within the job."""
+    """One input shard. ``key`` is filesystem-safe (no dots) and unique within the job."""
 
     key: str
     params: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.key):
+            raise ValueError(f"unit key {self.key!r}: use letters, digits, '_' and '-' only "
+                             "(see safe_key)")
+
+
+def safe_key(text: str) -> str:
+    """``text`` with every run of characters outside [A-Za-z0-9_-] replaced by '_'."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text)
 
 
 @dataclass
@@ -114,41 +126,91 @@ def _jsonable_row(batch: Batch, i: int, columns: Sequence[str]) -> str:
 
 
 def write_unit(batch: Batch, dataset: Dataset, spec_hash: str, schema: str) -> Batch:
-    """Commit one unit's rows and rejects as a shard; return a one-row summary."""
+    """Commit the rows and rejects of each unit in ``batch``; one summary row per commit.
+
+    Normally a block holds one whole unit, written as ``<name>.parquet``. A block holding
+    part of a unit (after a re-batching stage) is written as a part file; the writer that
+    completes the unit commits its marker.
+    """
     t_write = time.time()
-    units = set(batch.get(UNIT, []))
-    if len(units) != 1:
-        raise RuntimeError(f"a write block must hold exactly one unit, received {sorted(units)}")
-    (unit,) = units
-    n = num_rows(batch)
-    expected = batch[UNIT_ROWS][0]
-    if n != expected:  # a unit was split between blocks: committing it would lose rows
-        raise RuntimeError(f"unit {unit}: {n} row(s) reached the writer, {expected} were read")
+    units: dict[str, list[int]] = {}
+    for i, unit in enumerate(batch[UNIT]):
+        units.setdefault(unit, []).append(i)
+    out: Batch = {"name": [], "rows": [], "rejects": []}
+    for unit, idx in units.items():
+        name = f"{unit}-{spec_hash}"
+        expected = batch[UNIT_ROWS][idx[0]]
+        rows, rejects, info = _split(batch, idx, schema)
+        info.update(seconds_total=round(time.time() - batch[UNIT_T0][idx[0]], 4))
+        if len(idx) == expected:  # the whole unit: one file, committed at once
+            file = f"{name}.parquet"
+            dataset.write_data(file, rows, rejects)
+            info.update(files=[file], reject_files=[file] if info["rejects"] else [],
+                        seconds_write=round(time.time() - t_write, 4))
+            dataset.commit(name, {"unit": unit, "spec_hash": spec_hash, **info})
+        else:
+            ids = sorted(str(batch["id"][i]) for i in idx)
+            part = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
+            file = f"{name}.part-{part}.parquet"
+            dataset.write_data(file, rows, rejects)
+            info.update(files=[file], reject_files=[file] if info["rejects"] else [])
+            parts = dataset.write_part_info(name, part, info)
+            if sum(p["rows"] + p["rejects"] for p in parts) < expected:
+                continue
+            dataset.commit(name, {"unit": unit, "spec_hash": spec_hash,
+                                  **_merge_parts(parts)})
+        out["name"].append(name)
+        out["rows"].append(info["rows"])
+        out["rejects"].append(info["rejects"])
+    return out
+
+
+def _split(batch: Batch, idx: list[int], schema: str) -> tuple[pa.Table, pa.Table, dict]:
+    """(rows, rejects, counts) of the rows ``idx`` of a batch."""
     sch = SCHEMAS[schema]
-    good = [i for i in range(n) if batch[REJECT_REASON][i] is None]
-    bad = [i for i in range(n) if batch[REJECT_REASON][i] is not None]
-    rows = to_table({f.name: [batch[f.name][i] for i in good] for f in sch}, sch, name=schema)
+    good = [i for i in idx if batch[REJECT_REASON][i] is None]
+    bad = [i for i in idx if batch[REJECT_REASON][i] is not None]
+    rows = to_table({f.name: [batch[f.name][i] for i in good] for f in sch if f.name in batch},
+                    sch, name=schema)
     rejects = to_table({
         "id": [batch["id"][i] for i in bad],
         "stage": [batch[REJECT_STAGE][i] or "unknown" for i in bad],
         "reason": [batch[REJECT_REASON][i] for i in bad],
         "detail": [batch[REJECT_DETAIL][i] or "" for i in bad],
-        "row": [_jsonable_row(batch, i, sch.names) for i in bad],
+        "row": [_jsonable_row(batch, i, SCHEMAS["sample"].names + sch.names) for i in bad],
     }, REJECT_SCHEMA, name="reject")
-    per_source: dict[str, int] = {}
-    for i in good:
-        src = batch["source"][i] if "source" in batch else "unknown"
-        per_source[src] = per_source.get(src, 0) + 1
+    counts: dict[str, dict[str, int]] = {}
+    for col in COUNT_COLUMNS.get(schema, ("source",)):
+        values = counts.setdefault(col, {})
+        for i in good:
+            key = str(batch[col][i]) if col in batch else "unknown"
+            values[key] = values.get(key, 0) + 1
     per_reason: dict[str, int] = {}
     for i in bad:
         per_reason[batch[REJECT_REASON][i]] = per_reason.get(batch[REJECT_REASON][i], 0) + 1
-    name = f"{unit}-{spec_hash}"
-    marker = {"unit": unit, "spec_hash": spec_hash, "rows": len(good), "rejects": len(bad),
-              "rows_per_source": per_source, "rejects_per_reason": per_reason,
-              "seconds_total": round(time.time() - batch[UNIT_T0][0], 4)}
-    dataset.commit_shard(name, rows, rejects, {**marker,
-                         "seconds_write": round(time.time() - t_write, 4)})
-    return {"name": [name], "rows": [len(good)], "rejects": [len(bad)]}
+    info = {"rows": len(good), "rejects": len(bad), "counts": counts,
+            "rejects_per_reason": per_reason}
+    return rows, rejects, info
+
+
+def _merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {"rows": 0, "rejects": 0, "counts": {}, "rejects_per_reason": {},
+                              "files": [], "reject_files": [], "parts": len(parts),
+                              "seconds_total": max(p["seconds_total"] for p in parts)}
+    for p in parts:
+        merged["rows"] += p["rows"]
+        merged["rejects"] += p["rejects"]
+        merged["files"] += p["files"]
+        merged["reject_files"] += p["reject_files"]
+        for col, values in p["counts"].items():
+            target = merged["counts"].setdefault(col, {})
+            for k, v in values.items():
+                target[k] = target.get(k, 0) + v
+        for k, v in p["rejects_per_reason"].items():
+            merged["rejects_per_reason"][k] = merged["rejects_per_reason"].get(k, 0) + v
+    merged["files"].sort()
+    merged["reject_files"].sort()
+    return merged
 
 
 # ------------------------------------------------------------------ drivers
@@ -171,6 +233,7 @@ def prepare_output(job: ShardJob) -> tuple[Dataset, list[Unit], int]:
             "output.path or set output.mode=overwrite")
     done = ds.committed()
     pending = [u for u in job.units if job.shard_name(u) not in done]
+    ds.discard_uncommitted({job.shard_name(u) for u in pending})  # a killed run's leftovers
     names = [job.shard_name(u) for u in job.units]
     if len(set(names)) != len(names):
         raise ValueError("two units of the job share a key; shard names would collide")
@@ -236,5 +299,3 @@ def _run_ray(job: ShardJob, dataset: Dataset, pending: list[Unit],
         ctx.target_max_block_size = saved
 
 
-def table_rows(table: pa.Table) -> list[dict[str, Any]]:
-    return table.to_pylist()

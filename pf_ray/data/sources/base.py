@@ -110,7 +110,7 @@ def parse_records(data: bytes, where: str) -> Iterator[tuple[int, Any | RecordEr
 
 def file_slug(path: str) -> str:
     """A short filesystem-safe name for a file: its stem and a hash of its full path."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", posixpath.basename(path).split(".")[0])[:40]
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", posixpath.basename(path).split(".")[0])[:40]
     return f"{stem}-{hashlib.sha256(path.encode()).hexdigest()[:6]}"
 
 
