@@ -99,7 +99,7 @@ class SyntheticJob(JobBase):
     embed_images: bool = Field(True, description="store PNG bytes in image_bytes")
 
 
-SourceAdapter = Literal["llava_instruct", "sharegpt", "ultrachat"]
+SourceAdapter = Literal["llava_instruct", "sharegpt", "ultrachat", "coco"]
 
 
 class SourceConfig(Strict):
@@ -134,6 +134,120 @@ class IngestJob(JobBase):
     images: ImagePolicy = Field(default_factory=ImagePolicy)
 
 
+Family = Literal["llm", "augment", "boxes"]
+
+
+class MixtureConfig(Strict):
+    """Distortion family weights per kind of row (normalised; spec §1 counts by default).
+
+    A row is ``text`` (no image), ``image``, or ``image_with_boxes`` (captions + boxes are
+    known for its image, e.g. LLaVA-detail joined with COCO). ``per_source`` replaces the
+    weights for the rows of one source. ``boxes`` is drawn only where captions and boxes
+    exist, and ``llm`` only when an engine is configured; the others are renormalised.
+    """
+
+    # 76k LLM-instructed UltraChat/ShareGPT, no other family on text-only rows.
+    text: dict[Family, float] = Field(default_factory=lambda: {"llm": 1.0})
+    # 133k LLM-instructed vs 77k nlpaug-augmented LLaVA rows.
+    image: dict[Family, float] = Field(default_factory=lambda: {"llm": 133.0, "augment": 77.0})
+    # 14k of LLaVA-detail's 23k use captions+boxes; the other 9k split 133:77 (5.7 : 3.3).
+    image_with_boxes: dict[Family, float] = Field(
+        default_factory=lambda: {"boxes": 14.0, "llm": 5.7, "augment": 3.3})
+    per_source: dict[str, dict[Family, float]] = Field(default_factory=dict)
+
+    @field_validator("text", "image", "image_with_boxes")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
+            raise ValueError(f"weights must be >= 0 with at least one > 0, received {v}")
+        return v
+
+
+class SamplingConfig(Strict):
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.0, ge=0, description="0: greedy")
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="0: off")
+
+
+class EngineBase(Strict):
+    prompt_format: Literal["guanaco", "chat_template"] = Field(
+        "guanaco", description="paper's ### Human/### Assistant text, or the model's template")
+    batch_size: int = Field(16, ge=1, description="prompts per engine call")
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per engine actor")
+    min_actors: int = Field(1, ge=1)
+    max_actors: int = Field(1, ge=1)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+
+class HFEngineConfig(EngineBase):
+    """A transformers causal LM in an actor pool."""
+
+    kind: Literal["hf"]
+    model: str = Field(..., description="local folder or URI (s3://...) of a HF model")
+    gguf_file: str | None = Field(None, description="a GGUF file inside the model folder")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = False
+
+
+class VLLMEngineConfig(EngineBase):
+    """vLLM through ``ray.data.llm`` (vLLMEngineProcessorConfig + build_processor)."""
+
+    kind: Literal["vllm"]
+    model: str = Field(..., description="model_source: HF folder or URI")
+    accelerator_type: str | None = None
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    separate_cpu_stages: bool = Field(
+        True, description="tokenize/detokenize in their own actor pools (off on tiny CPU "
+        "machines, where the extra pools can starve the engine of CPUs)")
+
+
+class HTTPEngineConfig(EngineBase):
+    """Any OpenAI-compatible /v1/completions endpoint."""
+
+    kind: Literal["http"]
+    base_url: str = Field(..., description="e.g. http://10.0.0.5:8000/v1")
+    model: str = Field(..., description="model name the server knows")
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(120.0, gt=0)
+    max_concurrency: int = Field(8, ge=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://", v):
+            raise ValueError(f"must start with http:// or https://, received {v!r}")
+        return v
+
+
+EngineConfig = Annotated[HFEngineConfig | VLLMEngineConfig | HTTPEngineConfig,
+                         Field(discriminator="kind")]
+
+
+class SelectConfig(Strict):
+    """Which input rows are clean data to distort (others are rejected as not_selected)."""
+
+    sources: list[str] | None = Field(None, description="None: every source")
+    tasks: list[str] | None = Field(None, description="None: every task")
+
+
+class DistortJob(JobBase):
+    """Clean instruction data -> (distorted, original) pairs for the rewriter."""
+
+    kind: Literal["distort"]
+    inputs: list[str] = Field(..., min_length=1, description="pf-ray dataset roots")
+    output: OutputConfig
+    seed: int = 0
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    mixture: MixtureConfig = Field(default_factory=MixtureConfig)
+    engine: EngineConfig | None = Field(None, description="None: no LLM family")
+    boxes_from: str | None = Field(
+        None, description="dataset with captions+boxes rows (COCO ingest) joined on image")
+    max_chars: int = Field(8000, ge=1, description="longer originals are rejected")
+    images: ImagePolicy = Field(default_factory=lambda: ImagePolicy(check=True))
+
+
 class PipelineJob(JobBase):
     """An ordered list of jobs, each given inline or as a spec file path."""
 
@@ -143,10 +257,12 @@ class PipelineJob(JobBase):
     )
 
 
-LeafJob = Annotated[SyntheticJob | IngestJob, Field(discriminator="kind")]
-JobSpec = Annotated[SyntheticJob | IngestJob | PipelineJob, Field(discriminator="kind")]
+LeafJob = Annotated[SyntheticJob | IngestJob | DistortJob, Field(discriminator="kind")]
+JobSpec = Annotated[SyntheticJob | IngestJob | DistortJob | PipelineJob,
+                    Field(discriminator="kind")]
 PipelineJob.model_rebuild()
-KINDS = ("synthetic", "ingest", "pipeline")
+KINDS = ("synthetic", "ingest", "distort", "pipeline")
+ENGINE_KINDS = ("hf", "vllm", "http")
 
 _JOB_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)
 
@@ -171,12 +287,15 @@ def _short(value: Any, limit: int = 80) -> str:
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The model class that owns the last element of a pydantic error location."""
-    models = {"synthetic": SyntheticJob, "ingest": IngestJob, "pipeline": PipelineJob}
+    models: dict[str, Any] = {"synthetic": SyntheticJob, "ingest": IngestJob,
+                              "distort": DistortJob, "pipeline": PipelineJob,
+                              "hf": HFEngineConfig, "vllm": VLLMEngineConfig,
+                              "http": HTTPEngineConfig}
     if not loc or loc[0] not in models:
         return None
     model: Any = models[loc[0]]
     for i, part in enumerate(loc[1:-1], start=1):
-        if part in models and isinstance(loc[i - 1], int):
+        if part in models and (isinstance(loc[i - 1], int) or loc[i - 1] == "engine"):
             model = models[part]
             continue
         if isinstance(part, int) or model is None:
@@ -205,7 +324,8 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         if isinstance(part, str) and _WRAPPER_LOC.match(part):
             after_tag_slot = True
             continue
-        if isinstance(part, str) and after_tag_slot and part in KINDS:
+        engine_tag = part in ENGINE_KINDS and shown[-1:] == ["engine"]
+        if isinstance(part, str) and ((after_tag_slot and part in KINDS) or engine_tag):
             lookup.append(part)
             after_tag_slot = False
             continue

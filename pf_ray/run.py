@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-from pf_ray.config import IngestJob, JobBase, PipelineJob, RayConfig, SyntheticJob
+from pf_ray.config import DistortJob, IngestJob, JobBase, PipelineJob, RayConfig, SyntheticJob
 from pf_ray.data.shard_job import JobResult, ShardJob, run_shard_job
 from pf_ray.progress import ShardProgress
 
@@ -35,6 +35,10 @@ def connect_ray(cfg: RayConfig) -> None:
 def build_shard_job(spec: Any) -> ShardJob:
     from pf_ray.data.jobs import ingest_job, synthetic_job
 
+    if isinstance(spec, DistortJob):
+        from pf_ray.distort.job import distort_job
+
+        return distort_job(spec)
     if isinstance(spec, SyntheticJob):
         return synthetic_job(spec)
     if isinstance(spec, IngestJob):

@@ -71,6 +71,8 @@ class ShardJob:
     storage: StorageConfig
     steps: list[StepDef] = field(default_factory=list)
     schema: str = "sample"
+    # A Ray Data stage applied after the steps (e.g. ray.data.llm); it may re-batch rows.
+    ray_stage: Callable[[Any], Any] | None = None
 
     def shard_name(self, unit: Unit) -> str:
         return f"{unit.key}-{self.spec_hash}"
@@ -258,6 +260,9 @@ def run_shard_job(job: ShardJob, *, executor: str = "ray",
     if pending and executor == "ray":
         _run_ray(job, dataset, pending, done)
     elif pending:
+        if job.ray_stage is not None:
+            raise ValueError(f"the {job.kind} job has a Ray Data stage (e.g. the vllm engine); "
+                             "run it with executor 'ray'")
         runner = LocalRunner(job.steps)
         for unit in pending:
             batch = read_unit({UNIT: [unit.key], "_params": [json.dumps(unit.params)]},
@@ -291,6 +296,8 @@ def _run_ray(job: ShardJob, dataset: Dataset, pending: list[Unit],
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = map_units(ds, read_unit, reader=job.reader)
         ds = map_steps(ds, job.steps)
+        if job.ray_stage is not None:
+            ds = job.ray_stage(ds)
         ds = map_units(ds, write_unit, dataset=dataset, spec_hash=job.spec_hash,
                        schema=job.schema)
         for row in ds.iter_rows():

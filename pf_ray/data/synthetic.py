@@ -245,6 +245,11 @@ def _arithmetic(rng: random.Random) -> tuple[str, str, str]:
             f"({a // 10 * 10} + {b // 10 * 10}) and then the units ({a % 10} + {b % 10}).")
 
 
+def _boxes(scene: Scene) -> list[dict[str, Any]]:
+    return [{"label": s.name, "x1": s.box[0], "y1": s.box[1], "x2": s.box[2], "y2": s.box[3]}
+            for s in scene.shapes]
+
+
 def make_row(seed: int, index: int, *, image_size: int = 64, embed_images: bool = True,
              system: str | None = None) -> dict[str, Any]:
     """Row ``index`` of the synthetic dataset with seed ``seed`` (see the module doc)."""
@@ -283,14 +288,14 @@ def make_row(seed: int, index: int, *, image_size: int = 64, embed_images: bool 
             q = _question(scene, rng)
             turns = [("user", q["q"]), ("assistant", q["a"])]
             meta.update(answer=q["a"], question_type=q["type"])
-        elif task == "captions":
+        elif task == "captions":  # COCO-style: captions and instance boxes of the image
             caps = _captions(scene, rng)
+            boxes = _boxes(scene)
             turns = [("user", "Describe the following image in detail."),
                      ("assistant", "\n".join(caps))]
             meta.update(captions=caps)
         elif task == "boxes":
-            boxes = [{"label": s.name, "x1": s.box[0], "y1": s.box[1], "x2": s.box[2],
-                      "y2": s.box[3]} for s in scene.shapes]
+            boxes = _boxes(scene)
             turns = [("user", "What objects are in the image, and where are they?"),
                      ("assistant", ", ".join(s.name for s in scene.shapes))]
         elif task == "classification":

@@ -32,11 +32,18 @@ class RecordError(Exception):
 # An adapter converts (record, context) -> row dict. Registered by name in ADAPTERS.
 Converter = Callable[[Any, "RecordContext"], dict[str, Any]]
 ADAPTERS: dict[str, Converter] = {}
+# Adapters whose files are not a list of records (COCO: one JSON object per split) say
+# how to read (position, record) pairs from a file: RECORD_READERS[name](file, storage).
+RecordReader = Callable[[str, StorageConfig], list[tuple[int, Any]]]
+RECORD_READERS: dict[str, RecordReader] = {}
 
 
-def register(name: str) -> Callable[[Converter], Converter]:
+def register(name: str, records: RecordReader | None = None
+             ) -> Callable[[Converter], Converter]:
     def wrap(fn: Converter) -> Converter:
         ADAPTERS[name] = fn
+        if records is not None:
+            RECORD_READERS[name] = records
         return fn
 
     return wrap
@@ -44,7 +51,7 @@ def register(name: str) -> Callable[[Converter], Converter]:
 
 def get_adapter(name: str) -> Converter:
     # Importing the modules registers them.
-    from pf_ray.data.sources import llava, sharegpt, ultrachat  # noqa: F401
+    from pf_ray.data.sources import coco, llava, sharegpt, ultrachat  # noqa: F401
 
     try:
         return ADAPTERS[name]
@@ -134,13 +141,16 @@ class SourceReader:
     def count(self, file: str) -> int:
         """Records in a file (an unreadable file counts as one row: its reject)."""
         try:
-            return sum(1 for _ in parse_records(self._bytes(file), file))
+            return len(self.records(file))
         except RecordError:
             return 1
 
-    def _bytes(self, file: str) -> bytes:
+    def records(self, file: str) -> list[tuple[int, Any]]:
+        get_adapter(self.adapter)
+        if self.adapter in RECORD_READERS:
+            return RECORD_READERS[self.adapter](file, self.storage)
         fs, path = resolve(file, self.storage)
-        return read_bytes(fs, path)
+        return list(parse_records(read_bytes(fs, path), file))
 
     def read(self, file: str, start: int, stop: int) -> Batch:
         """Rows ``start..stop-1`` (by record position) of ``file``, rejects marked."""
@@ -148,7 +158,7 @@ class SourceReader:
         rows: list[dict[str, Any]] = []
         seen: dict[str, int] = {}
         try:
-            records = list(parse_records(self._bytes(file), file))
+            records = self.records(file)
         except RecordError as exc:  # the whole file is one reject, in the unit at start 0
             if start == 0:
                 rows.append(_reject_row(make_id(self.source, file_slug(file)), self.source,

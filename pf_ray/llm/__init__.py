@@ -1,0 +1,1 @@
+"""Text-generation engines shared by the distortion and rewriting stages."""

@@ -1,0 +1,198 @@
+"""Text generation behind one interface: ``engine.generate(prompts, params) -> texts``.
+
+* :class:`HFEngine`: a transformers causal LM from a local folder or a URI (copied to a
+  local cache first), batched, left-padded generation with stop strings. Loads once per
+  actor; used for tiny test models and small real models (SmolLM2 shipped in a PyPI
+  package, through its GGUF file).
+* :class:`HTTPEngine`: any OpenAI-compatible ``/v1/completions`` endpoint (a vLLM server,
+  pf-ray's own Serve app), requests sent concurrently.
+* ``vllm``: runs through ``ray.data.llm`` as a Ray Data stage, not as an object here; see
+  :mod:`pf_ray.llm.vllm_stage`.
+
+A prompt is a list of chat messages whose last message (an assistant prefill) is continued.
+``prompt_format`` says how messages become text: ``guanaco`` (the paper's ``### Human:``
+format) or ``chat_template`` (the model tokenizer's own template).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pf_ray.distort.llm_instructed import Message, cut_at_stop, guanaco_prompt
+
+
+@dataclass(frozen=True)
+class GenParams:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: tuple[str, ...] = ('"', "###")
+    seed: int = 0
+
+
+class TextEngine(Protocol):
+    def generate(self, prompts: list[list[Message]], params: GenParams) -> list[str]:
+        """One continuation per prompt, cut at the first stop string."""
+        ...
+
+
+def render(messages: list[Message], prompt_format: str,
+           chat_template: Callable[[list[Message]], str] | None = None) -> str:
+    if prompt_format == "guanaco":
+        return guanaco_prompt(messages)
+    if chat_template is None:
+        raise ValueError("prompt_format 'chat_template' needs a tokenizer with a chat template")
+    return chat_template(messages)
+
+
+def local_model_path(model: str, storage: Any = None, cache_dir: str | None = None) -> str:
+    """A local folder for ``model``: itself if local, else a cached copy of the URI."""
+    from pf_ray.data.io import is_uri, resolve
+
+    if not is_uri(model):
+        return os.path.expanduser(model)
+    import hashlib
+
+    import pyarrow.fs as pafs
+
+    cache = cache_dir or os.environ.get("PF_RAY_CACHE", os.path.expanduser("~/.cache/pf-ray"))
+    target = os.path.join(cache, "models", hashlib.sha256(model.encode()).hexdigest()[:16])
+    done = os.path.join(target, ".complete")
+    if not os.path.exists(done):
+        fs, path = resolve(model, storage)
+        tmp = f"{target}.tmp-{os.getpid()}"
+        pafs.copy_files(path, tmp, source_filesystem=fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not os.path.exists(target):
+            os.replace(tmp, target)
+        open(done, "w").close()
+    return target
+
+
+@dataclass
+class HFEngine:
+    """A transformers causal LM, loaded once; batched left-padded generation."""
+
+    model: str
+    gguf_file: str | None = None
+    prompt_format: str = "guanaco"
+    dtype: str = "float32"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    num_threads: int | None = None
+    storage: Any = None
+    _tok: Any = field(init=False, repr=False, default=None)
+    _lm: Any = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = local_model_path(self.model, self.storage)
+        kwargs: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}
+        if self.gguf_file:
+            kwargs["gguf_file"] = self.gguf_file
+        self._tok = AutoTokenizer.from_pretrained(path, **kwargs)
+        self._tok.padding_side = "left"
+        if self._tok.pad_token is None:
+            self._tok.pad_token = self._tok.eos_token
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        self._lm = AutoModelForCausalLM.from_pretrained(
+            path, dtype=getattr(torch, self.dtype), **kwargs).to(device).eval()
+        self._device = device
+
+    def _template(self, messages: list[Message]) -> str:
+        return self._tok.apply_chat_template(messages, tokenize=False,
+                                             continue_final_message=True)
+
+    def generate(self, prompts: list[list[Message]], params: GenParams) -> list[str]:
+        return self.complete([render(m, self.prompt_format, self._template) for m in prompts],
+                             params)
+
+    def complete(self, texts: list[str], params: GenParams) -> list[str]:
+        """Continue raw prompt texts (batched, left-padded), cut at the stop strings."""
+        import torch
+
+        enc = self._tok(texts, return_tensors="pt", padding=True,
+                        add_special_tokens=self.prompt_format == "guanaco").to(self._device)
+        sample = params.temperature > 0
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens,
+                                  "do_sample": sample, "pad_token_id": self._tok.pad_token_id}
+        if sample:
+            torch.manual_seed(params.seed)
+            kwargs.update(temperature=params.temperature, top_p=params.top_p,
+                          top_k=params.top_k or None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self._tok)
+        with torch.inference_mode():
+            out = self._lm.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1]:]
+        decoded = self._tok.batch_decode(new, skip_special_tokens=True)
+        return [cut_at_stop(t, params.stop) for t in decoded]
+
+
+@dataclass
+class HTTPEngine:
+    """An OpenAI-compatible completions endpoint (``POST {base_url}/completions``)."""
+
+    base_url: str
+    model: str
+    prompt_format: str = "guanaco"
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 120.0
+    max_concurrency: int = 8
+    retries: int = 2
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        url = self.base_url.rstrip("/") + "/completions"
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        data = json.dumps(body).encode()
+        last: Exception | None = None
+        for _ in range(self.retries + 1):
+            req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
+                    return json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode(errors="replace")[:500]
+                if exc.code < 500:  # the request is wrong: retrying will not help
+                    raise RuntimeError(f"{url}: HTTP {exc.code}: {detail}") from exc
+                last = RuntimeError(f"{url}: HTTP {exc.code}: {detail}")
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                last = RuntimeError(f"{url}: {exc}")
+        assert last is not None
+        raise last
+
+    def _one(self, prompt: str, params: GenParams) -> str:
+        body: dict[str, Any] = {"model": self.model, "prompt": prompt,
+                                "max_tokens": params.max_new_tokens,
+                                "temperature": params.temperature, "top_p": params.top_p,
+                                "stop": list(params.stop), "seed": params.seed}
+        if params.top_k:
+            body["top_k"] = params.top_k
+        reply = self._post(body)
+        try:
+            return cut_at_stop(reply["choices"][0]["text"], params.stop)
+        except (KeyError, IndexError, TypeError) as exc:
+            raise RuntimeError(f"unexpected completions reply: {str(reply)[:300]}") from exc
+
+    def generate(self, prompts: list[list[Message]], params: GenParams) -> list[str]:
+        texts = [render(m, self.prompt_format) for m in prompts]
+        with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
+            return list(pool.map(lambda t: self._one(t, params), texts))

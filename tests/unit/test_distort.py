@@ -1,0 +1,198 @@
+"""Distortion families: augmentation steps, box serialisation, prompts, pair planning."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+import pytest
+
+from pf_ray.config import MixtureConfig, SelectConfig
+from pf_ray.distort.augment import (
+    CHAR_ACTIONS,
+    aug_count,
+    augment,
+    char_edits,
+    drop_sentences,
+    shuffle_sentences,
+    word_edits,
+)
+from pf_ray.distort.boxes import PREAMBLE, coco_box_to_xyxy, fmt_coord, serialise
+from pf_ray.distort.llm_instructed import (
+    build_messages,
+    check_output,
+    cut_at_stop,
+    guanaco_prompt,
+    pick_style,
+)
+from pf_ray.distort.pairs import cpu_families, image_key, plan_pairs, row_seed
+from pf_ray.distort.styles import STYLES
+from pf_ray.steps.base import REJECT_REASON
+
+TEXT = "The cat sat on the mat. It was a sunny day. Birds sang outside."
+
+
+def test_each_augmentation_step_on_fixed_seeds() -> None:
+    assert drop_sentences(TEXT, random.Random(1)) == "The cat sat on the mat It was a sunny day"
+    assert shuffle_sentences(TEXT, random.Random(2)) == (
+        " It was a sunny day\n Birds sang outside\n\nThe cat sat on the mat")
+    expected_chars = {
+        "insert": "The cat sat on the mat. It was a suLnOny day. Birds 6saang ouTtsmideo.",
+        "substitute": "The cat sat on the mat. It was a suLOy day. Birds 6aag ouTsmdeo",
+        "swap": "The cat sat on the mat. It was a suynn day. Birds asgn uotisd.e",
+        "delete": "The cat sat on the mat. It was a suy day. Birds ag utid.",
+    }
+    for action in CHAR_ACTIONS:
+        assert char_edits(TEXT, action, 0.3, 0.5, random.Random(3)) == expected_chars[action]
+    assert word_edits(TEXT, "delete", 0.3, random.Random(4)) == (
+        "The sat mat. a sunny day. Birds sang outside.")
+    assert word_edits(TEXT, "swap", 0.3, random.Random(4)) == (
+        "The sat cat the mat. on was It a sunny day. sang Birds outside.")
+    assert word_edits(TEXT, "crop", 0.3, random.Random(4)) == (
+        "The cat sat a sunny day. Birds sang outside.")
+
+
+def test_full_chain_on_fixed_seeds() -> None:
+    assert augment(TEXT, random.Random(0)) == ("The yda. dBirs sang eoutsid.",
+                                               ["char_swap", "word_crop"])
+    assert augment(TEXT, random.Random(1)) == ("The cat sat the on mat",
+                                               ["drop", "shuffle", "word_swap"])
+    assert augment(TEXT, random.Random(2)) == (
+        "The cat sat on the mat. It was a sunny dzayO. Birds sang oLutscideM.", ["char_insert"])
+
+
+def test_augment_properties() -> None:
+    assert aug_count(0, 0.5) == 0 and aug_count(3, 0.01) == 1 and aug_count(100, 0.9) == 10
+    # short words keep their characters; whitespace (newlines) survives word edits
+    assert char_edits("a an the", "delete", 1.0, 1.0, random.Random(0)) == "a an the"
+    out = word_edits("one two\nthree four\nfive six", "swap", 0.5, random.Random(0))
+    assert out.count("\n") == 2
+    # each step applied about half the time
+    ops = Counter(op.split("_")[0] for s in range(2000) for op in augment(TEXT, random.Random(s))[1])
+    for name in ("drop", "shuffle", "char", "word"):
+        assert 900 < ops[name] < 1100, ops
+
+
+def test_box_serialiser_matches_hand_written_text() -> None:
+    # A COCO-format example: 640x480 image, bbox [x, y, w, h] in pixels.
+    boxes = [{"label": "person", **dict(zip(("x1", "y1", "x2", "y2"),
+                                            coco_box_to_xyxy([320, 48, 64, 192], 640, 480),
+                                            strict=True))},
+             {"label": "horse", **dict(zip(("x1", "y1", "x2", "y2"),
+                                           coco_box_to_xyxy([100, 121, 233, 240], 640, 480),
+                                           strict=True))}]
+    text = serialise(["A man riding a horse.", " A person on a brown horse in a field. "], boxes)
+    assert text == (
+        "A man riding a horse.\n"
+        "A person on a brown horse in a field.\n"
+        "\n"
+        "The followings are specific object locations within the image, along with detailed "
+        "coordinates. These coordinates are in the form of bounding boxes, represented as "
+        "(x1, y1, x2, y2) with floating numbers ranging from 0 to 1. These values correspond "
+        "to the top left x, top left y, bottom right x, and bottom right y.\n"
+        "person: [0.50, 0.10, 0.60, 0.50]\n"
+        "horse: [0.156, 0.252, 0.52, 0.752]")
+    assert PREAMBLE in text
+    assert fmt_coord(0.5) == "0.50" and fmt_coord(1.2) == "1.00" and fmt_coord(0.1234) == "0.123"
+
+
+def test_guanaco_prompt_is_the_papers() -> None:
+    prompt = guanaco_prompt(build_messages("What is it?", "It is a red ball.", "X."))
+    assert prompt.startswith(
+        "A chat between a curious human and an artificial intelligence assistant. The "
+        "assistant gives helpful, detailed, and polite answers to the user's questions.\n"
+        "### Human: What is it?\n### Assistant: It is a red ball.\n### Human: Your reply's "
+        "style, tone, and politeness are excellent")
+    assert "socially inept robotic assistant to respond to your request. X. The following" \
+        in prompt
+    assert prompt.endswith("and I will not add more content after finishing this response:"
+                           '\n\n"')
+    assert len(STYLES) == 24 and len({n for n, _ in STYLES}) == 24
+    draws = Counter(pick_style(random.Random(s))[0] is None for s in range(4000))
+    assert 1850 < draws[True] < 2150  # a style with probability 0.5
+
+
+def test_output_cut_and_checks() -> None:
+    assert cut_at_stop('red ball" and more') == "red ball"
+    assert cut_at_stop("red ball\n### Human: next") == "red ball"
+    assert cut_at_stop("  no stop  ") == "no stop"
+    original = "It is a red ball, lying on the grass."
+    assert check_output(original, "") == "llm_empty"
+    assert check_output(original, " it is a red ball, lying on the GRASS. ") == "llm_unchanged"
+    assert check_output(original, original + " Also more.") == "llm_longer"
+    assert check_output(original, "I'm sorry, I can't.") == "llm_refusal"
+    assert check_output(original, "red ball grass") is None
+
+
+def _batch(rows: list[dict]) -> dict:
+    return {k: [r.get(k) for r in rows] for k in ("id", "source", "task", "conversations",
+                                                  "image", "image_bytes", "captions_boxes")}
+
+
+def _conv(*turns: tuple[str, str]) -> list[dict]:
+    return [{"role": r, "content": c} for r, c in turns]
+
+
+def test_plan_pairs_rejects_and_determinism() -> None:
+    rows = [
+        {"id": "a:1", "source": "a", "task": "t", "conversations": _conv(("user", "q"),
+                                                                         ("assistant", "ans."))},
+        {"id": "a:2", "source": "a", "task": "t", "conversations": _conv(("user", "q"))},
+        {"id": "a:3", "source": "a", "task": "t", "conversations": _conv(("user", "q"),
+                                                                         ("assistant", "  "))},
+        {"id": "a:4", "source": "a", "task": "t", "conversations": _conv(("user", "q"),
+                                                                         ("assistant", "x" * 50))},
+        {"id": "b:5", "source": "b", "task": "t", "conversations": _conv(("user", "q"),
+                                                                         ("assistant", "ok"))},
+        {"id": "a:6", "source": "a", "task": "t", "conversations": _conv(("assistant", "hi"),
+                                                                         ("user", "q"))},
+    ]
+    kwargs = {"seed": 3, "mixture": MixtureConfig(), "select": SelectConfig(sources=["a"]),
+              "llm_enabled": True, "max_chars": 20}
+    out = plan_pairs(_batch(rows), **kwargs)
+    assert out[REJECT_REASON] == [None, "no_assistant_turn", "empty_text", "text_too_long",
+                                  "not_selected", "no_assistant_turn"]
+    assert out["family"][0] == "llm" and out["seed"][0] == row_seed(3, "a:1")
+    assert out == plan_pairs(_batch(rows), **kwargs)
+    no_llm = plan_pairs(_batch(rows[:1]), **{**kwargs, "llm_enabled": False})
+    assert no_llm[REJECT_REASON] == ["no_family"]  # text rows only have the llm family
+
+
+def test_mixture_follows_the_weights() -> None:
+    img = [{"id": f"s:{i}", "source": "s", "task": "detail", "image": "x.jpg",
+            "conversations": _conv(("user", "Describe."), ("assistant", "A long answer.")),
+            "captions_boxes": json.dumps({"captions": ["c"], "boxes": []})}
+           for i in range(3000)]
+    out = plan_pairs(_batch(img), seed=0, mixture=MixtureConfig(), select=SelectConfig(),
+                     llm_enabled=True, max_chars=8000)
+    counts = Counter(out["family"])
+    # image_with_boxes default: boxes 14 : llm 5.7 : augment 3.3 (of 23)
+    assert abs(counts["boxes"] / 3000 - 14 / 23) < 0.03
+    assert abs(counts["llm"] / 3000 - 5.7 / 23) < 0.03
+    for r in img:
+        r["task"] = "conversation"  # boxes only for detailed descriptions
+    out = plan_pairs(_batch(img), seed=0, mixture=MixtureConfig(), select=SelectConfig(),
+                     llm_enabled=False, max_chars=8000)
+    assert set(out["family"]) == {"augment"}
+
+
+def test_cpu_families() -> None:
+    batch = {"id": ["a", "b", "c"], "family": ["augment", "boxes", "llm"],
+             "style": [None, None, "typos"], "seed": [1, 2, 3],
+             "original": [TEXT, "Detail.", "x"],
+             "captions_boxes": [None, json.dumps({"captions": ["a cat"], "boxes": [
+                 {"label": "cat", "x1": 0, "y1": 0, "x2": 0.5, "y2": 0.25}]}), None]}
+    out = cpu_families(batch)
+    assert out["distorted"][0] != TEXT and out["style"][0] != "typos"
+    assert out["distorted"][1] == f"a cat\n\n{PREAMBLE}\ncat: [0.00, 0.00, 0.50, 0.25]"
+    assert out["distorted"][2] is None and out["style"][2] == "typos"
+    assert out == cpu_families(batch)
+
+
+@pytest.mark.parametrize(("ref", "key"), [
+    ("COCO_train2014_000000215677.jpg", "215677"), ("000000215677.jpg", "215677"),
+    ("s3://b/train2017/000000215677.jpg", "215677"), ("synthetic://0/5?size=64", "synthetic://0/5"),
+    ("tar://a/7.jpg::shards/00001.tar", "7"), (None, None)])
+def test_image_key(ref: str | None, key: str | None) -> None:
+    assert image_key(ref) == key
