@@ -60,3 +60,11 @@ def s3_session_bucket(s3_server: S3Server) -> str:
 def s3_bucket(s3_session_bucket: str) -> str:
     """A fresh prefix in the session bucket; returns ``s3://bucket/prefix``."""
     return f"{s3_session_bucket}/t{time.time_ns()}"
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama + BPE tokenizer saved as a HF folder (built once per session)."""
+    from tiny_lm import build_tiny_lm
+
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
