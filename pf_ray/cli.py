@@ -17,6 +17,7 @@ EPILOG = """\
 examples:
   pf-ray quickstart --workdir /tmp/pf
   pf-ray validate jobs/*.yaml
+  pf-ray convert --preset tiny --out /tmp/tiny-model
   pf-ray run jobs/synthetic.yaml n=10000 output.path=s3://bucket/synthetic
   RAY_ADDRESS=auto pf-ray run jobs/ingest_llava.yaml      (on a cluster node)
 """
@@ -123,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ray (default) or local (no Ray)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(fn=_cmd_quickstart)
+
+    from pf_ray.model import convert as model_convert  # light: torch loads only when run
+
+    p = sub.add_parser("convert", help="released OpenFlamingo / Polite / Clever Flamingo "
+                                       "weights -> a pf-ray model folder")
+    model_convert.build_parser(p)
+    p.set_defaults(fn=model_convert.run)
     return parser
 
 

@@ -26,6 +26,16 @@ from pf_ray.model.tokenizer import build_tiny_tokenizer
 # perceiver D 64, depth 2, 8 latents, 4 x 16 heads, ff x2; xattn D 256, D_v 64, 4 x 32 heads,
 # ff x2, blocks before layers 1 and 3; LLaMA 4 layers, width 256, MLP 512, vocab 1024; LoRA r 8
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread, and a busy 2-core machine makes two threads
+    wait on each other (restored afterwards: the setting is process-wide)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def _perceiver() -> dict[str, tuple[int, ...]]:
     keys = {"perceiver.latents": (8, 64), "perceiver.norm.weight": (64,), "perceiver.norm.bias": (64,)}
@@ -253,11 +263,11 @@ def test_save_load_gives_identical_outputs_with_lora(model, tmp_path):
     assert load_folder_tokenizer(folder).get_vocab() == tok.get_vocab()
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # peft calls a deprecated HF helper
 def test_saved_adapter_is_a_peft_adapter(model, tmp_path):
     """model.safetensors holds the plain HF LM keys; adapter/ loads with peft itself."""
-    from safetensors.torch import load_file
-
     from peft import PeftModel
+    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
     _perturb(model)
@@ -273,6 +283,18 @@ def test_saved_adapter_is_a_peft_adapter(model, tmp_path):
         ours = model.lang_encoder(input_ids=ids).logits  # no media: the LM with LoRA
         theirs = peft_lm(input_ids=ids).logits
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_save_load_without_lora_has_no_adapter(tmp_path):
+    torch.manual_seed(0)
+    plain = build_flamingo(get_preset("tiny-qwen2").replace(lora=None)).eval()
+    _perturb(plain)
+    folder = save_pretrained(plain, tmp_path / "m")
+    assert not (folder / "adapter").exists()
+    ids, images = _inputs(plain)
+    with torch.no_grad():
+        torch.testing.assert_close(load_pretrained(folder)(ids, images).logits,
+                                   plain(ids, images).logits, rtol=0, atol=0)
 
 
 def test_folder_with_a_missing_tensor_fails_strictly(model, tmp_path):
@@ -323,3 +345,16 @@ def test_converter_reports_a_bad_key_and_fails(tmp_path, capsys):
     assert "q_proj.lora_C.default.weight" in capsys.readouterr().err
     assert convert.main(["--preset", "tiny", "--out", str(tmp_path / "o"),
                          "--load", "nonsense=x.pt"]) == 2
+
+
+def test_converter_parser_is_light_and_in_step():
+    import subprocess
+    import sys
+
+    from pf_ray.model.presets import PRESETS
+
+    assert set(convert.LAYOUT_NAMES) == set(LAYOUTS) and set(convert.PRESET_NAMES) == set(PRESETS)
+    code = ("import sys, argparse; import pf_ray.model.convert as c; "
+            "c.build_parser(argparse.ArgumentParser()); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,120 @@
+"""Named model configurations.
+
+``tiny``                 ~4M params, random weights, tiny-bpe tokenizer: tests and the offline
+                         quickstart (trains in minutes on 2 CPUs).
+``tiny-qwen2``           ``tiny`` with a Qwen2 language model (proves the LM family is free).
+``openflamingo-9b-v1``   Polite / Clever Flamingo (spec §3): ViT-L-14-336 + LLaMA-7B dims.
+                         Build it only with real weights (see :mod:`pf_ray.model.convert`).
+``flamingo-1b``          a smaller real layout in the style of OpenFlamingo-3B (a cross-
+                         attention block before every layer): ViT-L-14 (224 px) + a
+                         TinyLlama-1.1B-shaped LLaMA, ``previous_image`` masks as v2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pf_ray.model.config import (
+    CrossAttentionConfig,
+    FlamingoConfig,
+    LanguageConfig,
+    LoraSettings,
+    PerceiverConfig,
+    TokenIds,
+    VisionConfig,
+)
+from pf_ray.model.tokenizer import TINY, TINY_BASE_VOCAB, TINY_VOCAB
+
+# tiny-bpe: <unk> <s> </s> at 0 1 2; <|endofchunk|> <image> <PAD> after the 1021 BPE tokens
+TINY_TOKENS = TokenIds(media=TINY_BASE_VOCAB + 1, endofchunk=TINY_BASE_VOCAB, pad=TINY_BASE_VOCAB + 2,
+                       bos=1, eos=2)
+# LLaMA: 32000 SentencePiece tokens + <|endofchunk|> 32000, <image> 32001, <PAD> 32002;
+# the released models force pad/bos/eos to 0/1/2 (spec §3)
+LLAMA_TOKENS = TokenIds(media=32001, endofchunk=32000, pad=0, bos=1, eos=2)
+LLAMA_VOCAB = 32003
+
+TINY_VISION = VisionConfig(model_name="pf-tiny-vit", width=64, image_size=64, patch_size=16)
+
+
+def _tiny_lm(model_type: str) -> dict:
+    # 4 layers of width 256 (4 heads x 64): ~2.6M in the layers, 2 * 1024 * 256 = 0.5M in
+    # the (untied) embeddings and head
+    cfg = {"model_type": model_type, "vocab_size": TINY_VOCAB, "hidden_size": 256,
+           "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
+           "num_key_value_heads": 4, "max_position_embeddings": 1024, "rms_norm_eps": 1e-6,
+           "tie_word_embeddings": False, "bos_token_id": TINY_TOKENS.bos,
+           "eos_token_id": TINY_TOKENS.eos, "pad_token_id": TINY_TOKENS.pad}
+    return cfg
+
+
+def tiny(model_type: str = "llama") -> FlamingoConfig:
+    return FlamingoConfig(
+        name="tiny" if model_type == "llama" else f"tiny-{model_type}",
+        vision=TINY_VISION,
+        perceiver=PerceiverConfig(depth=2, num_latents=8, heads=4, dim_head=16, ff_mult=2),
+        xattn=CrossAttentionConfig(every=2, heads=4, dim_head=32, ffn=True, ff_mult=2,
+                                   mask="next_image"),
+        lm=LanguageConfig(hf_config=_tiny_lm(model_type)),
+        lora=LoraSettings(r=8, alpha=16, dropout=0.0),
+        tokens=TINY_TOKENS,
+        tokenizer=TINY,
+    )
+
+
+def openflamingo_9b_v1() -> FlamingoConfig:
+    """Spec §3: vision ViT-L-14-336 (24 layers, width 1024, 576 patch tokens); perceiver
+    1024 / depth 6 / 64 latents / 8 x 64 / ff x4; xattn before layers 3, 7, ..., 31 (8 blocks)
+    with 8 x 64 heads and a x4 FFN; LLaMA-7B; LoRA r 64, alpha 16, dropout 0.1."""
+    return FlamingoConfig(
+        name="openflamingo-9b-v1",
+        vision=VisionConfig(model_name="ViT-L-14-336", width=1024, image_size=336, patch_size=14,
+                            force_quick_gelu=True),
+        perceiver=PerceiverConfig(depth=6, num_latents=64, heads=8, dim_head=64, ff_mult=4),
+        xattn=CrossAttentionConfig(every=4, heads=8, dim_head=64, ffn=True, ff_mult=4,
+                                   mask="next_image"),
+        lm=LanguageConfig(hf_config={
+            "model_type": "llama", "vocab_size": LLAMA_VOCAB, "hidden_size": 4096,
+            "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+            "num_key_value_heads": 32, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
+            "pad_token_id": 0}),
+        lora=LoraSettings(r=64, alpha=16, dropout=0.1),
+        tokens=LLAMA_TOKENS,
+        tokenizer="",  # a local LLaMA tokenizer folder, set by the converter
+        dtype="bfloat16",
+    )
+
+
+def flamingo_1b() -> FlamingoConfig:
+    return FlamingoConfig(
+        name="flamingo-1b",
+        vision=VisionConfig(model_name="ViT-L-14", width=1024, image_size=224, patch_size=14,
+                            force_quick_gelu=True),
+        perceiver=PerceiverConfig(depth=6, num_latents=64, heads=8, dim_head=64, ff_mult=4),
+        xattn=CrossAttentionConfig(every=1, heads=8, dim_head=64, ffn=True, ff_mult=4,
+                                   mask="previous_image"),
+        lm=LanguageConfig(hf_config={
+            "model_type": "llama", "vocab_size": LLAMA_VOCAB, "hidden_size": 2048,
+            "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+            "num_key_value_heads": 4, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
+            "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
+            "pad_token_id": 0}),
+        lora=LoraSettings(r=64, alpha=16, dropout=0.1),
+        tokens=LLAMA_TOKENS,
+        tokenizer="",
+        dtype="bfloat16",
+    )
+
+
+PRESETS: dict[str, Callable[[], FlamingoConfig]] = {
+    "tiny": tiny,
+    "tiny-qwen2": lambda: tiny("qwen2"),
+    "openflamingo-9b-v1": openflamingo_9b_v1,
+    "flamingo-1b": flamingo_1b,
+}
+
+
+def get_preset(name: str) -> FlamingoConfig:
+    if name not in PRESETS:
+        raise ValueError(f"model preset: received {name!r}; allowed: {', '.join(PRESETS)}")
+    return PRESETS[name]()

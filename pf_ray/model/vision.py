@@ -1,0 +1,103 @@
+"""The vision tower: an open_clip image transformer that returns patch tokens.
+
+OpenFlamingo v1 keeps open_clip's ``VisionTransformer`` as ``vision_encoder`` and reads its
+token output (after ``ln_post``, before the pooled projection, class token dropped):
+``ViT-L-14-336`` gives ``(336 / 14) ** 2 = 576`` tokens of width 1024. We keep the same
+module under the same name, so released ``vision_encoder.*`` keys load as they are.
+
+Tiny configs for tests and the offline quickstart live in ``open_clip_configs/`` and are
+registered with open_clip on import of this module.
+
+Preprocessing is open_clip's own transform for the model (resize, centre crop, normalise).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from torch import nn
+
+from pf_ray.model.config import VisionConfig
+
+CONFIG_DIR = Path(__file__).with_name("open_clip_configs")
+_registered = False
+
+
+def register_tiny_configs() -> None:
+    """Make the configs in ``open_clip_configs/`` (e.g. ``pf-tiny-vit``) known to open_clip."""
+    global _registered
+    if not _registered:
+        open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@dataclass
+class VisionTower:
+    """What :func:`build_vision_encoder` returns: the module and open_clip's transforms."""
+
+    encoder: nn.Module  # open_clip VisionTransformer, output_tokens=True
+    preprocess: Callable[[Any], torch.Tensor]  # PIL image -> (C, H, W) float, for inference
+    preprocess_train: Callable[[Any], torch.Tensor]  # open_clip's training augmentation
+
+
+def build_vision_encoder(cfg: VisionConfig, device: str | torch.device = "cpu") -> VisionTower:
+    """Build the open_clip model ``cfg.model_name``, keep its image tower.
+
+    Weights come from ``cfg.pretrained`` (a local file) or are random when it is None. The
+    declared width / image size / patch size must match open_clip's config for the name.
+    """
+    register_tiny_configs()
+    oc = open_clip.get_model_config(cfg.model_name)
+    if oc is None:
+        raise ValueError(f"vision.model_name: received {cfg.model_name!r}; allowed: an open_clip "
+                         f"model name (open_clip.list_models()) or one in {CONFIG_DIR}")
+    vc = oc["vision_cfg"]
+    declared = {"width": cfg.width, "image_size": cfg.image_size, "patch_size": cfg.patch_size}
+    actual = {k: vc.get(k) for k in declared}
+    if declared != actual:
+        raise ValueError(f"vision: declared {declared} but open_clip's {cfg.model_name!r} has {actual}")
+    if cfg.pretrained is not None and not Path(cfg.pretrained).is_file():
+        # open_clip would take a non-file as a hub tag and try to download it
+        raise FileNotFoundError(f"vision.pretrained: {cfg.pretrained}: no such file (a local "
+                                f"open_clip checkpoint is required; nothing is downloaded)")
+    quiet = _DropRandomInitWarning()
+    logging.getLogger().addFilter(quiet)  # open_clip warns on the root logger
+    try:
+        model, preprocess_train, preprocess = open_clip.create_model_and_transforms(
+            cfg.model_name, pretrained=cfg.pretrained, device=device,
+            force_quick_gelu=cfg.force_quick_gelu, weights_only=True)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+    encoder = model.visual
+    encoder.output_tokens = True
+    return VisionTower(encoder=encoder, preprocess=preprocess, preprocess_train=preprocess_train)
+
+
+def patch_tokens(encoder: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """Patch tokens of images; any leading dims are kept.
+
+    Args:
+        encoder: an open_clip VisionTransformer with ``output_tokens = True``.
+        pixels: ``(b, T_img, C, H, W)`` (or ``(n, C, H, W)``) preprocessed images.
+
+    Returns:
+        ``(b, T_img, v, D_v)`` (or ``(n, v, D_v)``): v = (H / patch) * (W / patch) patch
+        tokens of the tower's width D_v.
+    """
+    lead = pixels.shape[:-3]
+    out = encoder(pixels.reshape(-1, *pixels.shape[-3:]))
+    if not isinstance(out, tuple):
+        raise TypeError("vision encoder returned a pooled embedding only: set output_tokens = True")
+    tokens = out[1]  # (n, v, D_v)
+    return tokens.reshape(*lead, *tokens.shape[1:])
