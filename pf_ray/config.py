@@ -196,6 +196,7 @@ class VLLMEngineConfig(EngineBase):
 
     kind: Literal["vllm"]
     model: str = Field(..., description="model_source: HF folder or URI")
+    num_gpus: float = Field(1.0, ge=0, description="GPUs per engine (0: vLLM on CPU)")
     accelerator_type: str | None = None
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     separate_cpu_stages: bool = Field(

@@ -15,8 +15,9 @@ def corpus() -> list[str]:
         '### Human: ### Assistant: " "']
 
 
-def build_tiny_lm(folder: Path, *, seed: int = 0) -> Path:
-    """Write a ~0.2M-parameter random Llama and a BPE tokenizer trained on synthetic text."""
+def build_tiny_lm(folder: Path, *, seed: int = 0, hidden: int = 32, heads: int = 4) -> Path:
+    """Write a tiny random Llama (~0.1M parameters by default) and a BPE tokenizer trained
+    on synthetic text. vLLM's CPU kernels need head_dim 32 or 64: hidden=64, heads=2."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -30,8 +31,9 @@ def build_tiny_lm(folder: Path, *, seed: int = 0) -> Path:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
                                    eos_token="</s>", pad_token="<pad>")
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=2, num_attention_heads=heads,
+                         num_key_value_heads=heads,
                          max_position_embeddings=1024, bos_token_id=fast.bos_token_id,
                          eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
     model = LlamaForCausalLM(config)

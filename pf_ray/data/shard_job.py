@@ -159,8 +159,8 @@ def write_unit(batch: Batch, dataset: Dataset, spec_hash: str, schema: str) -> B
             parts = dataset.write_part_info(name, part, info)
             if sum(p["rows"] + p["rejects"] for p in parts) < expected:
                 continue
-            dataset.commit(name, {"unit": unit, "spec_hash": spec_hash,
-                                  **_merge_parts(parts)})
+            info = _merge_parts(parts)
+            dataset.commit(name, {"unit": unit, "spec_hash": spec_hash, **info})
         out["name"].append(name)
         out["rows"].append(info["rows"])
         out["rejects"].append(info["rejects"])

