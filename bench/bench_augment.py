@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from functools import lru_cache
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -21,10 +20,13 @@ from pf_ray.data.synthetic import generate  # noqa: E402
 from pf_ray.distort.pairs import cpu_families, row_seed  # noqa: E402
 from pf_ray.steps.base import Resources, StepDef, run_step  # noqa: E402
 
+_POOL: list[str] = []
 
-@lru_cache(maxsize=1)
-def pool() -> tuple[str, ...]:
-    return tuple(c[-1]["content"] for c in generate(0, 0, 900)["conversations"])
+
+def pool() -> list[str]:
+    if not _POOL:  # built once per process (driver, and each Ray worker)
+        _POOL.extend(c[-1]["content"] for c in generate(0, 0, 900)["conversations"])
+    return _POOL
 
 
 def texts(start: int, stop: int) -> list[str]:
@@ -47,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=400_000)
     parser.add_argument("--cpus", type=int, default=2)
-    parser.add_argument("--block-rows", type=int, default=10_000)
+    parser.add_argument("--block-rows", type=int, default=50_000)
     args = parser.parse_args()
     pool()
     t0 = time.perf_counter()

