@@ -54,13 +54,16 @@ def _s3_filesystem(storage: StorageConfig) -> pafs.FileSystem:
     token = os.environ.get(storage.session_token_env)
     region = storage.region or os.environ.get("AWS_REGION") or os.environ.get(
         "AWS_DEFAULT_REGION") or "us-east-1"
-    endpoint = urlparse(storage.endpoint_url) if storage.endpoint_url else None
+    # the spec's endpoint, else the standard AWS SDK variables (MinIO, R2, SeaweedFS...)
+    url = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+        "AWS_ENDPOINT_URL")
+    endpoint = urlparse(url) if url else None
     if storage.client == "s3fs":
         import s3fs
 
         client_kwargs: dict[str, Any] = {"region_name": region}
-        if storage.endpoint_url:
-            client_kwargs["endpoint_url"] = storage.endpoint_url
+        if url:
+            client_kwargs["endpoint_url"] = url
         fs = s3fs.S3FileSystem(anon=storage.anonymous, key=key, secret=secret, token=token,
                                client_kwargs=client_kwargs, use_listings_cache=False)
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
@@ -90,6 +93,43 @@ def resolve(path: str, storage: StorageConfig | None = None) -> tuple[pafs.FileS
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
     local = path.removeprefix("file://")
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(local))
+
+
+def local_copy(path: str, storage: StorageConfig | None = None,
+               cache_dir: str | None = None) -> str:
+    """A local path for a file or folder: itself when local, else a cached copy of the URI.
+
+    Used to load model weights from object stores (``s3://bucket/models/x``). The copy is
+    made under a temporary name and renamed, then marked complete, so concurrent workers and
+    interrupted downloads never read a partial copy.
+    """
+    if not is_uri(path):
+        return os.path.expanduser(path.removeprefix("file://"))
+    import hashlib
+
+    cache = cache_dir or os.environ.get("PF_RAY_CACHE", os.path.expanduser("~/.cache/pf-ray"))
+    target = os.path.join(cache, "remote", hashlib.sha256(path.encode()).hexdigest()[:16],
+                          posixpath.basename(path.rstrip("/")) or "object")
+    done = f"{target}.complete"
+    if os.path.exists(done):
+        return target
+    fs, inner = resolve(path, storage)
+    info = fs.get_file_info(inner)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{path}: not found")
+    tmp = f"{target}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if info.type == pafs.FileType.Directory:
+        os.makedirs(tmp)
+        pafs.copy_files(inner, tmp, source_filesystem=fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+    else:
+        with open(tmp, "wb") as f:
+            f.write(read_bytes(fs, inner))
+    if not os.path.exists(target):
+        os.replace(tmp, target)
+    open(done, "w").close()
+    return target
 
 
 def join(base: str, *parts: str) -> str:

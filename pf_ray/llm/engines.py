@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pf_ray.data.io import local_copy
 from pf_ray.distort.llm_instructed import Message, cut_at_stop, guanaco_prompt
 
 
@@ -53,31 +54,6 @@ def render(messages: list[Message], prompt_format: str,
     return chat_template(messages)
 
 
-def local_model_path(model: str, storage: Any = None, cache_dir: str | None = None) -> str:
-    """A local folder for ``model``: itself if local, else a cached copy of the URI."""
-    from pf_ray.data.io import is_uri, resolve
-
-    if not is_uri(model):
-        return os.path.expanduser(model)
-    import hashlib
-
-    import pyarrow.fs as pafs
-
-    cache = cache_dir or os.environ.get("PF_RAY_CACHE", os.path.expanduser("~/.cache/pf-ray"))
-    target = os.path.join(cache, "models", hashlib.sha256(model.encode()).hexdigest()[:16])
-    done = os.path.join(target, ".complete")
-    if not os.path.exists(done):
-        fs, path = resolve(model, storage)
-        tmp = f"{target}.tmp-{os.getpid()}"
-        pafs.copy_files(path, tmp, source_filesystem=fs,
-                        destination_filesystem=pafs.LocalFileSystem())
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if not os.path.exists(target):
-            os.replace(tmp, target)
-        open(done, "w").close()
-    return target
-
-
 @dataclass
 class HFEngine:
     """A transformers causal LM, loaded once; batched left-padded generation."""
@@ -97,7 +73,7 @@ class HFEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = local_model_path(self.model, self.storage)
+        path = local_copy(self.model, self.storage)
         kwargs: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}
         if self.gguf_file:
             kwargs["gguf_file"] = self.gguf_file

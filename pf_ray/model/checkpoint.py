@@ -220,8 +220,10 @@ def load_state_dict(model: FlamingoModel, state: Mapping[str, torch.Tensor], *,
 
 def read_released(path: str | Path) -> dict[str, torch.Tensor]:
     """A released ``.pt`` state dict (``weights_only=True``; ``model_state_dict`` and DDP's
-    ``module.`` prefix unwrapped)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    ``module.`` prefix unwrapped). ``path`` may be a URI (copied to a local cache)."""
+    from pf_ray.data.io import local_copy
+
+    state = torch.load(local_copy(str(path)), map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model_state_dict" in state:
         state = state["model_state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -298,8 +300,11 @@ def read_config(folder: str | Path) -> FlamingoConfig:
 
 def load_pretrained(folder: str | Path, *, device: str | torch.device = "cpu",
                     strict: bool = True) -> FlamingoModel:
-    """Rebuild a model from its folder: config, weights (every key), LoRA adapter."""
-    folder = Path(folder)
+    """Rebuild a model from its folder (local, or a URI copied to a local cache): config,
+    weights (every key), LoRA adapter."""
+    from pf_ray.data.io import local_copy
+
+    folder = Path(local_copy(str(folder)))
     config = read_config(folder)
     # weights come from the folder: don't read the original pretrained paths again
     config = config.replace(vision=replace(config.vision, pretrained=None),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,10 @@ def build_vision_encoder(cfg: VisionConfig, device: str | torch.device = "cpu") 
     actual = {k: vc.get(k) for k in declared}
     if declared != actual:
         raise ValueError(f"vision: declared {declared} but open_clip's {cfg.model_name!r} has {actual}")
+    if cfg.pretrained is not None:
+        from pf_ray.data.io import local_copy
+
+        cfg = replace(cfg, pretrained=local_copy(cfg.pretrained))  # s3://... -> local cache
     if cfg.pretrained is not None and not Path(cfg.pretrained).is_file():
         # open_clip would take a non-file as a hub tag and try to download it
         raise FileNotFoundError(f"vision.pretrained: {cfg.pretrained}: no such file (a local "
