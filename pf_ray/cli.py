@@ -60,6 +60,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (OutputExistsError, FileNotFoundError) as exc:
         print(f"{args.spec}: {exc}", file=sys.stderr)
         return 1
+    except ConnectionError as exc:
+        print(f"{args.spec}: cannot reach Ray ({exc}); check ray.address / RAY_ADDRESS",
+              file=sys.stderr)
+        return 1
     for r in results:
         print(r.summary())
     if args.json:

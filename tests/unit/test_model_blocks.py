@@ -19,14 +19,6 @@ from pf_ray.model.xattn import (
 
 IMG = 9  # stands for the <image> token id in the mask examples
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and a busy 2-core machine makes two threads
-    wait on each other (restored afterwards: the setting is process-wide)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 

@@ -26,14 +26,6 @@ from pf_ray.model.tokenizer import build_tiny_tokenizer
 # perceiver D 64, depth 2, 8 latents, 4 x 16 heads, ff x2; xattn D 256, D_v 64, 4 x 32 heads,
 # ff x2, blocks before layers 1 and 3; LLaMA 4 layers, width 256, MLP 512, vocab 1024; LoRA r 8
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and a busy 2-core machine makes two threads
-    wait on each other (restored afterwards: the setting is process-wide)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 

@@ -18,17 +18,6 @@ from pf_ray.model.lora import is_lora_name
 from pf_ray.model.presets import get_preset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and a busy 2-core machine makes two threads
-    wait on each other (restored afterwards: the setting is process-wide)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
 def _ids(model, b=2, t=10, seed=0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, 1000, (b, t), generator=g)

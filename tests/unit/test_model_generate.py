@@ -16,14 +16,6 @@ from pf_ray.model.tokenizer import build_tiny_tokenizer
 
 MODES = ["next_image", "previous_image"]
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and a busy 2-core machine makes two threads
-    wait on each other (restored afterwards: the setting is process-wide)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 
