@@ -6,8 +6,16 @@ import logging
 import os
 from typing import Any
 
-from pf_ray.config import DistortJob, IngestJob, JobBase, PipelineJob, RayConfig, SyntheticJob
-from pf_ray.data.shard_job import JobResult, ShardJob, run_shard_job
+from pf_ray.config import (
+    DistortJob,
+    IngestJob,
+    JobBase,
+    PipelineJob,
+    RayConfig,
+    SyntheticJob,
+    TrainJob,
+)
+from pf_ray.data.shard_job import ShardJob, run_shard_job
 from pf_ray.progress import ShardProgress
 
 log = logging.getLogger(__name__)
@@ -22,8 +30,10 @@ def connect_ray(cfg: RayConfig) -> None:
     address = cfg.address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = {"runtime_env": cfg.runtime_env or None,
                               "log_to_driver": True, "include_dashboard": False}
-    if address is None and cfg.num_cpus:
-        kwargs["num_cpus"] = cfg.num_cpus
+    if address is None:
+        # A local instance gets at least 8 logical CPUs: Train's controller, its workers and
+        # their data pipelines each hold CPUs, and Ray waits forever when they run short.
+        kwargs["num_cpus"] = cfg.num_cpus or max(os.cpu_count() or 1, 8)
     if address is not None:
         kwargs.pop("include_dashboard")
     ray.init(address=address, **kwargs)
@@ -46,7 +56,7 @@ def build_shard_job(spec: Any) -> ShardJob:
     raise TypeError(f"no shard job for kind {getattr(spec, 'kind', spec)!r}")
 
 
-def run_job(spec: Any, *, executor: str = "ray", connect: bool = True) -> list[JobResult]:
+def run_job(spec: Any, *, executor: str = "ray", connect: bool = True) -> list[Any]:
     """Run one job (or each job of a pipeline, in order); returns one result per job."""
     if connect and executor == "ray":
         connect_ray(spec.ray)
@@ -58,6 +68,10 @@ def run_job(spec: Any, *, executor: str = "ray", connect: bool = True) -> list[J
             log.info("pipeline step %d/%d: %s", i + 1, len(spec.jobs), sub.kind)
             results.extend(run_job(sub, executor=executor, connect=False))
         return results
+    if isinstance(spec, TrainJob):
+        from pf_ray.train.launch import run_train
+
+        return [run_train(spec)]
     job = build_shard_job(spec)
     label = f"{spec.kind}{f' ({spec.name})' if spec.name else ''}"
     with ShardProgress(label, enabled=isinstance(spec, JobBase) and spec.ray.progress) as bar:

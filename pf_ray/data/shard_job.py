@@ -248,6 +248,8 @@ ProgressFn = Callable[[dict[str, Any]], None]
 def run_shard_job(job: ShardJob, *, executor: str = "ray",
                   progress: ProgressFn | None = None) -> JobResult:
     """Run a shard job; ``executor`` is ``"ray"`` (Ray Data) or ``"local"`` (this process)."""
+    if executor not in ("ray", "local"):
+        raise ValueError(f"executor must be 'ray' or 'local', received {executor!r}")
     t0 = time.time()
     dataset, pending, skipped = prepare_output(job)
     summaries: list[dict[str, Any]] = []
@@ -269,8 +271,6 @@ def run_shard_job(job: ShardJob, *, executor: str = "ray",
                               job.reader)
             out = write_unit(runner(batch), dataset, job.spec_hash, job.schema)
             done({k: v[0] for k, v in out.items()})
-    elif executor not in ("ray", "local"):
-        raise ValueError(f"executor must be 'ray' or 'local', received {executor!r}")
     seconds = time.time() - t0
     run = {"started_at": t0, "seconds": round(seconds, 3), "executor": executor,
            "shards_written": len(summaries), "shards_skipped": skipped}

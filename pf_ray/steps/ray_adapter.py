@@ -94,3 +94,33 @@ def map_units(ds: ray.data.Dataset, fn: Callable[..., Batch], *, num_cpus: float
     return ds.map_batches(_function_task, fn_kwargs={"fn": fn, "kwargs": kwargs},
                           batch_size=None, batch_format="pyarrow", num_cpus=num_cpus,
                           compute=TaskPoolStrategy())
+
+
+class _BatchActor:
+    """Actor wrapper for a batch class that may change the row count."""
+
+    def __init__(self, cls: type, kwargs: dict[str, Any]):
+        self.obj = cls(**kwargs)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return batch_to_table(self.obj(table_to_batch(table)))
+
+
+def map_batches_any(ds: ray.data.Dataset, fn: Any, *, batch_size: int | None,
+                    num_cpus: float = 1.0, actors: tuple[int, int] | None = None,
+                    fn_constructor_kwargs: dict[str, Any] | None = None,
+                    **fn_kwargs: Any) -> ray.data.Dataset:
+    """A batch function or class that may add or drop rows (sampling, example building).
+
+    Not a step: no row-level reject bookkeeping. Classes run in an actor pool of
+    ``actors = (min, max)``, functions as tasks.
+    """
+    if isinstance(fn, type):
+        lo, hi = actors or (1, 1)
+        return ds.map_batches(_BatchActor, fn_constructor_kwargs={
+            "cls": fn, "kwargs": fn_constructor_kwargs or {}}, batch_size=batch_size,
+            batch_format="pyarrow", num_cpus=num_cpus,
+            compute=ActorPoolStrategy(min_size=lo, max_size=max(lo, hi)))
+    return ds.map_batches(_function_task, fn_kwargs={"fn": fn, "kwargs": fn_kwargs},
+                          batch_size=batch_size, batch_format="pyarrow", num_cpus=num_cpus,
+                          compute=TaskPoolStrategy())

@@ -1,0 +1,1 @@
+"""Staged tuning on Ray Train: rewriter SFT and Clever Flamingo's U-shaped three stages."""

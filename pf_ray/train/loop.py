@@ -1,0 +1,247 @@
+"""The training loop run by every Ray Train worker.
+
+Data: every worker iterates the same ordered stream of examples (Ray Data with
+``preserve_order``) and keeps its slice of each global batch (``batch_size`` examples per
+rank), so the data position is one number, the global batches consumed in the epoch, and a
+resumed run sees exactly the examples an uninterrupted run would have seen.
+
+State saved every ``checkpoint_every`` steps with torch DCP (each rank writes its shards;
+Ray Train merges the ranks' folders into one checkpoint): trainable parameters, optimizer,
+scheduler, step, epoch, data position and each rank's RNG state. A rerun with the same
+``run_name`` (or a restart after a worker failure) resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from pf_ray.config import TrainJob
+from pf_ray.model.prompts import IGNORE_INDEX
+
+STATE_FILE = "train_state.json"
+
+
+def collate(rows: dict[str, list[Any]], pad_id: int, image_size: int,
+            device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-pad ids (pad) and labels (-100); stack images, zero-padded, with a mask.
+
+    Returns input_ids / labels / attention_mask ``(b, t)``, images ``(b, T_img, 3, H, W)``
+    and image_mask ``(b, T_img)``.
+    """
+    b = len(rows["input_ids"])
+    t = max(len(x) for x in rows["input_ids"])
+    ids = torch.full((b, t), pad_id, dtype=torch.long)
+    labels = torch.full((b, t), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((b, t), dtype=torch.long)
+    for i, (x, y) in enumerate(zip(rows["input_ids"], rows["labels"], strict=True)):
+        ids[i, :len(x)] = torch.tensor(x)
+        labels[i, :len(y)] = torch.tensor(y)
+        mask[i, :len(x)] = 1
+    labels[ids == pad_id] = IGNORE_INDEX
+    t_img = max(1, max(rows["n_images"]))
+    images = torch.zeros((b, t_img, 3, image_size, image_size))
+    image_mask = torch.zeros((b, t_img), dtype=torch.bool)
+    for i, (raw, n) in enumerate(zip(rows["pixels"], rows["n_images"], strict=True)):
+        if n:
+            arr = np.frombuffer(raw, dtype=np.float32).reshape(n, 3, image_size, image_size)
+            images[i, :n] = torch.from_numpy(arr.copy())
+            image_mask[i, :n] = True
+    out = {"input_ids": ids, "labels": labels, "attention_mask": mask, "images": images,
+           "image_mask": image_mask}
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def _state_dicts(model: Any, optimizer: Any) -> tuple[Any, Any]:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(ignore_frozen_params=True))
+
+
+def save_checkpoint(model: Any, optimizer: Any, scheduler: Any, progress: dict[str, int],
+                    metrics: dict[str, Any]) -> None:
+    import ray.train
+    import torch.distributed.checkpoint as dcp
+
+    rank = ray.train.get_context().get_world_rank()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_sd, optim_sd = _state_dicts(model, optimizer)
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
+        torch.save({"cpu": torch.get_rng_state(), "numpy_seed": torch.tensor(0)},
+                   os.path.join(tmp, f"rng_{rank}.pt"))
+        if rank == 0:
+            with open(os.path.join(tmp, STATE_FILE), "w") as f:
+                json.dump({**progress, "scheduler": scheduler.state_dict()}, f)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def load_checkpoint(model: Any, optimizer: Any, scheduler: Any) -> dict[str, int] | None:
+    import ray.train
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return None
+    rank = ray.train.get_context().get_world_rank()
+    with ckpt.as_directory() as folder:
+        model_sd, optim_sd = _state_dicts(model, optimizer)
+        state = {"model": model_sd, "optim": optim_sd}
+        dcp.load(state, checkpoint_id=folder)
+        set_state_dict(model, optimizer, model_state_dict=state["model"],
+                       optim_state_dict=state["optim"],
+                       options=StateDictOptions(ignore_frozen_params=True))
+        with open(os.path.join(folder, STATE_FILE)) as f:
+            saved = json.load(f)
+        rng = os.path.join(folder, f"rng_{rank}.pt")
+        if os.path.exists(rng):
+            torch.set_rng_state(torch.load(rng, weights_only=True)["cpu"])
+    scheduler.load_state_dict(saved.pop("scheduler"))
+    return saved
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point (``config["spec"]`` is the TrainJob as a dict)."""
+    import ray.train
+
+    from pf_ray.model.trainability import apply_trainability
+    from pf_ray.train.fsdp import shard_model
+    from pf_ray.train.modelio import build_model, model_tokenizer
+    from pf_ray.train.optim import build_optimizer, build_scheduler
+    from pf_ray.train.stages import STAGE_TRAINABILITY
+
+    spec = TrainJob.model_validate(config["spec"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    use_gpu = spec.scaling.use_gpu and torch.cuda.is_available()
+    device = torch.device(f"cuda:{ctx.get_local_rank()}" if use_gpu else "cpu")
+    bf16 = spec.bf16 if spec.bf16 is not None else use_gpu
+    torch.manual_seed(spec.seed)
+
+    model = build_model(spec.model, seed=spec.seed).to(device)
+    apply_trainability(model, STAGE_TRAINABILITY[spec.stage])
+    model.train()
+    pad_id = model_tokenizer(spec.model, model.config).pad_token_id
+    image_size = model.config.vision.image_size
+    if spec.fsdp and torch.distributed.is_initialized():
+        shard_model(model, device_type=device.type, world_size=world, bf16=bf16)
+    optimizer = build_optimizer(model, spec.optim)
+    total = config["total_steps"]
+    scheduler = build_scheduler(optimizer, spec.optim, total)
+    progress = load_checkpoint(model, optimizer, scheduler)  # restores each rank's RNG too
+    resumed_from = progress["step"] if progress else 0
+    if progress is None:
+        progress = {"step": 0, "epoch": 0, "position": 0}
+        torch.manual_seed(spec.seed * 1000 + rank)  # LoRA dropout differs per rank
+    history = _load_history(spec, resumed_from) if rank == 0 else []
+
+    shard = ray.train.get_dataset_shard("train")
+    step, epoch, position = progress["step"], progress["epoch"], progress["position"]
+    accum = 0
+    t_last, tokens = time.time(), 0
+    while epoch < spec.epochs and step < total:
+        batches = shard.iter_batches(batch_size=spec.batch_size * world,
+                                     batch_format="pyarrow", drop_last=True)
+        for k, table in enumerate(batches):
+            if k < position:
+                continue  # consumed before the checkpoint this run resumed from
+            mine = table.slice(rank * spec.batch_size, spec.batch_size).to_pydict()
+            batch = collate(mine, pad_id, image_size, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(batch["input_ids"], batch["images"], image_mask=batch["image_mask"],
+                            attention_mask=batch["attention_mask"], labels=batch["labels"])
+            (out.loss / spec.grad_accum).backward()
+            tokens += int((batch["labels"] != IGNORE_INDEX).sum())
+            accum += 1
+            position = k + 1
+            if accum < spec.grad_accum:
+                continue
+            accum = 0
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad], spec.optim.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            now = time.time()
+            metrics = {"step": step, "epoch": epoch, "position": position,
+                       "loss": float(out.loss.detach()), "lr": scheduler.get_last_lr()[0],
+                       "grad_norm": float(grad_norm.full_tensor() if hasattr(
+                           grad_norm, "full_tensor") else grad_norm),
+                       "tokens_per_s": tokens / max(now - t_last, 1e-9),
+                       "resumed_from": resumed_from}
+            t_last, tokens = now, 0
+            history.append(metrics)
+            if spec.fail_at_step == step and _first_failure(spec, rank):
+                raise RuntimeError(f"injected failure at step {step} (fail_at_step)")
+            if step % spec.checkpoint_every == 0 or step == total:
+                if rank == 0:
+                    _write_history(spec, history)
+                save_checkpoint(model, optimizer, scheduler,
+                                {"step": step, "epoch": epoch, "position": position}, metrics)
+            else:
+                ray.train.report(metrics)
+            if step >= total:
+                break
+        else:
+            epoch, position = epoch + 1, 0
+            continue
+        break
+    if rank == 0:
+        _write_history(spec, history)
+    if spec.export:
+        export_model(model, spec, rank)
+
+
+def _run_folder(spec: TrainJob) -> str:
+    from pf_ray.data.io import join
+
+    return join(spec.storage_path, spec.run_name)
+
+
+def _load_history(spec: TrainJob, upto: int) -> list[dict[str, Any]]:
+    """Metrics of the steps before the checkpoint this run resumes from."""
+    from pf_ray.data.io import exists, join, read_bytes, resolve
+
+    fs, path = resolve(join(_run_folder(spec), "metrics.json"), spec.storage)
+    if not upto or not exists(fs, path):
+        return []
+    return [r for r in json.loads(read_bytes(fs, path)) if r["step"] <= upto]
+
+
+def _write_history(spec: TrainJob, history: list[dict[str, Any]]) -> None:
+    from pf_ray.train.metrics import write_metrics
+
+    write_metrics(history, _run_folder(spec), spec.storage)
+
+
+def _first_failure(spec: TrainJob, rank: int) -> bool:
+    """True once per run (a marker beside the checkpoints remembers the failure)."""
+    from pf_ray.data.io import exists, join, resolve, write_bytes_atomic
+
+    fs, base = resolve(join(spec.storage_path, spec.run_name, "_injected_failure"), spec.storage)
+    if exists(fs, base):
+        return False
+    if rank == 0:
+        write_bytes_atomic(fs, base, b"failed once\n")
+    return True
+
+
+def export_model(model: Any, spec: TrainJob, rank: int) -> None:
+    """Gather the full weights and write a model folder (rank 0), adapters or merged."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    from pf_ray.train.export import write_export
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                cpu_offload=True))
+    if rank == 0:
+        write_export(full, spec)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()

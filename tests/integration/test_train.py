@@ -1,0 +1,143 @@
+"""Training on Ray Train V2 with FSDP2 on gloo (2 CPU workers), the tiny preset."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pf_ray.config import parse_spec
+from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
+from pf_ray.model.prompts import encode_rewrite
+from pf_ray.run import run_job
+from pf_ray.train.launch import read_history
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def pairs(ray_session: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("train_data")
+    run_job(parse_spec({"kind": "synthetic", "n": 270, "rows_per_shard": 90,
+                        "output": {"path": str(root / "syn")}, "ray": {"progress": False}}))
+    run_job(parse_spec({"kind": "distort", "inputs": [str(root / "syn")],
+                        "boxes_from": str(root / "syn"), "output": {"path": str(root / "pairs")},
+                        "select": {"sources": ["synthetic_llava", "synthetic_text"]},
+                        "mixture": {"text": {"augment": 1.0}}, "ray": {"progress": False}}))
+    return str(root / "pairs")
+
+
+@pytest.fixture(scope="module")
+def four_pairs(ray_session: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Exactly 4 pairs: the detailed descriptions of 4 images, as captions+boxes pairs."""
+    root = tmp_path_factory.mktemp("four")
+    run_job(parse_spec({"kind": "synthetic", "n": 36, "rows_per_shard": 36,
+                        "output": {"path": str(root / "syn")}, "ray": {"progress": False}}))
+    (res,) = run_job(parse_spec({
+        "kind": "distort", "inputs": [str(root / "syn")], "boxes_from": str(root / "syn"),
+        "output": {"path": str(root / "pairs")}, "select": {"tasks": ["detail"]},
+        "mixture": {"image_with_boxes": {"boxes": 1.0}}, "ray": {"progress": False}}))
+    assert res.manifest["totals"]["rows"] == 4
+    return str(root / "pairs")
+
+
+def train_spec(pairs: str, tmp: Path, name: str, **extra: object):  # type: ignore[no-untyped-def]
+    base = {"kind": "train", "stage": "rewriter", "model": "tiny", "data": [{"path": pairs}],
+            "batch_size": 2, "max_length": 320, "checkpoint_every": 2,
+            "scaling": {"num_workers": 2, "cpus_per_worker": 1},
+            "storage_path": str(tmp / "runs"), "run_name": name, "ray": {"progress": False}}
+    base.update(extra)
+    return parse_spec(base)
+
+
+def weights(folder: str) -> dict[str, torch.Tensor]:
+    return {k: v.float() for k, v in load_pretrained(folder).state_dict().items()}
+
+
+def test_loss_falls_on_a_fixed_batch_with_fsdp(four_pairs: str, tmp_path: Path) -> None:
+    # 4 pairs repeated 14 times, 2 per worker: every step sees the same global batch
+    spec = train_spec(four_pairs, tmp_path, "fixed", samples_per_epoch=56,
+                      optim={"lr": 3e-3}, export=str(tmp_path / "export"))
+    (result,) = run_job(spec)
+    losses = [r["loss"] for r in result.history]
+    assert result.steps == 14 and len(losses) == 14
+    assert losses[-1] < 0.7 * losses[0], losses
+    run = tmp_path / "runs" / "fixed"
+    assert {"metrics.csv", "metrics.json", "loss.png"} <= {p.name for p in run.iterdir()}
+    # export -> load -> the same outputs, adapters or merged
+    merged = tmp_path / "merged"
+    spec_m = train_spec(four_pairs, tmp_path, "fixed", export=str(merged), export_lora="merged")
+    from pf_ray.train.export import write_export
+
+    model = load_pretrained(tmp_path / "export")
+    write_export(model.state_dict(), spec_m)  # merge the trained adapters into the LM
+    merged_model = load_pretrained(merged)
+    assert merged_model.config.lora is None and model.config.lora is not None
+    tok = load_folder_tokenizer(tmp_path / "export")
+    enc = encode_rewrite(tok, "What is it?", "red ball", images=0)
+    ids = torch.tensor([enc.input_ids])
+    with torch.no_grad():
+        a = model(ids).logits
+        b = merged_model(ids).logits
+    assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+
+
+def test_injected_failure_resumes_to_the_same_weights(pairs: str, tmp_path: Path) -> None:
+    common = {"max_steps": 6, "optim": {"lr": 1e-3}}
+    (clean,) = run_job(train_spec(pairs, tmp_path, "clean", export=str(tmp_path / "a"),
+                                  **common))
+    (failed,) = run_job(train_spec(pairs, tmp_path, "failed", export=str(tmp_path / "b"),
+                                   fail_at_step=3, max_failures=1, **common))
+    assert clean.steps == failed.steps == 6
+    assert (tmp_path / "runs" / "failed" / "_injected_failure").exists()
+    assert [r["resumed_from"] for r in failed.history][-1] == 2  # restarted from step 2
+    a, b = weights(str(tmp_path / "a")), weights(str(tmp_path / "b"))
+    initial = weights_of_fresh_tiny()
+    changed = [k for k in a if not torch.equal(a[k], initial[k])]
+    assert changed, "training changed no weight"
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def weights_of_fresh_tiny() -> dict[str, torch.Tensor]:
+    from pf_ray.train.modelio import build_model
+
+    return {k: v.float() for k, v in build_model("tiny", seed=0).state_dict().items()}
+
+
+def test_killed_run_resumes_mid_epoch(ray_session: str, pairs: str, tmp_path: Path) -> None:
+    spec_file = tmp_path / "train.yaml"
+    spec_file.write_text(json.dumps({
+        "kind": "train", "stage": "rewriter", "model": "tiny", "data": [{"path": pairs}],
+        "batch_size": 2, "max_length": 320, "checkpoint_every": 2, "max_steps": 10,
+        "scaling": {"num_workers": 2, "cpus_per_worker": 1},
+        "storage_path": str(tmp_path / "runs"), "run_name": "killed"}))
+    env = {**os.environ, "RAY_ADDRESS": ray_session, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen([sys.executable, "-m", "pf_ray.cli", "run", str(spec_file),
+                             "--no-progress"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = tmp_path / "runs" / "killed"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(run.glob("checkpoint_*/train_state.json"))) < 2:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(3)  # let Ray reap the dead driver's workers
+    saved = max(json.loads(p.read_text())["step"] for p in run.glob("checkpoint_*/train_state.json"))
+    assert 2 <= saved < 10
+    spec = parse_spec(json.loads(spec_file.read_text()))
+    (result,) = run_job(spec)
+    assert result.steps == 10
+    history = read_history(spec)
+    resumed = [r for r in history if r["resumed_from"] == saved]
+    assert resumed and resumed[0]["step"] == saved + 1  # the step counter continued
+    assert resumed[0]["position"] == saved + 1  # and so did the data position
+    assert [r["step"] for r in history] == list(range(1, 11))
