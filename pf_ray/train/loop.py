@@ -94,9 +94,10 @@ def load_checkpoint(model: Any, optimizer: Any, scheduler: Any) -> dict[str, int
         model_sd, optim_sd = _state_dicts(model, optimizer)
         state = {"model": model_sd, "optim": optim_sd}
         dcp.load(state, checkpoint_id=folder)
+        # only trainable parameters were saved: frozen ones come from the initial model
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"],
-                       options=StateDictOptions(ignore_frozen_params=True))
+                       options=StateDictOptions(ignore_frozen_params=True, strict=False))
         with open(os.path.join(folder, STATE_FILE)) as f:
             saved = json.load(f)
         rng = os.path.join(folder, f"rng_{rank}.pt")

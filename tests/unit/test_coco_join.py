@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from pf_ray.config import StorageConfig, load_spec, parse_spec
 from pf_ray.data.io import Dataset
 from pf_ray.data.sources import SourceReader
@@ -90,3 +92,15 @@ def test_paper_scale_distort_spec() -> None:
     assert spec.engine.max_actors == 8 and spec.engine.prompt_format == "guanaco"
     assert spec.mixture.image == {"llm": 133, "augment": 77}
     assert spec.inputs[0] == "s3://pf-ray/clean/llava_instruct"
+
+
+def test_real_scale_training_specs() -> None:
+    root = Path(__file__).parents[2] / "jobs"
+    rw = load_spec(root / "train_rewriter.yaml", env={})
+    assert (rw.stage, rw.epochs, rw.optim.lr, rw.max_length) == ("rewriter", 3, 1e-4, 1024)
+    assert rw.scaling.num_workers * rw.batch_size * rw.grad_accum == 256
+    s1, s2, s3 = load_spec(root / "train_clever.yaml", env={}).jobs
+    assert s2.model == s1.export and s3.model == s2.export  # each stage starts from the last
+    assert s2.scaling.num_workers * s2.batch_size * s2.grad_accum == 1024
+    assert (s2.max_length, s2.max_images, s2.epochs) == (196, 3, 3)
+    assert s3.optim.lr * s3.optim.lr_scale == pytest.approx(1e-5)
