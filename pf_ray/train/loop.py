@@ -178,6 +178,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                        "tokens_per_s": tokens / max(now - t_last, 1e-9),
                        "resumed_from": resumed_from}
             t_last, tokens = now, 0
+            if step == progress["step"] + 1:  # memory held by this rank (FSDP shards it)
+                metrics.update(rank_memory_bytes(model, optimizer))
             history.append(metrics)
             if spec.fail_at_step == step and _first_failure(spec, rank):
                 raise RuntimeError(f"injected failure at step {step} (fail_at_step)")
@@ -198,6 +200,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         _write_history(spec, history)
     if spec.export:
         export_model(model, spec, rank)
+
+
+def _local_bytes(t: torch.Tensor) -> int:
+    local = t.to_local() if hasattr(t, "to_local") else t  # a DTensor's own shard
+    return local.numel() * local.element_size()
+
+
+def rank_memory_bytes(model: Any, optimizer: Any) -> dict[str, int]:
+    """Bytes of parameters and of optimizer state held by this rank."""
+    params = sum(_local_bytes(p) for p in model.parameters())
+    optim = sum(_local_bytes(v) for state in optimizer.state.values() for v in state.values()
+                if isinstance(v, torch.Tensor) and v.dim() > 0)
+    return {"param_bytes": params, "optim_bytes": optim}
 
 
 def _run_folder(spec: TrainJob) -> str:
