@@ -144,3 +144,23 @@ def test_killed_run_resumes_mid_epoch(ray_session: str, pairs: str, tmp_path: Pa
     assert resumed[0]["position"] == start + 1  # and so did the data position (mid-epoch)
     assert resumed[0]["epoch"] == 0
     assert [r["step"] for r in history] == list(range(1, 11))
+
+
+def test_checkpoints_metrics_and_export_in_s3(pairs: str, s3_server, s3_bucket: str,
+                                               tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PF_RAY_CACHE", str(tmp_path / "cache"))
+    storage = {"endpoint_url": s3_server.endpoint}
+    spec = train_spec(pairs, tmp_path, "s3run", max_steps=2, checkpoint_every=1,
+                      storage=storage, storage_path=f"{s3_bucket}/runs",
+                      export=f"{s3_bucket}/models/rw", scaling={"num_workers": 1})
+    (result,) = run_job(spec)
+    assert result.steps == 2 and [r["step"] for r in result.history] == [1, 2]
+    from pf_ray.config import StorageConfig
+    from pf_ray.data.io import exists, resolve
+
+    fs, base = resolve(f"{s3_bucket}/runs/s3run", StorageConfig(**storage))
+    assert exists(fs, f"{base}/metrics.csv") and exists(fs, f"{base}/loss.png")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    model = load_pretrained(f"{s3_bucket}/models/rw")
+    assert model.config.lora is not None
