@@ -181,6 +181,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if step == progress["step"] + 1:  # memory held by this rank (FSDP shards it)
                 metrics.update(rank_memory_bytes(model, optimizer))
             history.append(metrics)
+            if rank == 0 and spec.ray.progress:  # worker stdout reaches the driver's console
+                print(f"[{spec.run_name}] step {step}/{total} epoch {epoch} "
+                      f"loss {metrics['loss']:.4f} lr {metrics['lr']:.2e} "
+                      f"grad_norm {metrics['grad_norm']:.3f} "
+                      f"{metrics['tokens_per_s']:.0f} tok/s", flush=True)
             if spec.fail_at_step == step and _first_failure(spec, rank):
                 raise RuntimeError(f"injected failure at step {step} (fail_at_step)")
             if step % spec.checkpoint_every == 0 or step == total:
