@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pf_ray.config import parse_spec
+from pf_ray.config import StorageConfig, parse_spec
 from pf_ray.data.io import Dataset
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -92,7 +92,7 @@ def quickstart(workdir: Path, *, n: int = 1800, executor: str = "ray", progress:
     print("      " + result.summary())
     print("      pairs per family:   " + _show(totals["counts"]["family"]))
     print("      rejects per reason: " + _show(totals["rejects_per_reason"]))
-    example = next(r for r in Dataset(pairs, _storage()).read(
+    example = next(r for r in Dataset(pairs, StorageConfig()).read(
         columns=["family", "original", "distorted"]).to_pylist() if r["family"] == "augment")
     print(f"      e.g. original:  {example['original'][:110]!r}")
     print(f"           distorted: {example['distorted'][:110]!r}")
@@ -121,7 +121,7 @@ def _train_stages(workdir: Path, synthetic: str, pairs: str, *, executor: str,
                         "output": {"path": held_pairs}, "ray": ray_block,
                         "select": {"sources": ["synthetic_llava", "synthetic_text"]},
                         "mixture": {"text": {"augment": 1.0}}}))
-    held = Dataset(held_pairs, _storage()).read().to_pylist()[:24]
+    held = Dataset(held_pairs, StorageConfig()).read().to_pylist()[:24]
     runs, models = str(workdir / "runs"), workdir / "models"
     fresh = build_model("tiny")
     before = reconstruction_rouge(fresh, model_tokenizer("tiny", fresh.config), held)
@@ -153,8 +153,3 @@ def _train_stages(workdir: Path, synthetic: str, pairs: str, *, executor: str,
               f"exported to {models / stage}")
         model = str(models / stage)
 
-
-def _storage() -> Any:
-    from pf_ray.config import StorageConfig
-
-    return StorageConfig()

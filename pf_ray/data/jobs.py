@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pf_ray.config import IngestJob, SyntheticJob, spec_hash
+from pf_ray.config import ImagePolicy, IngestJob, StorageConfig, SyntheticJob, spec_hash
 from pf_ray.data.images import ImageError, ImageLoader, encode_png
 from pf_ray.data.shard_job import ShardJob, Unit, safe_key
 from pf_ray.data.sources import SourceReader, expand_paths
@@ -57,6 +57,15 @@ class CheckImages:
         return {"image_bytes": out_bytes, REJECT_REASON: reasons, REJECT_DETAIL: details}
 
 
+def check_images_step(policy: ImagePolicy, storage: StorageConfig,
+                      image_root: str | None = None) -> StepDef:
+    """The CheckImages step configured from a spec's ``images`` block."""
+    loader = ImageLoader(image_root=image_root, storage=storage, max_pixels=policy.max_pixels,
+                         allowed_hosts=tuple(policy.allowed_hosts))
+    return StepDef(CheckImages.name, CheckImages, CheckImages.inputs, CheckImages.outputs,
+                   CheckImages.resources, {"loader": loader, "embed": policy.embed})
+
+
 def ingest_job(spec: IngestJob) -> ShardJob:
     """Units are slices of ``rows_per_shard`` records of each matched file."""
     src = spec.source
@@ -73,12 +82,7 @@ def ingest_job(spec: IngestJob) -> ShardJob:
                               {"file": f, "start": start, "stop": start + spec.rows_per_shard}))
     steps: list[StepDef] = []
     if spec.images.check or spec.images.embed:
-        loader = ImageLoader(image_root=src.image_root, storage=spec.storage,
-                             max_pixels=spec.images.max_pixels,
-                             allowed_hosts=tuple(spec.images.allowed_hosts))
-        steps.append(StepDef(CheckImages.name, CheckImages, CheckImages.inputs,
-                             CheckImages.outputs, CheckImages.resources,
-                             {"loader": loader, "embed": spec.images.embed}))
+        steps.append(check_images_step(spec.images, spec.storage, src.image_root))
     return ShardJob(kind="ingest", spec_hash=spec_hash(spec), spec=spec.model_dump(mode="json"),
                     units=units, reader=_SourceRead(reader), output=spec.output,
                     storage=spec.storage, steps=steps)

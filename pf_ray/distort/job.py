@@ -14,9 +14,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pf_ray.config import DistortJob, HFEngineConfig, HTTPEngineConfig, StorageConfig, spec_hash
-from pf_ray.data.images import ImageLoader
 from pf_ray.data.io import Dataset, resolve
-from pf_ray.data.jobs import CheckImages
+from pf_ray.data.jobs import check_images_step
 from pf_ray.data.shard_job import ShardJob, Unit, safe_key
 from pf_ray.distort.pairs import AttachCaptionsBoxes, LLMDistort, cpu_families, plan_pairs
 from pf_ray.llm.engines import GenParams, HFEngine, HTTPEngine
@@ -67,11 +66,7 @@ def gen_params(spec: DistortJob) -> GenParams:
 def distort_job(spec: DistortJob) -> ShardJob:
     steps: list[StepDef] = []
     if spec.images.check:
-        loader = ImageLoader(storage=spec.storage, max_pixels=spec.images.max_pixels,
-                             allowed_hosts=tuple(spec.images.allowed_hosts))
-        steps.append(StepDef(CheckImages.name, CheckImages, CheckImages.inputs,
-                             CheckImages.outputs, CheckImages.resources,
-                             {"loader": loader, "embed": spec.images.embed}))
+        steps.append(check_images_step(spec.images, spec.storage))
     if spec.boxes_from:
         steps.append(StepDef(AttachCaptionsBoxes.name, AttachCaptionsBoxes,
                              AttachCaptionsBoxes.inputs, AttachCaptionsBoxes.outputs,

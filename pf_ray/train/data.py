@@ -157,7 +157,13 @@ def dataset_files(root: str, storage: StorageConfig) -> list[str]:
     return [scheme + f if scheme and not f.startswith(scheme) else f for f in files]
 
 
-def build_dataset(spec: TrainJob) -> Any:
+def dataset_sizes(spec: TrainJob) -> list[int]:
+    """Committed rows of each training dataset (from their manifests)."""
+    return [(Dataset(d.path, spec.storage).read_manifest() or {}).get("totals", {})
+            .get("rows", 0) for d in spec.data]
+
+
+def build_dataset(spec: TrainJob, sizes: list[int]) -> Any:
     """The Ray Dataset of tokenised examples for one epoch of ``spec``."""
     import ray.data
 
@@ -166,8 +172,6 @@ def build_dataset(spec: TrainJob) -> Any:
     from pf_ray.train.stages import EXAMPLE_FORMAT
 
     fmt = EXAMPLE_FORMAT[spec.stage]
-    sizes = [(Dataset(d.path, spec.storage).read_manifest() or {}).get("totals", {})
-             .get("rows", 0) for d in spec.data]
     counts = mixture_counts(sizes, [d.ratio for d in spec.data], spec.sampling,
                             spec.samples_per_epoch)
     columns = (["id", "instruction", "original", "distorted", "image", "image_bytes"]

@@ -37,18 +37,16 @@ def run_train(spec: TrainJob) -> TrainResult:
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from pf_ray.data.io import Dataset
-    from pf_ray.train.data import build_dataset, mixture_counts
+    from pf_ray.train.data import build_dataset, dataset_sizes, mixture_counts
     from pf_ray.train.loop import train_loop_per_worker
 
-    sizes = [(Dataset(d.path, spec.storage).read_manifest() or {}).get("totals", {})
-             .get("rows", 0) for d in spec.data]
+    sizes = dataset_sizes(spec)
     rows = sum(mixture_counts(sizes, [d.ratio for d in spec.data], spec.sampling,
                               spec.samples_per_epoch))
     steps = total_steps(spec, rows)
     ctx = DataContext.get_current()
     ctx.execution_options.preserve_order = True  # same example order on every worker and run
-    dataset = build_dataset(spec)
+    dataset = build_dataset(spec, sizes)
     fs, path = resolve(spec.storage_path, spec.storage)
     sc = spec.scaling
     resources = {"CPU": sc.cpus_per_worker}
