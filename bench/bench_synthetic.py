@@ -2,7 +2,7 @@
 
     python bench/bench_synthetic.py [--rows 100000] [--rows-per-shard 5000] [--cpus 2]
 
-Both runs execute the same ShardJob (generate rows -> cast to the sample schema -> commit
+Both runs execute the same ShardPlan (generate rows -> cast to the sample schema -> commit
 Parquet shards + markers) into fresh folders; prints rows/s of each and the ratio.
 """
 
@@ -15,16 +15,17 @@ import time
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from pf_ray.config import OutputConfig, SyntheticJob  # noqa: E402
-from pf_ray.data.jobs import synthetic_job  # noqa: E402
-from pf_ray.data.shard_job import run_shard_job  # noqa: E402
+from pf_ray.ingest.plan import plan_synthetic  # noqa: E402
+from pf_ray.ingest.spec import SyntheticSpec
+from pf_ray.jobs.runner import run_plan  # noqa: E402
+from pf_ray.specs import OutputConfig  # noqa: E402
 
 
 def timed(executor: str, rows: int, per: int, root: str) -> float:
-    spec = SyntheticJob(kind="synthetic", n=rows, rows_per_shard=per,
+    spec = SyntheticSpec(kind="synthetic", n=rows, rows_per_shard=per,
                         output=OutputConfig(path=os.path.join(root, executor)))
     t0 = time.perf_counter()
-    result = run_shard_job(synthetic_job(spec), executor=executor)
+    result = run_plan(plan_synthetic(spec), executor=executor)
     seconds = time.perf_counter() - t0
     assert result.manifest["totals"]["rows"] == rows
     return seconds

@@ -25,7 +25,7 @@ def main() -> None:
     from ray.data import DataContext
 
     from pf_ray.config import parse_spec
-    from pf_ray.run import run_job
+    from pf_ray.jobs.runner import run_job
 
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     DataContext.get_current().enable_progress_bars = False

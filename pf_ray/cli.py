@@ -7,11 +7,13 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from pf_ray import __version__
 from pf_ray.config import SpecError, load_spec
 
-EXIT_SPEC = 2
+EXIT_FAILED = 1  # the job ran and failed (a unit not committed, Ray unreachable...)
+EXIT_SPEC = 2  # the spec is wrong: nothing ran
 
 EPILOG = """\
 examples:
@@ -41,7 +43,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pf_ray.run import run_job
+    from pf_ray.jobs.runner import run_job
+    from pf_ray.jobs.shard import JobFailed, OutputExistsError
 
     try:
         spec = load_spec(args.spec, args.overrides)
@@ -53,27 +56,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_SPEC
     if args.no_progress:
         spec = _without_progress(spec)
-    from pf_ray.data.shard_job import OutputExistsError
-
     try:
         results = run_job(spec, executor=args.executor)
-    except (OutputExistsError, FileNotFoundError) as exc:
+    except JobFailed as exc:
         print(f"{args.spec}: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    except (OutputExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"{args.spec}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except ConnectionError as exc:
         print(f"{args.spec}: cannot reach Ray ({exc}); check ray.address / RAY_ADDRESS",
               file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     for r in results:
         print(r.summary())
     if args.json:
-        print(json.dumps([r.manifest["totals"] for r in results], indent=1))
+        print(json.dumps([r.to_json() for r in results], indent=1, default=str))
     return 0
 
 
-def _without_progress(spec):  # type: ignore[no-untyped-def]
+def _without_progress(spec: Any) -> Any:
+    """The spec with progress off, for it and (a pipeline) each of its jobs."""
     ray = spec.ray.model_copy(update={"progress": False})
-    return spec.model_copy(update={"ray": ray})
+    update: dict[str, Any] = {"ray": ray}
+    if getattr(spec, "kind", None) == "pipeline":
+        update["jobs"] = [_without_progress(j) for j in spec.jobs]
+    return spec.model_copy(update=update)
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
@@ -114,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=("ray", "local"), default="ray",
                    help="ray (default): Ray Data; local: the same steps in this process")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
-    p.add_argument("--json", action="store_true", help="also print totals as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="also print each job's result as JSON (a list, one entry per job)")
     p.set_defaults(fn=_cmd_run)
 
     p = sub.add_parser("quickstart", help="run the whole offline pipeline on synthetic data",

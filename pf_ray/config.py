@@ -1,331 +1,27 @@
-"""Job specs: pydantic v2 models, unknown keys are errors, discriminated on ``kind``.
+"""Spec loading: YAML -> ``${VAR}`` expansion -> overrides -> validation, errors all at once.
 
-A spec file is YAML. Loading goes: parse YAML -> expand ``${VAR}`` / ``${VAR:-default}`` in
-strings -> apply ``dotted.key=value`` overrides -> validate. Every problem of a file is
+A spec file is YAML whose ``kind`` names a registered job kind (:mod:`pf_ray.jobs.registry`;
+the built-in ones are listed in :mod:`pf_ray.kinds`) or ``pipeline``. Loading goes: parse
+YAML -> expand ``${VAR}`` / ``${VAR:-default}`` in strings -> apply ``dotted.key=value``
+overrides -> validate against the registered spec classes. Every problem of a file is
 collected and reported at once as a :class:`SpecError`, each line naming the dotted field
-path, what was received and what is allowed.
-
-Kinds so far: ``synthetic`` (the offline default dataset), ``ingest`` (a public dataset file
--> pf-ray shards) and ``pipeline`` (an ordered list of jobs or spec files). Later stages add
-``distort``, ``rewrite``, ``train``, ``serve`` and ``eval`` as further members of :data:`JobSpec`.
+path, what was received and what is allowed. The spec classes themselves live beside their
+stages (``pf_ray/<stage>/spec.py``) and share :mod:`pf_ray.specs`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
+import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError
 
-
-class Strict(BaseModel):
-    """Base for every spec model: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class StorageConfig(Strict):
-    """Where ``s3://`` paths live and how to authenticate. Local paths ignore it.
-
-    Credentials are never written in a spec: they are read from the environment variables
-    named here, on the driver and on every Ray worker.
-    """
-
-    endpoint_url: str | None = Field(
-        None, description="S3-compatible endpoint, e.g. http://127.0.0.1:8333 (None: AWS)"
-    )
-    region: str | None = Field(None, description="bucket region (None: AWS_REGION or us-east-1)")
-    client: Literal["pyarrow", "s3fs"] = Field(
-        "pyarrow", description="S3 client: pyarrow's native one, or s3fs through fsspec"
-    )
-    access_key_env: str = "AWS_ACCESS_KEY_ID"
-    secret_key_env: str = "AWS_SECRET_ACCESS_KEY"
-    session_token_env: str = "AWS_SESSION_TOKEN"
-    anonymous: bool = Field(False, description="unsigned requests (public buckets)")
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint_has_scheme(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://", v):
-            raise ValueError(f"must start with http:// or https://, received {v!r}")
-        return v
-
-
-class RayConfig(Strict):
-    """How a job reaches Ray."""
-
-    address: str | None = Field(
-        None, description="cluster address; None: RAY_ADDRESS if set, else a local instance"
-    )
-    runtime_env: dict[str, Any] = Field(default_factory=dict)
-    num_cpus: int | None = Field(
-        None, ge=1, description="logical CPUs of a local instance (ignored for clusters)"
-    )
-    progress: bool = Field(True, description="show progress while the job runs")
-
-
-class OutputConfig(Strict):
-    """Where a dataset job writes: ROOT/shards, ROOT/rejects, ROOT/_manifest.json."""
-
-    path: str = Field(..., description="local folder or s3://bucket/prefix")
-    mode: Literal["resume", "overwrite", "error"] = Field(
-        "resume",
-        description="resume: skip committed shards; overwrite: delete ROOT first; "
-        "error: fail if ROOT holds a dataset",
-    )
-
-
-class JobBase(Strict):
-    name: str | None = Field(None, description="free-form job name, shown in logs")
-    storage: StorageConfig = Field(default_factory=StorageConfig)
-    ray: RayConfig = Field(default_factory=RayConfig)
-
-
-class SyntheticJob(JobBase):
-    """The offline default dataset: procedural shapes with known ground truth."""
-
-    kind: Literal["synthetic"]
-    output: OutputConfig
-    seed: int = 0
-    n: int = Field(2000, ge=1, description="number of rows (samples), all tasks together")
-    image_size: int = Field(64, ge=16, le=1024, description="square image side in pixels")
-    rows_per_shard: int = Field(1000, ge=1)
-    embed_images: bool = Field(True, description="store PNG bytes in image_bytes")
-
-
-SourceAdapter = Literal["llava_instruct", "sharegpt", "ultrachat", "coco"]
-
-
-class SourceConfig(Strict):
-    """A public dataset file in its own format."""
-
-    adapter: SourceAdapter
-    path: str = Field(..., description="file, glob or URI (s3://bucket/x.json)")
-    image_root: str | None = Field(None, description="folder or URI image paths are relative to")
-    name: str | None = Field(None, description="source name used in ids (default: adapter name)")
-
-
-class ImagePolicy(Strict):
-    """How images are checked when a job touches them."""
-
-    check: bool = Field(True, description="decode every image; reject unreadable ones")
-    embed: bool = Field(False, description="store the (re-encoded) image in image_bytes")
-    max_pixels: int = Field(
-        50_000_000, ge=1, description="larger images are rejected as decompression bombs"
-    )
-    allowed_hosts: list[str] = Field(
-        default_factory=list, description="http(s) hosts images may be fetched from"
-    )
-
-
-class IngestJob(JobBase):
-    """Convert a public instruction dataset into pf-ray sample shards."""
-
-    kind: Literal["ingest"]
-    output: OutputConfig
-    source: SourceConfig
-    rows_per_shard: int = Field(5000, ge=1)
-    images: ImagePolicy = Field(default_factory=ImagePolicy)
-
-
-Family = Literal["llm", "augment", "boxes"]
-
-
-class MixtureConfig(Strict):
-    """Distortion family weights per kind of row (normalised; spec §1 counts by default).
-
-    A row is ``text`` (no image), ``image``, or ``image_with_boxes`` (captions + boxes are
-    known for its image, e.g. LLaVA-detail joined with COCO). ``per_source`` replaces the
-    weights for the rows of one source. ``boxes`` is drawn only where captions and boxes
-    exist, and ``llm`` only when an engine is configured; the others are renormalised.
-    """
-
-    # 76k LLM-instructed UltraChat/ShareGPT, no other family on text-only rows.
-    text: dict[Family, float] = Field(default_factory=lambda: {"llm": 1.0})
-    # 133k LLM-instructed vs 77k nlpaug-augmented LLaVA rows.
-    image: dict[Family, float] = Field(default_factory=lambda: {"llm": 133.0, "augment": 77.0})
-    # 14k of LLaVA-detail's 23k use captions+boxes; the other 9k split 133:77 (5.7 : 3.3).
-    image_with_boxes: dict[Family, float] = Field(
-        default_factory=lambda: {"boxes": 14.0, "llm": 5.7, "augment": 3.3})
-    per_source: dict[str, dict[Family, float]] = Field(default_factory=dict)
-
-    @field_validator("text", "image", "image_with_boxes")
-    @classmethod
-    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
-        if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
-            raise ValueError(f"weights must be >= 0 with at least one > 0, received {v}")
-        return v
-
-
-class SamplingConfig(Strict):
-    max_new_tokens: int = Field(128, ge=1)
-    temperature: float = Field(0.0, ge=0, description="0: greedy")
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=0, description="0: off")
-
-
-class EngineBase(Strict):
-    prompt_format: Literal["guanaco", "chat_template"] = Field(
-        "guanaco", description="paper's ### Human/### Assistant text, or the model's template")
-    batch_size: int = Field(16, ge=1, description="prompts per engine call")
-    num_cpus: float = Field(1.0, ge=0)
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per engine actor")
-    min_actors: int = Field(1, ge=1)
-    max_actors: int = Field(1, ge=1)
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-
-
-class HFEngineConfig(EngineBase):
-    """A transformers causal LM in an actor pool."""
-
-    kind: Literal["hf"]
-    model: str = Field(..., description="local folder or URI (s3://...) of a HF model")
-    gguf_file: str | None = Field(None, description="a GGUF file inside the model folder")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    trust_remote_code: bool = False
-
-
-class VLLMEngineConfig(EngineBase):
-    """vLLM through ``ray.data.llm`` (vLLMEngineProcessorConfig + build_processor)."""
-
-    kind: Literal["vllm"]
-    model: str = Field(..., description="model_source: HF folder or URI")
-    num_gpus: float = Field(1.0, ge=0, description="GPUs per engine (0: vLLM on CPU)")
-    accelerator_type: str | None = None
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
-    separate_cpu_stages: bool = Field(
-        True, description="tokenize/detokenize in their own actor pools (off on tiny CPU "
-        "machines, where the extra pools can starve the engine of CPUs)")
-
-
-class HTTPEngineConfig(EngineBase):
-    """Any OpenAI-compatible /v1/completions endpoint."""
-
-    kind: Literal["http"]
-    base_url: str = Field(..., description="e.g. http://10.0.0.5:8000/v1")
-    model: str = Field(..., description="model name the server knows")
-    api_key_env: str = "OPENAI_API_KEY"
-    timeout_s: float = Field(120.0, gt=0)
-    max_concurrency: int = Field(8, ge=1)
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://", v):
-            raise ValueError(f"must start with http:// or https://, received {v!r}")
-        return v
-
-
-EngineConfig = Annotated[HFEngineConfig | VLLMEngineConfig | HTTPEngineConfig,
-                         Field(discriminator="kind")]
-
-
-class SelectConfig(Strict):
-    """Which input rows are clean data to distort (others are rejected as not_selected)."""
-
-    sources: list[str] | None = Field(None, description="None: every source")
-    tasks: list[str] | None = Field(None, description="None: every task")
-
-
-class DistortJob(JobBase):
-    """Clean instruction data -> (distorted, original) pairs for the rewriter."""
-
-    kind: Literal["distort"]
-    inputs: list[str] = Field(..., min_length=1, description="pf-ray dataset roots")
-    output: OutputConfig
-    seed: int = 0
-    select: SelectConfig = Field(default_factory=SelectConfig)
-    mixture: MixtureConfig = Field(default_factory=MixtureConfig)
-    engine: EngineConfig | None = Field(None, description="None: no LLM family")
-    boxes_from: str | None = Field(
-        None, description="dataset with captions+boxes rows (COCO ingest) joined on image")
-    max_chars: int = Field(8000, ge=1, description="longer originals are rejected")
-    images: ImagePolicy = Field(default_factory=lambda: ImagePolicy(check=True))
-
-
-class TrainData(Strict):
-    """One dataset of a training mixture."""
-
-    path: str = Field(..., description="pf-ray dataset root (pairs or samples)")
-    ratio: float = Field(1.0, gt=0, description="sampling weight (see TrainJob.sampling)")
-
-
-class OptimConfig(Strict):
-    lr: float = Field(1e-4, gt=0)
-    lr_scale: float = Field(1.0, gt=0, description="multiplies lr (clever_s3: 0.1)")
-    weight_decay: float = Field(0.1, ge=0, description="on cross-attention parameters only")
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = Field(0, ge=0)
-    schedule: Literal["constant", "cosine"] = "constant"
-    grad_clip: float = Field(1.0, gt=0)
-
-
-class ScalingSpec(Strict):
-    num_workers: int = Field(1, ge=1)
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
-    accelerator_type: str | None = None
-
-
-class TrainJob(JobBase):
-    """Rewriter SFT or one Clever Flamingo stage on Ray Train (spec §3 Table 4, §6)."""
-
-    kind: Literal["train"]
-    stage: Literal["rewriter", "clever_s1", "clever_s2", "clever_s3"]
-    model: str = Field(..., description="a preset name (tiny, openflamingo-9b-v1...) or a "
-                                        "pf-ray model folder / URI (a previous stage's export)")
-    data: list[TrainData] = Field(..., min_length=1)
-    sampling: Literal["ratio", "sqrt"] = Field(
-        "ratio", description="ratio: weight = ratio; sqrt: weight = ratio * sqrt(rows)")
-    samples_per_epoch: int | None = Field(None, ge=1, description="None: all rows once")
-    epochs: int = Field(1, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
-    batch_size: int = Field(4, ge=1, description="samples per worker per micro-step")
-    grad_accum: int = Field(1, ge=1)
-    max_length: int = Field(1024, ge=8)
-    max_images: int = Field(10, ge=1)
-    multiturn: bool | None = Field(None, description="None: on for clever stages")
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
-    fsdp: bool = Field(True, description="FSDP2 fully_shard (vision tower, each decoder layer)")
-    bf16: bool | None = Field(None, description="bf16 autocast; None: on when using GPUs")
-    storage_path: str = Field(..., description="checkpoints + metrics: folder or s3://")
-    run_name: str = Field(..., description="run folder under storage_path; a rerun with the "
-                                           "same name resumes from its latest checkpoint")
-    checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
-    max_failures: int = Field(1, ge=0)
-    export: str | None = Field(None, description="model folder written at the end")
-    export_lora: Literal["adapter", "merged"] = "adapter"
-    seed: int = 0
-    fail_at_step: int | None = Field(None, description="testing: raise once at this step")
-
-
-class PipelineJob(JobBase):
-    """An ordered list of jobs, each given inline or as a spec file path."""
-
-    kind: Literal["pipeline"]
-    jobs: list[Annotated[str | LeafJob, Field(union_mode="left_to_right")]] = Field(
-        ..., min_length=1
-    )
-
-
-LeafJob = Annotated[SyntheticJob | IngestJob | DistortJob | TrainJob,
-                    Field(discriminator="kind")]
-JobSpec = Annotated[SyntheticJob | IngestJob | DistortJob | TrainJob | PipelineJob,
-                    Field(discriminator="kind")]
-PipelineJob.model_rebuild()
-KINDS = ("synthetic", "ingest", "distort", "train", "pipeline")
-ENGINE_KINDS = ("hf", "vllm", "http")
-
-_JOB_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)
-
+from pf_ray.jobs import registry
 
 # ---------------------------------------------------------------- errors
 
@@ -345,31 +41,67 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through unions, lists, Annotated...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    if get_origin(annotation) is not None or isinstance(annotation, types.UnionType):
+        for arg in get_args(annotation):
+            found += _models_in(arg)
+    return found
+
+
+def _kind_tag(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("kind")
+    tags = get_args(field.annotation) if field is not None else ()
+    return tags[0] if len(tags) == 1 and isinstance(tags[0], str) else None
+
+
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The model class that owns the last element of a pydantic error location."""
-    models: dict[str, Any] = {"synthetic": SyntheticJob, "ingest": IngestJob,
-                              "distort": DistortJob, "train": TrainJob, "pipeline": PipelineJob,
-                              "hf": HFEngineConfig, "vllm": VLLMEngineConfig,
-                              "http": HTTPEngineConfig}
+    """The model class that owns the last element of a pydantic error location.
+
+    Walks the spec classes from the root; where a field holds several models (a union
+    discriminated on ``kind``), the kind tag that pydantic puts in the location picks one.
+    """
+    models = registry.spec_models()
     if not loc or loc[0] not in models:
         return None
-    model: Any = models[loc[0]]
-    for i, part in enumerate(loc[1:-1], start=1):
-        if part in models and (isinstance(loc[i - 1], int) or loc[i - 1] == "engine"):
-            model = models[part]
+    candidates: list[type[BaseModel]] = [models[loc[0]]]
+    for part in loc[1:-1]:
+        tagged = [m for m in candidates if _kind_tag(m) == part]
+        if tagged:
+            candidates = tagged
             continue
-        if isinstance(part, int) or model is None:
+        if isinstance(part, int):
             continue
-        field = model.model_fields.get(part)
-        if field is None:
+        nxt: list[type[BaseModel]] = []
+        for m in candidates:
+            field = m.model_fields.get(part)
+            if field is not None:
+                nxt += _models_in(field.annotation)
+        if not nxt:
             return None
-        ann = field.annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        if model is None:
-            for arg in getattr(ann, "__args__", ()):
-                if isinstance(arg, type) and issubclass(arg, BaseModel):
-                    model = arg
-    return model
+        candidates = nxt
+    return candidates[0] if candidates else None
+
+
+def _tags() -> set[str]:
+    """Every kind tag a location may hold: job kinds and the kinds of nested unions."""
+    tags = set(registry.kind_names())
+    todo = list(registry.spec_models().values())
+    seen: set[type[BaseModel]] = set()
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        tag = _kind_tag(m)
+        if tag:
+            tags.add(tag)
+        for field in m.model_fields.values():
+            todo += _models_in(field.annotation)
+    return tags
 
 
 _WRAPPER_LOC = re.compile(r"^(tagged-union|union|function-\w+|str|json-or-python)\b")
@@ -377,22 +109,32 @@ _WRAPPER_LOC = re.compile(r"^(tagged-union|union|function-\w+|str|json-or-python
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """(path shown to users, path for model lookup), without pydantic's union/tag parts."""
+    tags = _tags()
     shown: list[Any] = []
     lookup: list[Any] = []
-    after_tag_slot = True  # a kind tag may follow the root, a list index or a union part
+    after_tag_slot = True  # a kind tag may follow the root, a list index, a union part or a field
     for part in loc:
         if isinstance(part, str) and _WRAPPER_LOC.match(part):
             after_tag_slot = True
             continue
-        engine_tag = part in ENGINE_KINDS and shown[-1:] == ["engine"]
-        if isinstance(part, str) and ((after_tag_slot and part in KINDS) or engine_tag):
+        if isinstance(part, str) and after_tag_slot and part in tags and (
+                not lookup or _field_is_union(lookup)):
             lookup.append(part)
             after_tag_slot = False
             continue
         shown.append(part)
         lookup.append(part)
-        after_tag_slot = isinstance(part, int)
+        after_tag_slot = True
     return tuple(shown), tuple(lookup)
+
+
+def _field_is_union(lookup: list[Any]) -> bool:
+    """Whether the field at ``lookup`` holds a union of kinds (so a tag may come next)."""
+    if isinstance(lookup[-1], int):
+        return True
+    owner = _model_at(tuple(lookup))
+    field = owner.model_fields.get(lookup[-1]) if owner is not None else None
+    return field is not None and len(_models_in(field.annotation)) > 1
 
 
 def _format_error(err: Mapping[str, Any]) -> str:
@@ -411,7 +153,9 @@ def _format_error(err: Mapping[str, Any]) -> str:
     if kind == "union_tag_invalid":
         return f"{prefix}: unknown kind {ctx.get('tag')!r}; allowed: {ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":
-        return f"{prefix}: required field is missing; allowed: {', '.join(KINDS)}"
+        allowed = ", ".join(registry.kind_names()) if prefix == "kind" else ctx.get(
+            "expected_tags", "")
+        return f"{prefix}: required field is missing; allowed: {allowed}"
     if kind == "literal_error":
         return f"{where}: received {received}; allowed: {ctx.get('expected')}"
     if kind in ("model_type", "model_attributes_type", "dict_type") and shown and shown[0] == "jobs":
@@ -529,10 +273,10 @@ def parse_spec(data: dict[str, Any], *, source: str = "spec", base_dir: Path | N
     data = expand_env(data, env, _problems=problems)
     job = None
     try:
-        job = _JOB_ADAPTER.validate_python(data)
+        job = registry.spec_adapter().validate_python(data)
     except ValidationError as exc:
         problems.extend(format_validation_error(exc))
-    if job is not None and isinstance(job, PipelineJob):
+    if job is not None and registry.is_pipeline(job):
         resolved = []
         for i, entry in enumerate(job.jobs):
             if isinstance(entry, str):
@@ -548,7 +292,7 @@ def parse_spec(data: dict[str, Any], *, source: str = "spec", base_dir: Path | N
                 except SpecError as exc:
                     problems.extend(f"jobs.{i} ({entry}): {p}" for p in exc.problems)
                     continue
-                if isinstance(sub, PipelineJob):
+                if registry.is_pipeline(sub):
                     resolved.extend(sub.jobs)
                 else:
                     resolved.append(sub)
@@ -568,15 +312,3 @@ def load_spec(path: str | Path, overrides: list[str] | None = None,
     if overrides:
         data = apply_overrides(data, overrides)
     return parse_spec(data, source=str(path), base_dir=path.parent, env=env)
-
-
-def spec_hash(job: BaseModel, *, exclude: set[str] | None = None) -> str:
-    """A short stable hash of what a job computes.
-
-    Where and how it runs (``storage``, ``ray``, ``output``, ``name``) is excluded, so the
-    same job gives the same shard names on a laptop and on a cluster, in a folder or a bucket.
-    """
-    skip = {"storage", "ray", "output", "name"} | (exclude or set())
-    payload = job.model_dump(mode="json", exclude=skip)
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:10]

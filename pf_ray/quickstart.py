@@ -29,8 +29,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pf_ray.config import StorageConfig, parse_spec
+from pf_ray.config import parse_spec
 from pf_ray.data.io import Dataset
+from pf_ray.specs import StorageConfig
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -50,7 +51,7 @@ def _show(counts: dict[str, Any]) -> str:
 
 def quickstart(workdir: Path, *, n: int = 1800, executor: str = "ray", progress: bool = True,
                llm_distort: bool = False) -> int:
-    from pf_ray.run import run_job
+    from pf_ray.jobs.runner import run_job
 
     workdir = workdir.resolve()
     ray_block = {"progress": progress}
@@ -105,9 +106,9 @@ def _train_stages(workdir: Path, synthetic: str, pairs: str, *, executor: str,
                   progress: bool) -> None:
     """Rewriter SFT with before/after reconstruction ROUGE-L, then the three Clever stages."""
     from pf_ray.eval.rewriter import reconstruction_rouge
+    from pf_ray.jobs.runner import run_job
     from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
-    from pf_ray.run import run_job
-    from pf_ray.train.modelio import build_model, model_tokenizer
+    from pf_ray.model.loading import build_model, model_tokenizer
 
     if executor != "ray":
         print("[3/4] training skipped: it runs on Ray Train (executor ray)")

@@ -26,8 +26,8 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pf_ray.config import StorageConfig
-from pf_ray.data.io import is_uri, read_bytes, resolve
+from pf_ray.specs import StorageConfig
+from pf_ray.storage import is_uri, read_bytes, resolve
 
 REASONS = (
     "image_missing",         # no such file, object or tar member

@@ -25,8 +25,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from pf_ray.data.schema import dumps_meta, make_id
-from pf_ray.steps.base import Batch
+from pf_ray.data.schema import Batch, dumps_meta, make_id
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (215, 38, 45), "green": (46, 160, 67), "blue": (40, 90, 210),

@@ -23,12 +23,6 @@ def fmt_coord(value: float) -> str:
     return text[:-1] if text.endswith("0") else text
 
 
-def coco_box_to_xyxy(bbox: Sequence[float], width: float, height: float) -> tuple[float, ...]:
-    """COCO ``[x, y, w, h]`` in pixels -> ``(x1, y1, x2, y2)`` in 0-1."""
-    x, y, w, h = bbox
-    return (x / width, y / height, (x + w) / width, (y + h) / height)
-
-
 def serialise(captions: Sequence[str], boxes: Sequence[Mapping[str, float | str]]) -> str:
     """Captions, blank line, preamble, one line per box (``{label, x1, y1, x2, y2}``)."""
     lines = [c.strip() for c in captions if c and c.strip()]

@@ -14,14 +14,12 @@ import re
 
 from pf_ray.distort.styles import (
     PREFILL,
-    STOP,
     STYLE_PROBABILITY,
     STYLES,
     SUMMARISE_REQUEST,
     SYSTEM_MESSAGE,
 )
-
-Message = dict[str, str]
+from pf_ray.llm.prompting import Message, cut_at_stop, guanaco_prompt  # noqa: F401
 
 REFUSAL = re.compile(
     r"^\W*(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:no|')t|i am unable|i'?m unable|"
@@ -44,32 +42,6 @@ def build_messages(instruction: str, original: str, distortion: str) -> list[Mes
         {"role": "user", "content": SUMMARISE_REQUEST},
         {"role": "assistant", "content": PREFILL.format(distortion=distortion)},
     ]
-
-
-def guanaco_prompt(messages: list[Message]) -> str:
-    """Render messages as the paper does: ``system\\n### Human: ...\\n### Assistant: ...``.
-
-    The final assistant message is left open (no newline after it) for the model to continue.
-    """
-    parts = []
-    for i, m in enumerate(messages):
-        if m["role"] == "system":
-            parts.append(m["content"] + "\n")
-            continue
-        speaker = "Human" if m["role"] == "user" else "Assistant"
-        last = i == len(messages) - 1
-        parts.append(f"### {speaker}: {m['content']}" + ("" if last else "\n"))
-    return "".join(parts)
-
-
-def cut_at_stop(text: str, stops: tuple[str, ...] = STOP) -> str:
-    """The generated text up to the first stop string (closing quote or ``###``), stripped."""
-    end = len(text)
-    for stop in stops:
-        pos = text.find(stop)
-        if pos != -1:
-            end = min(end, pos)
-    return text[:end].strip()
 
 
 def _norm(text: str) -> str:

@@ -11,10 +11,10 @@ import json
 import random
 from typing import Any
 
-from pf_ray.config import MixtureConfig, SelectConfig
 from pf_ray.distort.augment import augment
 from pf_ray.distort.boxes import serialise
 from pf_ray.distort.llm_instructed import build_messages, check_output, pick_style
+from pf_ray.distort.spec import MixtureConfig, SelectConfig
 from pf_ray.distort.styles import STYLE_BY_NAME
 from pf_ray.llm.engines import GenParams, TextEngine
 from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, Batch, Resources

@@ -1,1 +1,1 @@
-"""Evaluation metrics."""
+"""Evaluation: the rewriter's reconstruction score today; politeness and understanding next."""

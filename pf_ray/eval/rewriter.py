@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pf_ray.config import StorageConfig
 from pf_ray.data.images import ImageLoader
-from pf_ray.eval.rouge import rouge_l
+from pf_ray.metrics.rouge import rouge_l
+from pf_ray.specs import StorageConfig
 
 
 def reconstruction_rouge(model: Any, tokenizer: Any, pairs: list[dict[str, Any]], *,

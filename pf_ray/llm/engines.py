@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
-from pf_ray.data.io import local_copy
-from pf_ray.distort.llm_instructed import Message, cut_at_stop, guanaco_prompt
+from pf_ray.faults import EngineUnavailable, ModelUnavailable
+from pf_ray.llm.config import HFEngineConfig, HTTPEngineConfig, SamplingConfig
+from pf_ray.llm.prompting import DEFAULT_STOP, Message, cut_at_stop, render
+from pf_ray.specs import StorageConfig
+from pf_ray.storage import local_copy
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class GenParams:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     top_k: int = 0
-    stop: tuple[str, ...] = ('"', "###")
+    stop: tuple[str, ...] = DEFAULT_STOP
     seed: int = 0
 
 
@@ -43,15 +47,6 @@ class TextEngine(Protocol):
     def generate(self, prompts: list[list[Message]], params: GenParams) -> list[str]:
         """One continuation per prompt, cut at the first stop string."""
         ...
-
-
-def render(messages: list[Message], prompt_format: str,
-           chat_template: Callable[[list[Message]], str] | None = None) -> str:
-    if prompt_format == "guanaco":
-        return guanaco_prompt(messages)
-    if chat_template is None:
-        raise ValueError("prompt_format 'chat_template' needs a tokenizer with a chat template")
-    return chat_template(messages)
 
 
 @dataclass
@@ -73,7 +68,12 @@ class HFEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = local_copy(self.model, self.storage)
+        try:
+            path = local_copy(self.model, self.storage)
+        except (FileNotFoundError, OSError) as exc:
+            raise ModelUnavailable(f"engine model {self.model!r}: {exc}") from exc
+        if not os.path.exists(path):
+            raise ModelUnavailable(f"engine model {self.model!r}: no such folder or file")
         kwargs: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}
         if self.gguf_file:
             kwargs["gguf_file"] = self.gguf_file
@@ -133,6 +133,12 @@ class HTTPEngine:
     retries: int = 2
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST with ``retries`` quick retries for transient faults of one request.
+
+        A refused connection, a timeout, HTTP 429 or 5xx raise :class:`EngineUnavailable`
+        (an infrastructure fault: the step retries with backoff, then fails the job); any
+        other HTTP error is about this request (a row fault).
+        """
         url = self.base_url.rstrip("/") + "/completions"
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env)
@@ -140,18 +146,21 @@ class HTTPEngine:
             headers["Authorization"] = f"Bearer {key}"
         data = json.dumps(body).encode()
         last: Exception | None = None
-        for _ in range(self.retries + 1):
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(0.5 * 2 ** (attempt - 1))
             req = urllib.request.Request(url, data=data, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
                     return json.loads(resp.read())
             except urllib.error.HTTPError as exc:
                 detail = exc.read().decode(errors="replace")[:500]
-                if exc.code < 500:  # the request is wrong: retrying will not help
+                if exc.code < 500 and exc.code != 429:  # the request is wrong: no retry
                     raise RuntimeError(f"{url}: HTTP {exc.code}: {detail}") from exc
-                last = RuntimeError(f"{url}: HTTP {exc.code}: {detail}")
+                last = EngineUnavailable(f"{url}: HTTP {exc.code}: {detail}")
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                last = RuntimeError(f"{url}: {exc}")
+                reason = getattr(exc, "reason", exc)
+                last = EngineUnavailable(f"{url}: {type(reason).__name__}: {reason}")
         assert last is not None
         raise last
 
@@ -172,3 +181,22 @@ class HTTPEngine:
         texts = [render(m, self.prompt_format) for m in prompts]
         with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
             return list(pool.map(lambda t: self._one(t, params), texts))
+
+
+def engine_factory(cfg: HFEngineConfig | HTTPEngineConfig, storage: StorageConfig) -> Any:
+    """A picklable zero-argument callable that builds the engine (once per actor)."""
+    if isinstance(cfg, HFEngineConfig):
+        return partial(HFEngine, model=cfg.model, gguf_file=cfg.gguf_file,
+                       prompt_format=cfg.prompt_format, dtype=cfg.dtype,
+                       trust_remote_code=cfg.trust_remote_code, storage=storage)
+    return partial(HTTPEngine, base_url=cfg.base_url, model=cfg.model,
+                   prompt_format=cfg.prompt_format, api_key_env=cfg.api_key_env,
+                   timeout_s=cfg.timeout_s, max_concurrency=cfg.max_concurrency)
+
+
+def gen_params(sampling: SamplingConfig, seed: int,
+               stop: tuple[str, ...] = DEFAULT_STOP) -> GenParams:
+    """Decoding settings of an engine spec as the engines take them."""
+    s = sampling
+    return GenParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
+                     top_k=s.top_k, stop=stop, seed=seed)

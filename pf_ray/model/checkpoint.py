@@ -221,7 +221,7 @@ def load_state_dict(model: FlamingoModel, state: Mapping[str, torch.Tensor], *,
 def read_released(path: str | Path) -> dict[str, torch.Tensor]:
     """A released ``.pt`` state dict (``weights_only=True``; ``model_state_dict`` and DDP's
     ``module.`` prefix unwrapped). ``path`` may be a URI (copied to a local cache)."""
-    from pf_ray.data.io import local_copy
+    from pf_ray.storage import local_copy
 
     state = torch.load(local_copy(str(path)), map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model_state_dict" in state:
@@ -302,7 +302,7 @@ def load_pretrained(folder: str | Path, *, device: str | torch.device = "cpu",
                     strict: bool = True) -> FlamingoModel:
     """Rebuild a model from its folder (local, or a URI copied to a local cache): config,
     weights (every key), LoRA adapter."""
-    from pf_ray.data.io import local_copy
+    from pf_ray.storage import local_copy
 
     folder = Path(local_copy(str(folder)))
     config = read_config(folder)

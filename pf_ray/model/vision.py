@@ -68,7 +68,7 @@ def build_vision_encoder(cfg: VisionConfig, device: str | torch.device = "cpu") 
     if declared != actual:
         raise ValueError(f"vision: declared {declared} but open_clip's {cfg.model_name!r} has {actual}")
     if cfg.pretrained is not None:
-        from pf_ray.data.io import local_copy
+        from pf_ray.storage import local_copy
 
         cfg = replace(cfg, pretrained=local_copy(cfg.pretrained))  # s3://... -> local cache
     if cfg.pretrained is not None and not Path(cfg.pretrained).is_file():

@@ -12,23 +12,30 @@ as ``conversations`` are lists of dicts, which numpy cannot hold without object 
 
 Steps never import Ray: :mod:`pf_ray.steps.ray_adapter` runs them with ``map_batches`` and
 :mod:`pf_ray.steps.local` runs them in-process. Both go through :func:`run_step`, which
-isolates failures: a row that makes the step raise is rejected with the stage, exception
-type and message, and its batch-mates are kept. A step may also reject rows itself by
-returning ``_reject_reason`` (and optionally ``_reject_detail``) for them.
+isolates row faults: a row that makes the step raise is rejected with the stage, exception
+type and message, and its batch-mates are kept. Infrastructure faults (a dead endpoint, a
+CUDA error, see :mod:`pf_ray.faults`) are retried and then fail the unit instead. A step
+may also reject rows itself by returning ``_reject_reason`` (and ``_reject_detail``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-Batch = dict[str, list[Any]]
-
-# In-flight bookkeeping columns (never written to shards).
-UNIT, UNIT_ROWS, UNIT_T0 = "_unit", "_unit_rows", "_unit_t0"
-REJECT_STAGE, REJECT_REASON, REJECT_DETAIL = "_reject_stage", "_reject_reason", "_reject_detail"
-BOOKKEEPING = (UNIT, UNIT_ROWS, UNIT_T0, REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)
+from pf_ray.data.schema import (  # noqa: F401 - re-exported: steps speak in these names
+    BOOKKEEPING,
+    REJECT_DETAIL,
+    REJECT_REASON,
+    REJECT_STAGE,
+    UNIT,
+    UNIT_ROWS,
+    UNIT_T0,
+    Batch,
+)
+from pf_ray.faults import UnitFailed, is_infrastructure_fault
 
 
 @dataclass(frozen=True)
@@ -125,12 +132,24 @@ def _check(step: StepDef, out: Batch, n: int) -> None:
                 f"for {n} row(s); steps map rows one to one (reject rows instead of dropping)")
 
 
-def run_step(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch) -> Batch:
+@dataclass(frozen=True)
+class Retry:
+    """How a step retries a micro-batch after an infrastructure fault (from the spec)."""
+
+    retries: int = 3
+    backoff_s: float = 2.0
+
+
+def run_step(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch,
+             retry: Retry | None = None) -> Batch:
     """Apply ``fn`` (built from ``step``) to the live rows of ``batch`` in micro-batches.
 
-    Rows already rejected pass through untouched. If a micro-batch raises, it is bisected
-    until the failing rows are alone; each is rejected with reason ``exception`` and the
-    exception type and message as detail. Returns a new batch with the step's columns.
+    Rows already rejected pass through untouched. If a micro-batch raises a row fault, it
+    is bisected until the failing rows are alone; each is rejected with reason
+    ``exception`` and the exception type and message as detail. If it raises an
+    infrastructure fault (see :mod:`pf_ray.faults`), the same micro-batch is retried with
+    backoff, then :class:`~pf_ray.faults.UnitFailed` is raised: the unit is not committed.
+    Returns a new batch with the step's columns.
     """
     n = num_rows(batch)
     out: Batch = {k: list(v) for k, v in batch.items()}
@@ -143,24 +162,46 @@ def run_step(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch) -> Batch
     live = [i for i in range(n) if out[REJECT_REASON][i] is None]
     size = max(1, step.resources.batch_size)
     for start in range(0, len(live), size):
-        _apply(step, fn, batch, out, live[start:start + size])
+        _apply(step, fn, batch, out, live[start:start + size], retry or Retry())
     return out
 
 
+def _call(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch, sub: Batch,
+          idx: list[int], retry: Retry) -> Batch:
+    """``fn(sub)``, retrying infrastructure faults with exponential backoff."""
+    for attempt in range(retry.retries + 1):
+        try:
+            result = fn(sub)
+            _check(step, result, len(idx))
+            return result
+        except (StepContractError, UnitFailed):
+            raise
+        except Exception as exc:
+            if not is_infrastructure_fault(exc):
+                raise
+            if attempt == retry.retries:
+                units = sorted({str(batch[UNIT][i]) for i in idx}) if UNIT in batch else []
+                raise UnitFailed(
+                    f"step {step.name!r} failed with an infrastructure fault on "
+                    f"{len(idx)} row(s) of unit(s) {', '.join(units) or '?'} after "
+                    f"{retry.retries} retries: {type(exc).__name__}: {exc}"[:4000]) from exc
+            time.sleep(retry.backoff_s * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 def _apply(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch, out: Batch,
-           idx: list[int]) -> None:
+           idx: list[int], retry: Retry) -> None:
     # A step that reads nothing still gets the ids, so it knows how many rows it maps.
     sub = take({k: batch[k] for k in (step.inputs or ("id",)) if k in batch}, idx)
     try:
-        result = fn(sub)
-        _check(step, result, len(idx))
-    except StepContractError:
+        result = _call(step, fn, batch, sub, idx, retry)
+    except (StepContractError, UnitFailed):
         raise
-    except Exception as exc:  # noqa: BLE001 - any row-level failure becomes a reject
+    except Exception as exc:  # noqa: BLE001 - any other failure is a row fault
         if len(idx) > 1:
             mid = len(idx) // 2
-            _apply(step, fn, batch, out, idx[:mid])
-            _apply(step, fn, batch, out, idx[mid:])
+            _apply(step, fn, batch, out, idx[:mid], retry)
+            _apply(step, fn, batch, out, idx[mid:], retry)
             return
         i = idx[0]
         out[REJECT_STAGE][i] = step.name

@@ -1,7 +1,8 @@
 """Training examples in Ray Data: mixture sampling, multi-turn augmentation, tokenisation.
 
-``build_dataset(spec)`` returns a Ray Dataset of tokenised examples; image decoding and
-tokenisation run there (actor pool), never in the training loop. Columns:
+The functions and the example builder here run inside the Ray Data pipeline that
+``train.launch.build_dataset`` assembles (this module never imports Ray); image decoding
+and tokenisation run there (actor pool), never in the training loop. Columns:
 
     input_ids (list<int32>)  labels (list<int32>, -100 = no loss)
     pixels (binary: float32 (n_images, 3, H, W))  n_images (int32)
@@ -26,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from pf_ray.config import StorageConfig, TrainJob
 from pf_ray.data.images import ImageError, ImageLoader
-from pf_ray.data.io import Dataset, is_uri
+from pf_ray.data.io import Dataset
+from pf_ray.specs import StorageConfig
 from pf_ray.steps.base import Batch
+from pf_ray.storage import is_uri
+from pf_ray.train.spec import TrainSpec
 
 EXAMPLE_COLUMNS = ("input_ids", "labels", "pixels", "n_images")
 
@@ -79,7 +82,7 @@ class ExampleBuilder:
                  multiturn: bool, seed: int, storage: StorageConfig):
         import open_clip
 
-        from pf_ray.train.modelio import model_config, model_tokenizer
+        from pf_ray.model.loading import model_config, model_tokenizer
 
         config = model_config(model)
         self.mode = config.xattn.mask
@@ -157,46 +160,7 @@ def dataset_files(root: str, storage: StorageConfig) -> list[str]:
     return [scheme + f if scheme and not f.startswith(scheme) else f for f in files]
 
 
-def dataset_sizes(spec: TrainJob) -> list[int]:
+def dataset_sizes(spec: TrainSpec) -> list[int]:
     """Committed rows of each training dataset (from their manifests)."""
     return [(Dataset(d.path, spec.storage).read_manifest() or {}).get("totals", {})
             .get("rows", 0) for d in spec.data]
-
-
-def build_dataset(spec: TrainJob, sizes: list[int]) -> Any:
-    """The Ray Dataset of tokenised examples for one epoch of ``spec``."""
-    import ray.data
-
-    from pf_ray.data.io import resolve
-    from pf_ray.steps.ray_adapter import map_batches_any
-    from pf_ray.train.stages import EXAMPLE_FORMAT
-
-    fmt = EXAMPLE_FORMAT[spec.stage]
-    counts = mixture_counts(sizes, [d.ratio for d in spec.data], spec.sampling,
-                            spec.samples_per_epoch)
-    columns = (["id", "instruction", "original", "distorted", "image", "image_bytes"]
-               if fmt == "rewrite" else ["id", "conversations", "image", "image_bytes"])
-    parts = []
-    for k, (d, size, count) in enumerate(zip(spec.data, sizes, counts, strict=True)):
-        if size == 0 or count == 0:
-            continue
-        fs, _ = resolve(d.path, spec.storage)
-        files = dataset_files(d.path, spec.storage)
-        rng = random.Random(f"{spec.seed}:files:{k}")
-        rng.shuffle(files)  # a fixed, seeded file order
-        inner = [resolve(f, spec.storage)[1] for f in files]
-        part = ray.data.read_parquet(inner, filesystem=fs, columns=columns,
-                                     override_num_blocks=len(inner))
-        parts.append(map_batches_any(part, sample_rows, batch_size=None, num_cpus=0.25,
-                                     size=size, target=count, seed=spec.seed + k))
-    if not parts:
-        raise ValueError("data: every dataset is empty")
-    ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    multiturn = spec.multiturn if spec.multiturn is not None else fmt == "chat"
-    # Every training worker runs this pipeline (see loop.py): keep its footprint small.
-    return map_batches_any(
-        ds, ExampleBuilder, batch_size=max(8, spec.batch_size), num_cpus=0.5,
-        actors=(1, 1), fn_constructor_kwargs={
-            "model": spec.model, "fmt": fmt, "max_length": spec.max_length,
-            "max_images": spec.max_images, "multiturn": multiturn, "seed": spec.seed,
-            "storage": spec.storage})

@@ -7,18 +7,18 @@ from typing import Any
 
 import torch
 
-from pf_ray.config import TrainJob
+from pf_ray.train.spec import TrainSpec
 
 
-def write_export(full_state: dict[str, torch.Tensor], spec: TrainJob) -> None:
+def write_export(full_state: dict[str, torch.Tensor], spec: TrainSpec) -> None:
     """Load ``full_state`` into an unsharded copy of the model and save it to ``spec.export``."""
     import dataclasses
 
     import pyarrow.fs as pafs
 
-    from pf_ray.data.io import is_uri, resolve
     from pf_ray.model.checkpoint import save_pretrained
-    from pf_ray.train.modelio import build_model, model_tokenizer
+    from pf_ray.model.loading import build_model, model_tokenizer
+    from pf_ray.storage import is_uri, resolve
 
     model = build_model(spec.model, seed=spec.seed)
     tokenizer = model_tokenizer(spec.model, model.config)

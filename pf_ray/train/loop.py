@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pf_ray.config import TrainJob
 from pf_ray.model.prompts import IGNORE_INDEX
+from pf_ray.train.spec import TrainSpec
 
 STATE_FILE = "train_state.json"
 
@@ -108,16 +108,16 @@ def load_checkpoint(model: Any, optimizer: Any, scheduler: Any) -> dict[str, int
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point (``config["spec"]`` is the TrainJob as a dict)."""
+    """Ray Train entry point (``config["spec"]`` is the TrainSpec as a dict)."""
     import ray.train
 
+    from pf_ray.model.loading import build_model, model_tokenizer
     from pf_ray.model.trainability import apply_trainability
     from pf_ray.train.fsdp import shard_model
-    from pf_ray.train.modelio import build_model, model_tokenizer
     from pf_ray.train.optim import build_optimizer, build_scheduler
     from pf_ray.train.stages import STAGE_TRAINABILITY
 
-    spec = TrainJob.model_validate(config["spec"])
+    spec = TrainSpec.model_validate(config["spec"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     use_gpu = spec.scaling.use_gpu and torch.cuda.is_available()
@@ -220,15 +220,15 @@ def rank_memory_bytes(model: Any, optimizer: Any) -> dict[str, int]:
     return {"param_bytes": params, "optim_bytes": optim}
 
 
-def _run_folder(spec: TrainJob) -> str:
-    from pf_ray.data.io import join
+def _run_folder(spec: TrainSpec) -> str:
+    from pf_ray.storage import join
 
     return join(spec.storage_path, spec.run_name)
 
 
-def _load_history(spec: TrainJob, upto: int) -> list[dict[str, Any]]:
+def _load_history(spec: TrainSpec, upto: int) -> list[dict[str, Any]]:
     """Metrics of the steps before the checkpoint this run resumes from."""
-    from pf_ray.data.io import exists, join, read_bytes, resolve
+    from pf_ray.storage import exists, join, read_bytes, resolve
 
     fs, path = resolve(join(_run_folder(spec), "metrics.json"), spec.storage)
     if not upto or not exists(fs, path):
@@ -236,15 +236,15 @@ def _load_history(spec: TrainJob, upto: int) -> list[dict[str, Any]]:
     return [r for r in json.loads(read_bytes(fs, path)) if r["step"] <= upto]
 
 
-def _write_history(spec: TrainJob, history: list[dict[str, Any]]) -> None:
+def _write_history(spec: TrainSpec, history: list[dict[str, Any]]) -> None:
     from pf_ray.train.metrics import write_metrics
 
     write_metrics(history, _run_folder(spec), spec.storage)
 
 
-def _first_failure(spec: TrainJob, rank: int) -> bool:
+def _first_failure(spec: TrainSpec, rank: int) -> bool:
     """True once per run (a marker beside the checkpoints remembers the failure)."""
-    from pf_ray.data.io import exists, join, resolve, write_bytes_atomic
+    from pf_ray.storage import exists, join, resolve, write_bytes_atomic
 
     fs, base = resolve(join(spec.storage_path, spec.run_name, "_injected_failure"), spec.storage)
     if exists(fs, base):
@@ -254,7 +254,7 @@ def _first_failure(spec: TrainJob, rank: int) -> bool:
     return True
 
 
-def export_model(model: Any, spec: TrainJob, rank: int) -> None:
+def export_model(model: Any, spec: TrainSpec, rank: int) -> None:
     """Gather the full weights and write a model folder (rank 0), adapters or merged."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 

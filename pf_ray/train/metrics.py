@@ -9,8 +9,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from pf_ray.config import StorageConfig
-from pf_ray.data.io import join, resolve, write_bytes_atomic
+from pf_ray.specs import StorageConfig
+from pf_ray.storage import join, resolve, write_bytes_atomic
 
 
 def loss_png(losses: list[float], width: int = 640, height: int = 360) -> bytes:

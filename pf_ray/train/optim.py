@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from pf_ray.config import OptimConfig
+from pf_ray.train.spec import OptimConfig
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:

@@ -14,12 +14,13 @@ import openai_server
 import pyarrow.parquet as pq
 import pytest
 
-from pf_ray.config import StorageConfig, parse_spec
+from pf_ray.config import parse_spec
 from pf_ray.data.io import Dataset
 from pf_ray.data.schema import SAMPLE_SCHEMA, to_table
 from pf_ray.data.synthetic import generate
+from pf_ray.jobs.runner import run_job
 from pf_ray.llm.engines import HFEngine
-from pf_ray.run import run_job
+from pf_ray.specs import StorageConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 N = 540  # 6 input shards of 90 rows

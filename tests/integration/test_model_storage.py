@@ -9,12 +9,12 @@ import pyarrow.fs as pafs
 import pytest
 import torch
 
-from pf_ray.config import StorageConfig
-from pf_ray.data.io import local_copy, resolve
 from pf_ray.llm.engines import GenParams, HFEngine
 from pf_ray.model.checkpoint import load_pretrained, save_pretrained
 from pf_ray.model.flamingo import build_flamingo
 from pf_ray.model.presets import get_preset
+from pf_ray.specs import StorageConfig
+from pf_ray.storage import local_copy, resolve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

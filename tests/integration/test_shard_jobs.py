@@ -15,26 +15,23 @@ import pytest
 import ray.cloudpickle
 from PIL import Image
 
-from pf_ray.config import (
-    IngestJob,
-    OutputConfig,
-    StorageConfig,
-    SyntheticJob,
-    parse_spec,
-)
-from pf_ray.data.io import Dataset, resolve
-from pf_ray.data.jobs import synthetic_job
-from pf_ray.data.shard_job import OutputExistsError, run_shard_job
+from pf_ray.config import parse_spec
+from pf_ray.data.io import Dataset
 from pf_ray.data.synthetic import generate
-from pf_ray.run import run_job
+from pf_ray.ingest.plan import plan_synthetic
+from pf_ray.ingest.spec import IngestSpec, SyntheticSpec
+from pf_ray.jobs.runner import run_job, run_plan
+from pf_ray.jobs.shard import OutputExistsError
+from pf_ray.specs import OutputConfig, StorageConfig
 from pf_ray.steps.base import Resources, as_step, batch_step
+from pf_ray.storage import resolve
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers can't import tests/
 
 
-def synthetic(path: str, n: int = 450, per: int = 100, **storage: object) -> SyntheticJob:
-    return SyntheticJob(kind="synthetic", n=n, rows_per_shard=per, output=OutputConfig(path=path),
+def synthetic(path: str, n: int = 450, per: int = 100, **storage: object) -> SyntheticSpec:
+    return SyntheticSpec(kind="synthetic", n=n, rows_per_shard=per, output=OutputConfig(path=path),
                         storage=StorageConfig(**storage))
 
 
@@ -97,7 +94,7 @@ def test_sigkilled_job_resumes_with_each_id_once(ray_session: str, tmp_path: Pat
     # What a kill in the middle of a write leaves behind: a temp file and a data file with
     # no marker (a partial shard). Neither may be read or duplicated.
     spec = load(spec_file)
-    job = synthetic_job(spec)
+    job = plan_synthetic(spec)
     pending = next(job.shard_name(u) for u in job.units if job.shard_name(u) not in committed)
     (root / "shards" / f".{pending}.parquet.tmp-dead").write_bytes(b"PAR1partial")
     pq.write_table(pq.read_table(root / "shards" / f"{sorted(committed)[0]}.parquet").slice(0, 7),
@@ -109,7 +106,7 @@ def test_sigkilled_job_resumes_with_each_id_once(ray_session: str, tmp_path: Pat
     assert result.manifest["totals"]["rows"] == 12000
 
 
-def load(path: Path) -> SyntheticJob:
+def load(path: Path) -> SyntheticSpec:
     from pf_ray.config import load_spec
 
     return load_spec(path)
@@ -137,9 +134,9 @@ class MarkLong:
 
 def test_raising_rows_go_to_rejects_and_counts_balance(ray_session: str, tmp_path: Path) -> None:
     spec = synthetic(str(tmp_path / "rej"), n=400, per=100)
-    job = synthetic_job(spec)
+    job = plan_synthetic(spec)
     job.steps = [as_step(flaky), as_step(MarkLong)]
-    result = run_shard_job(job)
+    result = run_plan(job)
     ds = Dataset(spec.output.path, spec.storage)
     rows, rejects = ds.read(), ds.read("rejects")
     assert rows.num_rows + rejects.num_rows == 400  # rows in = rows out + rejects
@@ -197,7 +194,7 @@ def test_ingest_llava_with_broken_images(ray_session: str, tmp_path: Path) -> No
                        "source": {"adapter": "llava_instruct", "path": str(src),
                                   "image_root": str(tmp_path / "coco")},
                        "rows_per_shard": 4, "images": {"max_pixels": 50000}})
-    assert isinstance(spec, IngestJob)
+    assert isinstance(spec, IngestSpec)
     (result,) = run_job(spec)
     totals = result.manifest["totals"]
     assert totals["rows"] + totals["rejects"] == 10

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from pf_ray.config import parse_spec
+from pf_ray.jobs.runner import run_job
 from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
 from pf_ray.model.prompts import encode_rewrite
-from pf_ray.run import run_job
 from pf_ray.train.launch import read_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -107,7 +107,7 @@ def test_injected_failure_resumes_to_the_same_weights(pairs: str, tmp_path: Path
 
 
 def weights_of_fresh_tiny() -> dict[str, torch.Tensor]:
-    from pf_ray.train.modelio import build_model
+    from pf_ray.model.loading import build_model
 
     return {k: v.float() for k, v in build_model("tiny", seed=0).state_dict().items()}
 
@@ -156,8 +156,8 @@ def test_checkpoints_metrics_and_export_in_s3(pairs: str, s3_server, s3_bucket: 
                       export=f"{s3_bucket}/models/rw", scaling={"num_workers": 1})
     (result,) = run_job(spec)
     assert result.steps == 2 and [r["step"] for r in result.history] == [1, 2]
-    from pf_ray.config import StorageConfig
-    from pf_ray.data.io import exists, resolve
+    from pf_ray.specs import StorageConfig
+    from pf_ray.storage import exists, resolve
 
     fs, base = resolve(f"{s3_bucket}/runs/s3run", StorageConfig(**storage))
     assert exists(fs, f"{base}/metrics.csv") and exists(fs, f"{base}/loss.png")

@@ -8,16 +8,14 @@ import pytest
 
 from pf_ray.cli import main
 from pf_ray.config import (
-    IngestJob,
-    PipelineJob,
     SpecError,
-    SyntheticJob,
     apply_overrides,
     expand_env,
     load_spec,
     parse_spec,
-    spec_hash,
 )
+from pf_ray.ingest.spec import IngestSpec, SyntheticSpec
+from pf_ray.specs import spec_hash
 
 GOOD = {"kind": "synthetic", "output": {"path": "/tmp/x"}, "n": 10}
 
@@ -40,7 +38,7 @@ def test_overrides_parse_yaml_values_and_index_lists() -> None:
     data = {"kind": "pipeline", "jobs": [dict(GOOD)]}
     apply_overrides(data, ["jobs.0.n=25", "jobs.0.output.mode=overwrite", "name=x y"])
     spec = parse_spec(data)
-    assert isinstance(spec, PipelineJob)
+    assert spec.kind == "pipeline"
     assert spec.jobs[0].n == 25 and spec.jobs[0].output.mode == "overwrite"
     assert spec.name == "x y"
     with pytest.raises(SpecError, match="expected dotted.key=value"):
@@ -93,14 +91,14 @@ def test_pipeline_resolves_files(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("kind: synthetic\noutput: {path: out}\nn: 5\n")
     (tmp_path / "p.yaml").write_text("kind: pipeline\njobs: [a.yaml]\n")
     spec = load_spec(tmp_path / "p.yaml")
-    assert isinstance(spec.jobs[0], SyntheticJob) and spec.jobs[0].n == 5
+    assert isinstance(spec.jobs[0], SyntheticSpec) and spec.jobs[0].n == 5
 
 
 def test_storage_and_ingest_fields() -> None:
     spec = parse_spec({"kind": "ingest", "output": {"path": "s3://b/o"},
                        "source": {"adapter": "sharegpt", "path": "s3://b/sg_*.json"},
                        "storage": {"endpoint_url": "http://127.0.0.1:9000", "client": "s3fs"}})
-    assert isinstance(spec, IngestJob) and spec.storage.client == "s3fs"
+    assert isinstance(spec, IngestSpec) and spec.storage.client == "s3fs"
     with pytest.raises(SpecError, match="storage.endpoint_url: must start with http"):
         parse_spec({**GOOD, "storage": {"endpoint_url": "127.0.0.1:9000"}})
 

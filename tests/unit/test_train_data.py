@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pf_ray.config import StorageConfig
 from pf_ray.data.synthetic import generate
 from pf_ray.model.prompts import IGNORE_INDEX
 from pf_ray.model.trainability import apply_trainability, trainable_names
+from pf_ray.specs import StorageConfig
 from pf_ray.train.data import ExampleBuilder, mixture_counts, sample_rows
 from pf_ray.train.stages import STAGE_TRAINABILITY
 
@@ -56,7 +56,7 @@ def test_chat_examples_with_multiturn_augmentation() -> None:
 
 @pytest.mark.parametrize("stage", sorted(STAGE_TRAINABILITY))
 def test_each_stage_trains_exactly_its_parts(stage: str) -> None:
-    from pf_ray.train.modelio import build_model
+    from pf_ray.model.loading import build_model
 
     model = build_model("tiny")
     apply_trainability(model, STAGE_TRAINABILITY[stage])

@@ -36,10 +36,11 @@ def ray_cpu() -> object:
 def test_vllm_engine_through_ray_data_llm(ray_cpu: object, tmp_path: Path) -> None:
     from tiny_lm import build_tiny_lm
 
-    from pf_ray.config import StorageConfig, parse_spec
+    from pf_ray.config import parse_spec
     from pf_ray.data.io import Dataset
     from pf_ray.data.synthetic import generate
-    from pf_ray.run import run_job
+    from pf_ray.jobs.runner import run_job
+    from pf_ray.specs import StorageConfig
 
     model = build_tiny_lm(tmp_path / "lm", hidden=64, heads=2)
     syn = str(tmp_path / "syn")

@@ -13,10 +13,17 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from pf_ray.config import StorageConfig
-from pf_ray.data.io import is_uri, read_bytes, resolve
-from pf_ray.data.schema import ROLES, dumps_meta, make_id
-from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, Batch
+from pf_ray.data.schema import (
+    REJECT_DETAIL,
+    REJECT_REASON,
+    REJECT_STAGE,
+    ROLES,
+    Batch,
+    dumps_meta,
+    make_id,
+)
+from pf_ray.specs import StorageConfig
+from pf_ray.storage import is_uri, read_bytes, resolve
 
 SAMPLE_COLUMNS = ("id", "source", "task", "image", "image_bytes", "conversations", "boxes", "meta")
 

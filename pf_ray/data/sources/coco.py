@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from pf_ray.config import StorageConfig
-from pf_ray.data.io import exists, read_bytes, resolve
 from pf_ray.data.sources.base import RecordContext, RecordError, image_ref, register, sample
-from pf_ray.distort.boxes import coco_box_to_xyxy
+from pf_ray.specs import StorageConfig
+from pf_ray.storage import exists, read_bytes, resolve
 
 DESCRIBE = "Describe the following image in detail."
+
+
+def coco_box_to_xyxy(bbox: Sequence[float], width: float, height: float) -> tuple[float, ...]:
+    """COCO ``[x, y, w, h]`` in pixels -> ``(x1, y1, x2, y2)`` in 0-1."""
+    x, y, w, h = bbox
+    return (x / width, y / height, (x + w) / width, (y + h) / height)
 
 
 def instances_path(captions_file: str) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pf_ray.data.io import is_uri, local_copy
 from pf_ray.model.config import FlamingoConfig
+from pf_ray.storage import is_uri, local_copy
 
 
 def _is_preset(model: str) -> bool:

@@ -8,18 +8,22 @@ LLM family (an actor pool for ``hf`` / ``http``; ``ray.data.llm`` for ``vllm``).
 from __future__ import annotations
 
 import posixpath
-from functools import partial
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from pf_ray.config import DistortJob, HFEngineConfig, HTTPEngineConfig, StorageConfig, spec_hash
-from pf_ray.data.io import Dataset, resolve
-from pf_ray.data.jobs import check_images_step
-from pf_ray.data.shard_job import ShardJob, Unit, safe_key
+from pf_ray.data.io import Dataset
+from pf_ray.data.schema import Batch
+from pf_ray.distort.llm_instructed import build_messages, check_output
 from pf_ray.distort.pairs import AttachCaptionsBoxes, LLMDistort, cpu_families, plan_pairs
-from pf_ray.llm.engines import GenParams, HFEngine, HTTPEngine
-from pf_ray.steps.base import Batch, Resources, StepDef
+from pf_ray.distort.spec import DistortSpec
+from pf_ray.distort.styles import STYLE_BY_NAME
+from pf_ray.jobs.shard import ShardPlan, Unit, safe_key
+from pf_ray.llm.engines import engine_factory, gen_params
+from pf_ray.specs import StorageConfig, spec_hash
+from pf_ray.steps.base import Resources, StepDef
+from pf_ray.steps.images import check_images_step
+from pf_ray.storage import resolve
 
 SAMPLE_COLUMNS = ("id", "source", "task", "image", "image_bytes", "conversations", "boxes",
                   "meta")
@@ -47,23 +51,7 @@ def input_units(inputs: list[str], storage: StorageConfig) -> list[Unit]:
     return units
 
 
-def engine_factory(cfg: HFEngineConfig | HTTPEngineConfig, storage: StorageConfig) -> Any:
-    if isinstance(cfg, HFEngineConfig):
-        return partial(HFEngine, model=cfg.model, gguf_file=cfg.gguf_file,
-                       prompt_format=cfg.prompt_format, dtype=cfg.dtype,
-                       trust_remote_code=cfg.trust_remote_code, storage=storage)
-    return partial(HTTPEngine, base_url=cfg.base_url, model=cfg.model,
-                   prompt_format=cfg.prompt_format, api_key_env=cfg.api_key_env,
-                   timeout_s=cfg.timeout_s, max_concurrency=cfg.max_concurrency)
-
-
-def gen_params(spec: DistortJob) -> GenParams:
-    s = spec.engine.sampling  # type: ignore[union-attr]
-    return GenParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                     top_k=s.top_k, seed=spec.seed)
-
-
-def distort_job(spec: DistortJob) -> ShardJob:
+def plan_distort(spec: DistortSpec) -> ShardPlan:
     steps: list[StepDef] = []
     if spec.images.check:
         steps.append(check_images_step(spec.images, spec.storage))
@@ -91,13 +79,47 @@ def distort_job(spec: DistortJob) -> ShardJob:
                                        batch_size=e.batch_size, min_actors=e.min_actors,
                                        max_actors=e.max_actors),
                              {"engine_factory": engine_factory(e, spec.storage),
-                              "params": gen_params(spec)}))
-    job = ShardJob(kind="distort", spec_hash=spec_hash(spec),
-                   spec=spec.model_dump(mode="json"), units=input_units(spec.inputs, spec.storage),
-                   reader=read_shard, output=spec.output, storage=spec.storage, steps=steps,
-                   schema="pair")
+                              "params": gen_params(e.sampling, spec.seed)}))
+    plan = ShardPlan(kind="distort", spec_hash=spec_hash(spec),
+                     spec=spec.model_dump(mode="json"),
+                     units=input_units(spec.inputs, spec.storage), reader=read_shard,
+                     output=spec.output, storage=spec.storage, steps=steps, schema="pair",
+                     faults=spec.faults)
     if spec.engine is not None and spec.engine.kind == "vllm":
-        from pf_ray.llm.vllm_stage import vllm_distort_stage
+        plan.ray_stage = VLLMFamily(spec)
+    return plan
 
-        job.ray_stage = partial(vllm_distort_stage, cfg=spec.engine, params=gen_params(spec))
-    return job
+
+# ------------------------------------------------------------ the LLM family on vLLM
+
+# Columns that ride through the engine to the writer (the rest is dropped before it).
+CARRIED = ("id", "source", "task", "family", "style", "seed", "turn", "instruction",
+           "original", "distorted", "image", "image_bytes", "meta")
+
+
+def is_llm_row(row: dict[str, Any]) -> bool:
+    return row["family"] == "llm"
+
+
+def llm_messages(row: dict[str, Any]) -> list[dict[str, str]]:
+    return build_messages(row["instruction"], row["original"],
+                          STYLE_BY_NAME.get(row["style"] or "", ""))
+
+
+def llm_output(row: dict[str, Any], text: str) -> tuple[dict[str, Any], str | None]:
+    return {"distorted": text}, check_output(row["original"], text)
+
+
+class VLLMFamily:
+    """The plan's Ray Data stage: LLM-family rows through ``ray.data.llm`` (vLLM)."""
+
+    def __init__(self, spec: DistortSpec):
+        self.cfg = spec.engine
+        self.params = gen_params(spec.engine.sampling, spec.seed)  # type: ignore[union-attr]
+
+    def __call__(self, ds: Any) -> Any:
+        from pf_ray.steps.ray_llm import LLMTask, vllm_stage
+
+        task = LLMTask(stage=LLMDistort.name, carried=CARRIED, select=is_llm_row,
+                       messages=llm_messages, on_output=llm_output)
+        return vllm_stage(ds, task=task, cfg=self.cfg, params=self.params)

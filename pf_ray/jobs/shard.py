@@ -1,13 +1,15 @@
-"""A dataset job: input units -> steps -> committed shards, on Ray Data or in-process.
+"""A shard plan: input units -> steps -> committed shards, and its per-unit functions.
 
-A job is a list of :class:`Unit` (input shards: a range of synthetic rows, a slice of a
+A plan is a list of :class:`Unit` (input shards: a range of synthetic rows, a slice of a
 file), a reader that turns one unit into rows, and a list of steps. Each unit becomes one
 output shard named ``<unit key>-<spec hash>``; committed shards are skipped on rerun
-(see :mod:`pf_ray.data.io` for the layout and the commit protocol).
+(see :mod:`pf_ray.data.io` for the layout and the commit protocol). Stages build plans;
+:mod:`pf_ray.jobs.runner` executes them (Ray Data, or this process).
 
-On Ray, units flow as blocks through ``map_batches`` (read as tasks, steps as tasks or
-actor pools, write as tasks) and the driver only sees one small summary row per shard;
-the same functions run in one plain Python process with ``executor="local"``.
+A unit is committed only when it is sound: an infrastructure fault in a step fails it
+(:class:`~pf_ray.faults.UnitFailed`), and so does a reject fraction above the spec's
+``faults.max_reject_fraction``; either way the job fails after the other units are done
+and a rerun resumes the failed ones.
 """
 
 from __future__ import annotations
@@ -23,20 +25,23 @@ from typing import Any
 
 import pyarrow as pa
 
-from pf_ray.config import OutputConfig, StorageConfig
 from pf_ray.data.io import Dataset
-from pf_ray.data.schema import COUNT_COLUMNS, REJECT_SCHEMA, SCHEMAS, to_table
-from pf_ray.steps.base import (
+from pf_ray.data.schema import (
+    COUNT_COLUMNS,
     REJECT_DETAIL,
     REJECT_REASON,
+    REJECT_SCHEMA,
     REJECT_STAGE,
+    SCHEMAS,
     UNIT,
     UNIT_ROWS,
     UNIT_T0,
     Batch,
-    StepDef,
-    num_rows,
+    to_table,
 )
+from pf_ray.faults import UnitFailed
+from pf_ray.specs import FaultPolicy, OutputConfig, StorageConfig
+from pf_ray.steps.base import Retry, StepDef, num_rows
 from pf_ray.steps.local import LocalRunner
 
 Reader = Callable[..., Batch]  # reader(**unit.params) -> rows of that unit
@@ -61,7 +66,9 @@ def safe_key(text: str) -> str:
 
 
 @dataclass
-class ShardJob:
+class ShardPlan:
+    """What a shard job computes; built by a stage from its spec, executed by the runner."""
+
     kind: str
     spec_hash: str
     spec: dict[str, Any]
@@ -73,13 +80,22 @@ class ShardJob:
     schema: str = "sample"
     # A Ray Data stage applied after the steps (e.g. ray.data.llm); it may re-batch rows.
     ray_stage: Callable[[Any], Any] | None = None
+    faults: FaultPolicy = field(default_factory=FaultPolicy)
+    # Reject reasons that are the stage's intent, not a fault (left out of the fraction).
+    expected_reasons: tuple[str, ...] = ("not_selected",)
+
+    @property
+    def retry(self) -> Retry:
+        return Retry(self.faults.retries, self.faults.backoff_s)
 
     def shard_name(self, unit: Unit) -> str:
         return f"{unit.key}-{self.spec_hash}"
 
 
 @dataclass
-class JobResult:
+class ShardResult:
+    """The result of a shard job: what this run did and the dataset's manifest."""
+
     root: str
     written: int  # shards committed by this run
     skipped: int  # shards found committed already
@@ -95,9 +111,20 @@ class JobResult:
                 f"({self.rows} rows, {self.rejects} rejects) and skipped {self.skipped} "
                 f"in {self.seconds:.1f}s")
 
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.manifest.get("kind"), "root": self.root,
+                "totals": self.manifest["totals"],
+                "run": {"shards_written": self.written, "shards_skipped": self.skipped,
+                        "rows": self.rows, "rejects": self.rejects,
+                        "seconds": round(self.seconds, 3)}}
+
 
 class OutputExistsError(RuntimeError):
     pass
+
+
+class JobFailed(RuntimeError):
+    """Units of a job could not be committed (infrastructure fault, too many rejects)."""
 
 
 # ------------------------------------------------------------------ per-unit functions
@@ -127,29 +154,30 @@ def _jsonable_row(batch: Batch, i: int, columns: Sequence[str]) -> str:
                       ensure_ascii=False, sort_keys=True, default=str)
 
 
-def write_unit(batch: Batch, dataset: Dataset, spec_hash: str, schema: str) -> Batch:
-    """Commit the rows and rejects of each unit in ``batch``; one summary row per commit.
+def write_unit(batch: Batch, dataset: Dataset, spec_hash: str, schema: str,
+               max_reject_fraction: float = 1.0,
+               expected_reasons: Sequence[str] = ("not_selected",)) -> Batch:
+    """Commit the rows and rejects of each unit in ``batch``; one summary row per unit.
 
     Normally a block holds one whole unit, written as ``<name>.parquet``. A block holding
     part of a unit (after a re-batching stage) is written as a part file; the writer that
-    completes the unit commits its marker.
+    completes the unit commits its marker. A unit whose unexpected rejects exceed
+    ``max_reject_fraction`` of its rows is not committed: its summary row carries the
+    reason in ``failed`` and the runner fails the job.
     """
     t_write = time.time()
     units: dict[str, list[int]] = {}
     for i, unit in enumerate(batch[UNIT]):
         units.setdefault(unit, []).append(i)
-    out: Batch = {"name": [], "rows": [], "rejects": []}
+    out: Batch = {"name": [], "rows": [], "rejects": [], "failed": []}
     for unit, idx in units.items():
         name = f"{unit}-{spec_hash}"
         expected = batch[UNIT_ROWS][idx[0]]
         rows, rejects, info = _split(batch, idx, schema)
         info.update(seconds_total=round(time.time() - batch[UNIT_T0][idx[0]], 4))
-        if len(idx) == expected:  # the whole unit: one file, committed at once
+        whole = len(idx) == expected
+        if whole:  # the whole unit: one file, committed at once
             file = f"{name}.parquet"
-            dataset.write_data(file, rows, rejects)
-            info.update(files=[file], reject_files=[file] if info["rejects"] else [],
-                        seconds_write=round(time.time() - t_write, 4))
-            dataset.commit(name, {"unit": unit, "spec_hash": spec_hash, **info})
         else:
             ids = sorted(str(batch["id"][i]) for i in idx)
             part = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
@@ -160,11 +188,35 @@ def write_unit(batch: Batch, dataset: Dataset, spec_hash: str, schema: str) -> B
             if sum(p["rows"] + p["rejects"] for p in parts) < expected:
                 continue
             info = _merge_parts(parts)
+        failed = reject_fraction_error(unit, info, max_reject_fraction, expected_reasons)
+        if failed is None:
+            if whole:
+                dataset.write_data(file, rows, rejects)
+                info.update(files=[file], reject_files=[file] if info["rejects"] else [],
+                            seconds_write=round(time.time() - t_write, 4))
             dataset.commit(name, {"unit": unit, "spec_hash": spec_hash, **info})
         out["name"].append(name)
         out["rows"].append(info["rows"])
         out["rejects"].append(info["rejects"])
+        out["failed"].append(failed)
     return out
+
+
+def reject_fraction_error(unit: str, info: dict[str, Any], limit: float,
+                          expected_reasons: Sequence[str]) -> str | None:
+    """Why a unit must not be committed (too many unexpected rejects), or None."""
+    per_reason = info["rejects_per_reason"]
+    excluded = sum(n for r, n in per_reason.items() if r in expected_reasons)
+    bad = info["rejects"] - excluded
+    considered = info["rows"] + bad
+    if considered == 0 or bad / considered <= limit:
+        return None
+    counts = ", ".join(f"{r}: {n}" for r, n in sorted(per_reason.items(), key=lambda x: -x[1])
+                       if r not in expected_reasons)
+    return (f"unit {unit}: {bad} of {considered} rows rejected ({bad / considered:.0%} > "
+            f"faults.max_reject_fraction {limit}); rejects per reason: {counts}. Not "
+            "committed: fix the cause (or raise faults.max_reject_fraction if these rejects "
+            "are expected) and rerun")
 
 
 def _split(batch: Batch, idx: list[int], schema: str) -> tuple[pa.Table, pa.Table, dict]:
@@ -218,91 +270,82 @@ def _merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
 # ------------------------------------------------------------------ drivers
 
 
-def prepare_output(job: ShardJob) -> tuple[Dataset, list[Unit], int]:
+def prepare_output(plan: ShardPlan) -> tuple[Dataset, list[Unit], int]:
     """Apply ``output.mode``; return the dataset, the pending units and the skipped count."""
-    ds = Dataset(job.output.path, job.storage)
+    ds = Dataset(plan.output.path, plan.storage)
     manifest = ds.read_manifest()
-    if job.output.mode == "overwrite":
+    if plan.output.mode == "overwrite":
         ds.clear()
         manifest = None
-    elif manifest is not None and job.output.mode == "error":
-        raise OutputExistsError(f"{job.output.path} already holds a dataset "
+    elif manifest is not None and plan.output.mode == "error":
+        raise OutputExistsError(f"{plan.output.path} already holds a dataset "
                                 "(output.mode is 'error')")
-    if manifest is not None and manifest.get("spec_hash") != job.spec_hash:
+    if manifest is not None and manifest.get("spec_hash") != plan.spec_hash:
         raise OutputExistsError(
-            f"{job.output.path} holds a dataset of another spec (hash "
-            f"{manifest.get('spec_hash')}, this job {job.spec_hash}); write to a new "
+            f"{plan.output.path} holds a dataset of another spec (hash "
+            f"{manifest.get('spec_hash')}, this job {plan.spec_hash}); write to a new "
             "output.path or set output.mode=overwrite")
     done = ds.committed()
-    pending = [u for u in job.units if job.shard_name(u) not in done]
-    ds.discard_uncommitted({job.shard_name(u) for u in pending})  # a killed run's leftovers
-    names = [job.shard_name(u) for u in job.units]
+    pending = [u for u in plan.units if plan.shard_name(u) not in done]
+    ds.discard_uncommitted({plan.shard_name(u) for u in pending})  # a killed run's leftovers
+    names = [plan.shard_name(u) for u in plan.units]
     if len(set(names)) != len(names):
         raise ValueError("two units of the job share a key; shard names would collide")
-    return ds, pending, len(job.units) - len(pending)
+    return ds, pending, len(plan.units) - len(pending)
 
 
-ProgressFn = Callable[[dict[str, Any]], None]
+def run_units_locally(plan: ShardPlan, dataset: Dataset, pending: list[Unit],
+                      done: Callable[[dict[str, Any]], None]) -> None:
+    """The in-process executor: the same per-unit functions, one unit after another."""
+    if plan.ray_stage is not None:
+        raise ValueError(f"the {plan.kind} job has a Ray Data stage (e.g. the vllm engine); "
+                         "run it with executor 'ray'")
+    runner = LocalRunner(plan.steps, plan.retry)
+    for unit in pending:
+        batch = read_unit({UNIT: [unit.key], "_params": [json.dumps(unit.params)]},
+                          plan.reader)
+        out = write_unit(runner(batch), dataset, plan.spec_hash, plan.schema,
+                         plan.faults.max_reject_fraction, plan.expected_reasons)
+        done({k: v[0] for k, v in out.items()})
 
 
-def run_shard_job(job: ShardJob, *, executor: str = "ray",
-                  progress: ProgressFn | None = None) -> JobResult:
-    """Run a shard job; ``executor`` is ``"ray"`` (Ray Data) or ``"local"`` (this process)."""
-    if executor not in ("ray", "local"):
-        raise ValueError(f"executor must be 'ray' or 'local', received {executor!r}")
-    t0 = time.time()
-    dataset, pending, skipped = prepare_output(job)
-    summaries: list[dict[str, Any]] = []
+def failure_from(exc: BaseException) -> JobFailed | None:
+    """The :class:`JobFailed` for a unit failure found in ``exc`` or its causes (Ray wraps
+    a task's exception in its own), or None when ``exc`` is something else."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, UnitFailed | JobFailed):
+            return JobFailed(str(e).strip().splitlines()[-1] if isinstance(e, UnitFailed)
+                             and "\n" in str(e) else str(e))
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    text = str(exc)
+    marker = "UnitFailed: "
+    if marker in text:  # a wrapper that kept only the text
+        return JobFailed(text[text.index(marker) + len(marker):].strip().splitlines()[0])
+    return None
 
-    def done(summary: dict[str, Any]) -> None:
-        summaries.append(summary)
-        if progress:
-            progress({"done": len(summaries), "total": len(pending), **summary})
 
-    if pending and executor == "ray":
-        _run_ray(job, dataset, pending, done)
-    elif pending:
-        if job.ray_stage is not None:
-            raise ValueError(f"the {job.kind} job has a Ray Data stage (e.g. the vllm engine); "
-                             "run it with executor 'ray'")
-        runner = LocalRunner(job.steps)
-        for unit in pending:
-            batch = read_unit({UNIT: [unit.key], "_params": [json.dumps(unit.params)]},
-                              job.reader)
-            out = write_unit(runner(batch), dataset, job.spec_hash, job.schema)
-            done({k: v[0] for k, v in out.items()})
+def finish(plan: ShardPlan, dataset: Dataset, summaries: list[dict[str, Any]], skipped: int,
+           t0: float, executor: str, error: JobFailed | None) -> ShardResult:
+    """Rebuild the manifest from what is committed; raise if any unit failed."""
+    committed = [s for s in summaries if not s.get("failed")]
+    failed = [s["failed"] for s in summaries if s.get("failed")]
     seconds = time.time() - t0
     run = {"started_at": t0, "seconds": round(seconds, 3), "executor": executor,
-           "shards_written": len(summaries), "shards_skipped": skipped}
-    manifest = dataset.write_manifest(kind=job.kind, spec_hash=job.spec_hash, spec=job.spec,
-                                      run=run)
-    return JobResult(job.output.path, len(summaries), skipped,
-                     sum(s["rows"] for s in summaries), sum(s["rejects"] for s in summaries),
-                     seconds, manifest)
-
-
-def _run_ray(job: ShardJob, dataset: Dataset, pending: list[Unit],
-             done: Callable[[dict[str, Any]], None]) -> None:
-    import ray.data
-    from ray.data import DataContext
-
-    from pf_ray.steps.ray_adapter import map_steps, map_units
-
-    ctx = DataContext.get_current()
-    saved = ctx.target_max_block_size
-    ctx.target_max_block_size = None  # never split a unit's block (see ray_adapter)
-    try:
-        items = [{UNIT: u.key, "_params": json.dumps(u.params)} for u in pending]
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
-        ds = map_units(ds, read_unit, reader=job.reader)
-        ds = map_steps(ds, job.steps)
-        if job.ray_stage is not None:
-            ds = job.ray_stage(ds)
-        ds = map_units(ds, write_unit, dataset=dataset, spec_hash=job.spec_hash,
-                       schema=job.schema)
-        for row in ds.iter_rows():
-            done(dict(row))
-    finally:
-        ctx.target_max_block_size = saved
-
-
+           "shards_written": len(committed), "shards_skipped": skipped,
+           "units_failed": len(failed) + (error is not None)}
+    manifest = dataset.write_manifest(kind=plan.kind, spec_hash=plan.spec_hash,
+                                      spec=plan.spec, run=run)
+    if error is not None or failed:
+        lines = ([str(error)] if error is not None else []) + failed
+        raise JobFailed(f"{plan.kind} job failed: {len(lines)} unit(s) not committed "
+                        f"({len(committed)} committed by this run, {skipped} before); rerun "
+                        "the same spec to resume.\n" + "\n".join(f"  - {x}" for x in lines))
+    return ShardResult(plan.output.path, len(committed), skipped,
+                       sum(s["rows"] for s in committed), sum(s["rejects"] for s in committed),
+                       seconds, manifest)

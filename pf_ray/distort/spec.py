@@ -1,0 +1,61 @@
+"""The spec of ``kind: distort``: which rows, which families, which engine."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from pf_ray.llm.config import EngineConfig
+from pf_ray.specs import ImagePolicy, OutputConfig, SpecBase, Strict
+
+Family = Literal["llm", "augment", "boxes"]
+
+
+class MixtureConfig(Strict):
+    """Distortion family weights per kind of row (normalised; spec §1 counts by default).
+
+    A row is ``text`` (no image), ``image``, or ``image_with_boxes`` (captions + boxes are
+    known for its image, e.g. LLaVA-detail joined with COCO). ``per_source`` replaces the
+    weights for the rows of one source. ``boxes`` is drawn only where captions and boxes
+    exist, and ``llm`` only when an engine is configured; the others are renormalised.
+    """
+
+    # 76k LLM-instructed UltraChat/ShareGPT, no other family on text-only rows.
+    text: dict[Family, float] = Field(default_factory=lambda: {"llm": 1.0})
+    # 133k LLM-instructed vs 77k nlpaug-augmented LLaVA rows.
+    image: dict[Family, float] = Field(default_factory=lambda: {"llm": 133.0, "augment": 77.0})
+    # 14k of LLaVA-detail's 23k use captions+boxes; the other 9k split 133:77 (5.7 : 3.3).
+    image_with_boxes: dict[Family, float] = Field(
+        default_factory=lambda: {"boxes": 14.0, "llm": 5.7, "augment": 3.3})
+    per_source: dict[str, dict[Family, float]] = Field(default_factory=dict)
+
+    @field_validator("text", "image", "image_with_boxes")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
+            raise ValueError(f"weights must be >= 0 with at least one > 0, received {v}")
+        return v
+
+
+class SelectConfig(Strict):
+    """Which input rows are clean data to distort (others are rejected as not_selected)."""
+
+    sources: list[str] | None = Field(None, description="None: every source")
+    tasks: list[str] | None = Field(None, description="None: every task")
+
+
+class DistortSpec(SpecBase):
+    """Clean instruction data -> (distorted, original) pairs for the rewriter."""
+
+    kind: Literal["distort"]
+    inputs: list[str] = Field(..., min_length=1, description="pf-ray dataset roots")
+    output: OutputConfig
+    seed: int = 0
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    mixture: MixtureConfig = Field(default_factory=MixtureConfig)
+    engine: EngineConfig | None = Field(None, description="None: no LLM family")
+    boxes_from: str | None = Field(
+        None, description="dataset with captions+boxes rows (COCO ingest) joined on image")
+    max_chars: int = Field(8000, ge=1, description="longer originals are rejected")
+    images: ImagePolicy = Field(default_factory=lambda: ImagePolicy(check=True))

@@ -1,0 +1,1 @@
+"""ROUGE-L and other scores shared by filters, evaluation and the quickstart."""

@@ -1,0 +1,149 @@
+"""URIs, filesystems and local copies: the ground floor that ``data/`` and ``model/`` share.
+
+A path is a local folder or file, or a URI: ``s3://`` (pyarrow's S3 client or s3fs, with
+the endpoint and credentials of a :class:`~pf_ray.specs.StorageConfig`, honouring
+``AWS_ENDPOINT_URL``) or any fsspec scheme. :func:`resolve` gives the pyarrow filesystem
+and the in-filesystem path; :func:`local_copy` a local path (a cached copy of a URI).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from pf_ray.specs import StorageConfig
+
+
+def is_uri(path: str) -> bool:
+    """True for ``scheme://...`` paths other than ``file://``."""
+    scheme = urlparse(path).scheme
+    return len(scheme) > 1 and scheme != "file"
+
+
+def _s3_filesystem(storage: StorageConfig) -> pafs.FileSystem:
+    key = os.environ.get(storage.access_key_env)
+    secret = os.environ.get(storage.secret_key_env)
+    token = os.environ.get(storage.session_token_env)
+    region = storage.region or os.environ.get("AWS_REGION") or os.environ.get(
+        "AWS_DEFAULT_REGION") or "us-east-1"
+    # the spec's endpoint, else the standard AWS SDK variables (MinIO, R2, SeaweedFS...)
+    url = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+        "AWS_ENDPOINT_URL")
+    endpoint = urlparse(url) if url else None
+    if storage.client == "s3fs":
+        import s3fs
+
+        client_kwargs: dict[str, Any] = {"region_name": region}
+        if url:
+            client_kwargs["endpoint_url"] = url
+        fs = s3fs.S3FileSystem(anon=storage.anonymous, key=key, secret=secret, token=token,
+                               client_kwargs=client_kwargs, use_listings_cache=False)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+    kwargs: dict[str, Any] = {"region": region, "anonymous": storage.anonymous,
+                              "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=5)}
+    if not storage.anonymous and key and secret:
+        kwargs.update(access_key=key, secret_key=secret, session_token=token)
+    if endpoint is not None:
+        kwargs.update(endpoint_override=endpoint.netloc, scheme=endpoint.scheme)
+    return pafs.S3FileSystem(**kwargs)
+
+
+def resolve(path: str, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, str]:
+    """Filesystem and in-filesystem path for a local path or a URI.
+
+    ``s3://`` goes through pyarrow's S3 client (or s3fs, per ``storage.client``) with the
+    endpoint and credentials of ``storage``; other schemes go through fsspec.
+    """
+    storage = storage or StorageConfig()
+    parsed = urlparse(path)
+    if parsed.scheme in ("s3", "s3a"):
+        return _s3_filesystem(storage), f"{parsed.netloc}{parsed.path}".rstrip("/")
+    if is_uri(path):
+        import fsspec
+
+        fs, inner = fsspec.core.url_to_fs(path)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
+    local = path.removeprefix("file://")
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(local))
+
+
+def local_copy(path: str, storage: StorageConfig | None = None,
+               cache_dir: str | None = None) -> str:
+    """A local path for a file or folder: itself when local, else a cached copy of the URI.
+
+    Used to load model weights from object stores (``s3://bucket/models/x``). The copy is
+    made under a temporary name and renamed, then marked complete, so concurrent workers and
+    interrupted downloads never read a partial copy.
+    """
+    if not is_uri(path):
+        return os.path.expanduser(path.removeprefix("file://"))
+    import hashlib
+
+    cache = cache_dir or os.environ.get("PF_RAY_CACHE", os.path.expanduser("~/.cache/pf-ray"))
+    target = os.path.join(cache, "remote", hashlib.sha256(path.encode()).hexdigest()[:16],
+                          posixpath.basename(path.rstrip("/")) or "object")
+    done = f"{target}.complete"
+    if os.path.exists(done):
+        return target
+    fs, inner = resolve(path, storage)
+    info = fs.get_file_info(inner)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"{path}: not found")
+    tmp = f"{target}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if info.type == pafs.FileType.Directory:
+        os.makedirs(tmp)
+        pafs.copy_files(inner, tmp, source_filesystem=fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+    else:
+        with open(tmp, "wb") as f:
+            f.write(read_bytes(fs, inner))
+    if not os.path.exists(target):
+        os.replace(tmp, target)
+    open(done, "w").close()
+    return target
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts with '/', for local paths and URIs alike."""
+    return posixpath.join(base, *parts)
+
+
+def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write a file so that readers see all of it or nothing."""
+    parent = posixpath.dirname(path)
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(parent, recursive=True)
+        tmp = posixpath.join(parent, f".{posixpath.basename(path)}.tmp-{uuid.uuid4().hex}")
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        fs.move(tmp, path)  # rename(2): atomic on one filesystem
+    else:
+        # An object becomes visible only when its (multipart) upload completes.
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+
+def exists(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def list_files(fs: pafs.FileSystem, folder: str, suffix: str = "") -> list[str]:
+    """Sorted file paths directly under ``folder`` (empty when it does not exist)."""
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    except FileNotFoundError:
+        return []
+    return sorted(i.path for i in infos
+                  if i.type == pafs.FileType.File and i.base_name.endswith(suffix)
+                  and not i.base_name.startswith("."))
