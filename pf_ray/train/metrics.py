@@ -41,7 +41,10 @@ def write_metrics(rows: list[dict[str, Any]], folder: str, storage: StorageConfi
         return
     fs, base = resolve(folder, storage)
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    # every key of every row (the first step also has memory columns; older runs' rows may
+    # lack newer keys): missing cells stay empty
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    writer = csv.DictWriter(text, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
     write_bytes_atomic(fs, join(base, "metrics.csv"), text.getvalue().encode())

@@ -193,7 +193,9 @@ def test_ingest_llava_with_broken_images(ray_session: str, tmp_path: Path) -> No
     spec = parse_spec({"kind": "ingest", "output": {"path": str(tmp_path / "out")},
                        "source": {"adapter": "llava_instruct", "path": str(src),
                                   "image_root": str(tmp_path / "coco")},
-                       "rows_per_shard": 4, "images": {"max_pixels": 50000}})
+                       "rows_per_shard": 4, "images": {"max_pixels": 50000},
+                       # most rows here are broken on purpose
+                       "faults": {"max_reject_fraction": 1.0}})
     assert isinstance(spec, IngestSpec)
     (result,) = run_job(spec)
     totals = result.manifest["totals"]
@@ -223,7 +225,8 @@ def test_ingest_from_s3_glob_with_s3_images(ray_session: str, s3_server, s3_buck
                                   "path": f"{s3_bucket}/raw/llava_part*.json",
                                   "image_root": f"{s3_bucket}/coco"},
                        "storage": {"endpoint_url": s3_server.endpoint},
-                       "images": {"max_pixels": 50000, "embed": True}})
+                       "images": {"max_pixels": 50000, "embed": True},
+                       "faults": {"max_reject_fraction": 1.0}})  # broken on purpose
     (result,) = run_job(spec)
     assert result.written == 2
     assert result.manifest["totals"]["rejects_per_reason"] == EXPECTED_REASONS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -164,3 +165,54 @@ def test_checkpoints_metrics_and_export_in_s3(pairs: str, s3_server, s3_bucket: 
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
     model = load_pretrained(f"{s3_bucket}/models/rw")
     assert model.config.lora is not None
+
+
+def break_images(root: Path, every: int) -> int:
+    """Overwrite the image bytes of every ``every``-th row with bytes that are no image."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    broken = 0
+    for path in sorted((root / "shards").glob("*.parquet")):
+        table = pq.read_table(path)
+        data = table.column("image_bytes").to_pylist()
+        for i in range(0, len(data), every):
+            if data[i] is not None:
+                data[i], broken = b"not an image", broken + 1
+        col = table.schema.get_field_index("image_bytes")
+        table = table.set_column(col, table.schema.field(col), pa.array(data, pa.binary()))
+        pq.write_table(table, path)
+    return broken
+
+
+def test_cli_training_output_reads_plainly(tmp_path: Path) -> None:
+    """``pf-ray run`` with its output piped (no terminal), on its own local Ray instance:
+    one line per step from rank 0, no Ray Train report lines, no escape sequences; the
+    images that fail to load are counted in the metrics."""
+    syn = tmp_path / "syn"
+    run_job(parse_spec({"kind": "synthetic", "n": 40, "rows_per_shard": 40,
+                        "output": {"path": str(syn)}}), executor="local")
+    assert break_images(syn, every=4) > 0
+    spec_file = tmp_path / "train.yaml"
+    spec_file.write_text(json.dumps({
+        "kind": "train", "stage": "clever_s1", "model": "tiny", "data": [{"path": str(syn)}],
+        "batch_size": 4, "max_length": 320, "max_images": 3, "max_steps": 3,
+        "checkpoint_every": 2, "scaling": {"num_workers": 1, "cpus_per_worker": 1},
+        "storage_path": str(tmp_path / "runs"), "run_name": "plain",
+        "ray": {"num_cpus": 4}}))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", "RAY_DATA_DISABLE_PROGRESS_BARS", "RAY_COLOR_PREFIX")}
+    proc = subprocess.run([str(Path(sys.executable).parent / "pf-ray"), "run", str(spec_file)],
+                          env={**env, "RAY_AUTH_MODE": "disabled"}, cwd=tmp_path,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-4000:]
+    for k in (1, 2, 3):
+        assert len(re.findall(rf"\] step {k}/3 ", out)) == 1, out[-4000:]
+    assert "Reporting training result" not in out
+    assert "\x1b[" not in out, [line for line in out.splitlines() if "\x1b[" in line][:5]
+    assert "train plain: 3 step(s)" in out
+    history = json.loads((tmp_path / "runs" / "plain" / "metrics.json").read_text())
+    counts = [r["images_unreadable"] for r in history]
+    assert counts == sorted(counts) and counts[-1] > 0, counts  # a running total

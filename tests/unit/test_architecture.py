@@ -1,0 +1,124 @@
+"""Import rules: no cycle between pf_ray's folders, and Ray only at the edges.
+
+Every import counts, those inside functions too: a lazy import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "pf_ray"
+
+# The modules allowed to import ray: the step adapters (map_batches, ray.data.llm), the
+# jobs runner, training's launch and loop (and, later, the serve app).
+RAY_EDGES = {
+    "pf_ray.steps.ray_adapter", "pf_ray.steps.ray_llm", "pf_ray.jobs.runner",
+    "pf_ray.train.launch", "pf_ray.train.loop",
+}
+RAY_EDGE_PACKAGES = ("pf_ray.serve",)
+
+
+def module_name(path: Path, root: Path = PACKAGE) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, root: Path = PACKAGE) -> set[str]:
+    """Every module ``path`` imports (absolute names; relative imports resolved)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                pkg = module_name(path, root).split(".")
+                pkg = pkg[: len(pkg) - node.level + (path.name == "__init__.py")]
+                base = ".".join([*pkg, base] if base else pkg)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def all_modules(root: Path = PACKAGE) -> dict[str, set[str]]:
+    return {module_name(p, root): imports_of(p, root) for p in root.rglob("*.py")}
+
+
+def folder_of(module: str) -> str:
+    """The node of the folder graph: ``pf_ray.<folder>`` (top-level modules are their own)."""
+    return ".".join(module.split(".")[:2])
+
+
+def folder_graph(modules: dict[str, set[str]]) -> dict[str, set[str]]:
+    known = {folder_of(m) for m in modules}
+    graph: dict[str, set[str]] = {f: set() for f in known}
+    for mod, deps in modules.items():
+        for dep in deps:
+            if folder_of(dep) in known and folder_of(dep) != folder_of(mod):
+                graph[folder_of(mod)].add(folder_of(dep))
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (as a path that ends where it starts), or None."""
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def ray_offenders(modules: dict[str, set[str]]) -> list[str]:
+    return sorted(mod for mod, deps in modules.items()
+                  if any(d == "ray" or d.startswith("ray.") for d in deps)
+                  and mod not in RAY_EDGES and not mod.startswith(RAY_EDGE_PACKAGES))
+
+
+def test_no_cycle_between_folders() -> None:
+    graph = folder_graph(all_modules())
+    assert {"pf_ray.jobs", "pf_ray.storage", "pf_ray.distort"} <= set(graph)
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle between folders: " + " -> ".join(cycle or [])
+
+
+def test_ray_is_imported_only_at_the_edges() -> None:
+    assert ray_offenders(all_modules()) == []
+
+
+def test_ground_floor_imports_nothing_above_it() -> None:
+    modules = all_modules()
+    for ground in ("pf_ray.specs", "pf_ray.faults"):
+        assert not {d for d in modules[ground] if d.startswith("pf_ray")}, ground
+    assert {d for d in modules["pf_ray.storage"] if d.startswith("pf_ray.")} <= {
+        "pf_ray.specs", "pf_ray.specs.StorageConfig"}
+
+
+def test_the_rules_catch_violations(tmp_path: Path) -> None:
+    """A fake tree with a lazy cycle and a stage importing ray inside a function."""
+    root = tmp_path / "pf_ray"
+    for folder, body in {"a": "def f():\n    from pf_ray.b import x\n",
+                         "b": "from ..a import y\n\ndef g():\n    import ray.data\n"}.items():
+        (root / folder).mkdir(parents=True)
+        (root / folder / "__init__.py").write_text("")
+        (root / folder / "m.py").write_text(body)
+    modules = all_modules(root)
+    assert modules["pf_ray.b.m"] >= {"pf_ray.a", "pf_ray.a.y", "ray.data"}
+    assert find_cycle(folder_graph(modules)) in (["pf_ray.a", "pf_ray.b", "pf_ray.a"],
+                                                  ["pf_ray.b", "pf_ray.a", "pf_ray.b"])
+    assert ray_offenders(modules) == ["pf_ray.b.m"]
