@@ -2,7 +2,7 @@
 
 The conversation given to the LLM (``build_messages``): the system message, the original
 Human/Assistant turn, a Human turn asking for a compressed answer, and the prefilled
-Assistant turn that ends with an opening quote. ``guanaco_prompt`` renders it in the
+Assistant turn that ends with an opening quote. ``llm.prompting.guanaco_prompt`` renders it in the
 paper's ``### Human:`` / ``### Assistant:`` format; engines that prefer a model's own chat
 template render the same messages with it (the last message is continued, not closed).
 """
@@ -19,7 +19,7 @@ from pf_ray.distort.styles import (
     SUMMARISE_REQUEST,
     SYSTEM_MESSAGE,
 )
-from pf_ray.llm.prompting import Message, cut_at_stop, guanaco_prompt  # noqa: F401
+from pf_ray.llm.prompting import Message
 
 REFUSAL = re.compile(
     r"^\W*(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:no|')t|i am unable|i'?m unable|"

@@ -18,7 +18,7 @@ from typing import Any
 from pf_ray.data.io import Dataset
 from pf_ray.data.schema import UNIT
 from pf_ray.jobs import registry
-from pf_ray.jobs.progress import ShardProgress
+from pf_ray.jobs.progress import ShardProgress, ray_console
 from pf_ray.jobs.shard import (
     JobFailed,
     ShardPlan,
@@ -54,7 +54,8 @@ def connect_ray(cfg: RayConfig) -> None:
     ray.init(address=address, **kwargs)
     from ray.data import DataContext
 
-    DataContext.get_current().enable_progress_bars = cfg.progress
+    # bars only on a terminal; no colour codes or cursor movements in logs and pipes
+    DataContext.get_current().enable_progress_bars = ray_console(cfg.progress)
 
 
 def run_job(spec: Any, *, executor: str = "ray", connect: bool = True) -> list[Any]:

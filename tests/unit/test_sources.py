@@ -458,3 +458,26 @@ def test_unknown_adapter(tmp_path: Path) -> None:
     file = write_json(tmp_path / "x.json", [SHAREGPT_FIRST])
     with pytest.raises(ValueError, match="unknown source adapter"):
         SourceReader("nope", "x", None, StorageConfig()).read(file, 0, 1)
+
+
+def test_ingest_rejects_overlong_turns(tmp_path: Path) -> None:
+    """A 300,000-character answer is rejected by ingest (``max_chars``), not kept."""
+    from pf_ray.config import parse_spec
+    from pf_ray.data.io import Dataset
+    from pf_ray.jobs.runner import run_job
+
+    records = [{"conversations": [{"from": "human", "value": "Tell me a story."},
+                                  {"from": "gpt", "value": "Once upon a time. " * n}]}
+               for n in (3, 17_000, 5)]
+    src = tmp_path / "sharegpt.json"
+    src.write_text(json.dumps(records))
+    spec = parse_spec({"kind": "ingest", "output": {"path": str(tmp_path / "out")},
+                       "source": {"adapter": "sharegpt", "path": str(src)},
+                       "ray": {"progress": False}})
+    assert spec.max_chars == 20_000
+    (result,) = run_job(spec, executor="local")
+    assert result.manifest["totals"]["rows"] == 2
+    assert result.manifest["totals"]["rejects_per_reason"] == {"text_too_long": 1}
+    reject = Dataset(spec.output.path, spec.storage).read("rejects").to_pylist()[0]
+    assert reject["stage"] == "check_text"
+    assert reject["detail"] == "turn 1 has 306000 characters > max_chars 20000"
