@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from pf_ray.data.io import Dataset
 from pf_ray.data.schema import UNIT
 from pf_ray.jobs import registry
-from pf_ray.jobs.progress import ShardProgress, ray_console
+from pf_ray.jobs.progress import ShardProgress, interactive, ray_console
 from pf_ray.jobs.shard import (
     JobFailed,
     ShardPlan,
@@ -43,19 +44,26 @@ def connect_ray(cfg: RayConfig) -> None:
     if ray.is_initialized():
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"runtime_env": cfg.runtime_env or None,
-                              "log_to_driver": True, "include_dashboard": False}
+    kwargs: dict[str, Any] = {"runtime_env": cfg.runtime_env or None, "log_to_driver": True}
     if address is None:
         # A local instance gets at least 8 logical CPUs: Train's controller, its workers and
         # their data pipelines each hold CPUs, and Ray waits forever when they run short.
         kwargs["num_cpus"] = cfg.num_cpus or max(os.cpu_count() or 1, 8)
-    if address is not None:
-        kwargs.pop("include_dashboard")
-    ray.init(address=address, **kwargs)
+        # The dashboard serves the State API, which Ray Train's placement-group cleaner
+        # polls every second: without it each poll logs a warning. Loopback only.
+        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
+    # bars and colours only on a terminal; no escape sequences in logs and pipes
+    bars = ray_console(cfg.progress)
+    if not interactive():  # Ray's own start-up line is coloured: say it plainly instead
+        kwargs["logging_level"] = logging.WARNING
+    context = ray.init(address=address, **kwargs)
+    if not interactive():
+        url = getattr(context, "dashboard_url", None)
+        print(f"Ray: {'started a local instance' if address is None else 'connected to ' + address}"
+              + (f", dashboard at http://{url}" if url else ""), file=sys.stderr)
     from ray.data import DataContext
 
-    # bars only on a terminal; no colour codes or cursor movements in logs and pipes
-    DataContext.get_current().enable_progress_bars = ray_console(cfg.progress)
+    DataContext.get_current().enable_progress_bars = bars
 
 
 def run_job(spec: Any, *, executor: str = "ray", connect: bool = True) -> list[Any]:
