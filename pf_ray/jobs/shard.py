@@ -311,7 +311,8 @@ def run_units_locally(plan: ShardPlan, dataset: Dataset, pending: list[Unit],
 
 def failure_from(exc: BaseException) -> JobFailed | None:
     """The :class:`JobFailed` for a unit failure found in ``exc`` or its causes (Ray wraps
-    a task's exception in its own), or None when ``exc`` is something else."""
+    a task's exception in its own, whose text carries the traceback), or None when ``exc``
+    is something else."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -319,15 +320,22 @@ def failure_from(exc: BaseException) -> JobFailed | None:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, UnitFailed | JobFailed):
-            return JobFailed(str(e).strip().splitlines()[-1] if isinstance(e, UnitFailed)
-                             and "\n" in str(e) else str(e))
+        if isinstance(e, JobFailed):
+            return e
+        if isinstance(e, UnitFailed):
+            return JobFailed(_unit_message(str(e)))
         todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
-    text = str(exc)
-    marker = "UnitFailed: "
-    if marker in text:  # a wrapper that kept only the text
-        return JobFailed(text[text.index(marker) + len(marker):].strip().splitlines()[0])
-    return None
+    return JobFailed(_unit_message(str(exc))) if _MARKER in str(exc) else None
+
+
+_MARKER = "UnitFailed: "
+
+
+def _unit_message(text: str) -> str:
+    """The failure's own message, without a traceback around it."""
+    if _MARKER in text:
+        text = text[text.rindex(_MARKER) + len(_MARKER):]
+    return text.strip().splitlines()[0] if text.strip() else text
 
 
 def finish(plan: ShardPlan, dataset: Dataset, summaries: list[dict[str, Any]], skipped: int,
