@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -21,14 +21,16 @@ class SyntheticSpec(SpecBase):
     embed_images: bool = Field(True, description="store PNG bytes in image_bytes")
 
 
-SourceAdapter = Literal["llava_instruct", "sharegpt", "ultrachat", "coco"]
+SourceAdapter = Literal["llava_instruct", "sharegpt", "ultrachat", "coco", "oasst1", "alpaca_gpt4",
+                        "gpteacher", "instructionwild"]
 
 
 class SourceConfig(Strict):
     """A public dataset file in its own format."""
 
     adapter: SourceAdapter
-    path: str = Field(..., description="file, glob or URI (s3://bucket/x.json)")
+    path: str | Annotated[list[str], Field(min_length=1)] = Field(
+        ..., description="file, glob or URI (s3://bucket/x.json), or a list of them")
     image_root: str | None = Field(None, description="folder or URI image paths are relative to")
     name: str | None = Field(None, description="source name used in ids (default: adapter name)")
 

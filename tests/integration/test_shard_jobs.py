@@ -205,7 +205,7 @@ def test_ingest_llava_with_broken_images(ray_session: str, tmp_path: Path) -> No
     assert sorted(r["id"] for r in rows) == [
         "llava_instruct:000000000000", "llava_instruct:000000000001",
         "llava_instruct:000000000008"]
-    assert {r["task"] for r in rows} == {"llava_instruct", "text_instruction"}
+    assert {r["task"] for r in rows} == {"reasoning", "text_instruction"}
 
 
 def test_ingest_from_s3_glob_with_s3_images(ray_session: str, s3_server, s3_bucket: str,

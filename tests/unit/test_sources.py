@@ -136,7 +136,7 @@ def test_llava_record(tmp_path: Path) -> None:
     assert r["id"] == "llava_instruct:000000033471"
     assert r[REJECT_REASON] is None
     assert r["source"] == "llava_instruct"
-    assert r["task"] == "llava_instruct"
+    assert r["task"] == "conversation"  # the merged file: two human turns
     assert r["image"] == "/data/coco/train2017/000000033471.jpg"
     assert r["image_bytes"] is None and r["boxes"] is None
     assert r["conversations"] == [
@@ -221,7 +221,7 @@ def test_llava_image_joined_to_root(tmp_path: Path) -> None:
     ("detail_23k.json", "detail"),
     ("complex_reasoning_77k.json", "reasoning"),
     ("conversation_58k.json", "conversation"),
-    ("llava_instruct_150k.json", "llava_instruct"),
+    ("llava_instruct_150k.json", "conversation"),  # by shape: several human turns
 ])
 def test_llava_task_from_filename(tmp_path: Path, filename: str, task: str) -> None:
     b = read("llava_instruct", "llava_instruct", write_json(tmp_path / filename, [LLAVA_BUS]))

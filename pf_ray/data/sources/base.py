@@ -43,14 +43,21 @@ ADAPTERS: dict[str, Converter] = {}
 # how to read (position, record) pairs from a file: RECORD_READERS[name](file, storage).
 RecordReader = Callable[[str, StorageConfig], list[tuple[int, Any]]]
 RECORD_READERS: dict[str, RecordReader] = {}
+# Adapters whose record keys repeat across the files of one source (LLaVA's per-task files
+# share COCO image ids; Alpaca-style files have no ids at all) prefix every key of a file:
+# KEY_PREFIXES[name](file) -> e.g. "detail/", so ids stay unique when a source globs files.
+KeyPrefix = Callable[[str], str]
+KEY_PREFIXES: dict[str, KeyPrefix] = {}
 
 
-def register(name: str, records: RecordReader | None = None
+def register(name: str, records: RecordReader | None = None, key_prefix: KeyPrefix | None = None
              ) -> Callable[[Converter], Converter]:
     def wrap(fn: Converter) -> Converter:
         ADAPTERS[name] = fn
         if records is not None:
             RECORD_READERS[name] = records
+        if key_prefix is not None:
+            KEY_PREFIXES[name] = key_prefix
         return fn
 
     return wrap
@@ -58,7 +65,16 @@ def register(name: str, records: RecordReader | None = None
 
 def get_adapter(name: str) -> Converter:
     # Importing the modules registers them.
-    from pf_ray.data.sources import coco, llava, sharegpt, ultrachat  # noqa: F401
+    from pf_ray.data.sources import (  # noqa: F401
+        alpaca_gpt4,
+        coco,
+        gpteacher,
+        instructionwild,
+        llava,
+        oasst1,
+        sharegpt,
+        ultrachat,
+    )
 
     try:
         return ADAPTERS[name]
@@ -76,8 +92,20 @@ class RecordContext:
     image_root: str | None
 
 
-def expand_paths(path: str, storage: StorageConfig) -> list[str]:
-    """A file, a glob or a URI (globs allowed in the key) -> sorted file list."""
+def expand_paths(path: str | list[str], storage: StorageConfig) -> list[str]:
+    """A file, a glob or a URI (globs allowed in the key) -> sorted file list.
+
+    A list of them gives each entry's files in the list's order (duplicates once); a glob
+    entry of a list that matches nothing is an error, since the list names what it expects.
+    """
+    if isinstance(path, list):
+        out: list[str] = []
+        for entry in path:
+            files = expand_paths(entry, storage)
+            if not files:
+                raise FileNotFoundError(f"source.path: no file matches {entry!r}")
+            out.extend(f for f in files if f not in out)
+        return out
     if not any(ch in path for ch in "*?["):
         return [path]
     if not is_uri(path):
@@ -128,6 +156,11 @@ def file_slug(path: str) -> str:
     return f"{stem}-{hashlib.sha256(path.encode()).hexdigest()[:6]}"
 
 
+def file_stem_prefix(path: str) -> str:
+    """``.../alpaca_gpt4_data.json`` -> ``"alpaca_gpt4_data/"``: a key prefix per file."""
+    return posixpath.basename(path).split(".")[0] + "/"
+
+
 def record_key(record: Any, position: int, keys: tuple[str, ...] = ("id", "prompt_id")) -> str:
     if isinstance(record, dict):
         for k in keys:
@@ -162,6 +195,7 @@ class SourceReader:
     def read(self, file: str, start: int, stop: int) -> Batch:
         """Rows ``start..stop-1`` (by record position) of ``file``, rejects marked."""
         convert = get_adapter(self.adapter)
+        prefix = KEY_PREFIXES[self.adapter](file) if self.adapter in KEY_PREFIXES else ""
         rows: list[dict[str, Any]] = []
         seen: dict[str, int] = {}
         try:
@@ -172,8 +206,8 @@ class SourceReader:
                                         exc, {"file": file}))
             return _columns(rows)
         for n, (position, record) in enumerate(records):
-            key = record_key(record, position) if not isinstance(record, RecordError) \
-                else f"#{position}"
+            key = prefix + (record_key(record, position) if not isinstance(record, RecordError)
+                            else f"#{position}")
             # A key that repeats within the file (LLaVA image ids) gets #1, #2...; skip
             # suffixes that are themselves keys of the file so ids never collide.
             if key in seen:
@@ -272,6 +306,44 @@ def normalise_turns(turns: list[tuple[Any, Any]]) -> tuple[list[dict[str, str]],
         raise RecordError("no_assistant_turn", "conversation has no assistant turn")
     assert all(t["role"] in ROLES for t in out)
     return out, notes
+
+
+# How an Alpaca-style record's non-empty ``input`` joins its instruction into the user turn:
+# the Clever Flamingo authors' converter for these sources (instruct_flamingo 942955a,
+# instruction_dataset/alpaca_cot_to_instruction_v2.py) writes instruction + "\ninput: " + input.
+INPUT_JOIN = "\ninput: "
+
+
+def instruction_turns(record: Any, answer_keys: tuple[str, ...] = ("output",)
+                      ) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """An Alpaca-style ``{instruction, input, <answer>}`` record -> one user/assistant pair.
+
+    The first of ``answer_keys`` present holds the response. A record without any of them
+    (an instruction-only release) is rejected as ``no_assistant_turn``; a blank instruction
+    with an input uses the input alone. Instruction, input and response are stripped.
+    """
+    if not isinstance(record, dict):
+        raise RecordError("bad_record", f"expected an object, received {type(record).__name__}")
+    if "instruction" not in record:
+        raise RecordError("missing_field", "no 'instruction'")
+    fields: dict[str, str] = {}
+    for k in ("instruction", "input"):
+        value = record.get(k) or ""
+        if not isinstance(value, str):
+            raise RecordError("bad_field", f"{k!r} is {type(value).__name__}, not str")
+        fields[k] = value.strip()
+    answer_key = next((k for k in answer_keys if k in record), None)
+    if answer_key is None:
+        raise RecordError("no_assistant_turn", f"no {' / '.join(map(repr, answer_keys))}: an "
+                          "instruction without a response")
+    answer = record[answer_key]
+    prompt = INPUT_JOIN.join(v for v in (fields["instruction"], fields["input"]) if v)
+    turns, notes = normalise_turns([("user", prompt),
+                                    ("assistant", answer.strip() if isinstance(answer, str)
+                                     else answer)])
+    if fields["input"]:
+        notes["has_input"] = True
+    return turns, notes
 
 
 def strip_image_tokens(turns: list[dict[str, str]]) -> tuple[list[dict[str, str]], str | None]:

@@ -1,0 +1,29 @@
+"""InstructionWild (XueFuzhao/InstructionWild: ``instinwild_en.json``, ``instinwild_ch.json``).
+
+Format: Alpaca's, a JSON array of ``{"instruction", "input", "output"}`` (``input`` is
+empty or absent: "our instructions have no input field"; an ``id``, where present, is the
+key, else ``#<position>``; keys are prefixed by the file stem since both languages count
+from zero). The repository's own files hold instructions only: ``data/seed_prompts_*.jsonl``
+(v1's 429 seeds) and ``data_v2/user_*.jsonl`` (``{"instruction", "instruction_type"}``);
+their records have no response and are rejected as ``no_assistant_turn``. The 52k-per-language
+sets with ChatGPT outputs are the ``instinwild_*.json`` files (linked from its
+``data/README.md``, re-released in Alpaca-CoT).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pf_ray.data.sources.base import (
+    RecordContext,
+    file_stem_prefix,
+    instruction_turns,
+    register,
+    sample,
+)
+
+
+@register("instructionwild", key_prefix=file_stem_prefix)
+def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
+    turns, notes = instruction_turns(record, ("output",))
+    return sample(ctx, task="text_instruction", image=None, turns=turns, meta=notes)
