@@ -324,6 +324,7 @@ def load_folder_tokenizer(folder: str | Path) -> PreTrainedTokenizerBase:
     folder = Path(folder)
     config = read_config(folder)
     tok_dir = folder / TOKENIZER_DIR
-    tok = load_tokenizer(tok_dir if tok_dir.exists() else config.tokenizer)
+    tok = load_tokenizer(tok_dir if tok_dir.exists() else config.tokenizer,
+                         mode=config.tokenizer_mode)
     check_tokenizer(tok, config.tokens, config.lm.vocab_size)
     return tok

@@ -20,6 +20,9 @@ from typing import Any, Literal
 
 MaskMode = Literal["next_image", "previous_image"]
 MASK_MODES: tuple[str, ...] = typing.get_args(MaskMode)
+# how a tokenizer folder is read (see pf_ray.model.tokenizer.load_tokenizer)
+TokenizerMode = Literal["auto", "llama_v1", "llama_v1_slow"]
+TOKENIZER_MODES: tuple[str, ...] = typing.get_args(TokenizerMode)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -37,6 +40,13 @@ class VisionConfig:
 
     ``num_patches = (image_size // patch_size) ** 2`` patch tokens of ``width`` features come
     out of it (the class token is dropped by open_clip's ``output_tokens``).
+
+    ``ln_post_on_tokens``: whether the patch tokens pass through the tower's final LayerNorm
+    (``ln_post``). OpenFlamingo v1 (and the released Polite / Clever Flamingo perceivers)
+    was trained on the tokens *before* it: the open_clip of its time applied ``ln_post`` to
+    the pooled embedding only. Later open_clip (3.x here) applies it to every token unless
+    the tower's ``final_ln_after_pool`` is set; False (the default) sets it, True gives the
+    newer behaviour. The pooled embedding is the same either way.
     """
 
     model_name: str  # an open_clip model name, e.g. "ViT-L-14-336"
@@ -47,6 +57,7 @@ class VisionConfig:
     # openai CLIP weights were trained with QuickGELU; open_clip only switches it on by itself
     # for the "openai" tag, so a local copy of those weights needs it forced.
     force_quick_gelu: bool = False
+    ln_post_on_tokens: bool = False
 
     @property
     def num_patches(self) -> int:
@@ -133,6 +144,7 @@ class FlamingoConfig:
     lm: LanguageConfig
     tokens: TokenIds
     tokenizer: str  # "tiny-bpe" or a local tokenizer folder (see tokenizer.load_tokenizer)
+    tokenizer_mode: TokenizerMode = "auto"  # how the folder is read (tokenizer.load_tokenizer)
     perceiver: PerceiverConfig = field(default_factory=PerceiverConfig)
     xattn: CrossAttentionConfig = field(default_factory=CrossAttentionConfig)
     lora: LoraSettings | None = None
@@ -166,6 +178,9 @@ def validate(config: FlamingoConfig) -> list[str]:
     errors = []
     if config.xattn.mask not in MASK_MODES:
         errors.append(f"xattn.mask: received {config.xattn.mask!r}; allowed: {MASK_MODES}")
+    if config.tokenizer_mode not in TOKENIZER_MODES:
+        errors.append(f"tokenizer_mode: received {config.tokenizer_mode!r}; allowed: "
+                      f"{TOKENIZER_MODES}")
     if config.dtype not in DTYPES:
         errors.append(f"dtype: received {config.dtype!r}; allowed: {DTYPES}")
     if config.xattn.every < 1 or config.xattn.every > config.lm.num_layers:

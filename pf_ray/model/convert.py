@@ -14,6 +14,11 @@ init, then OpenFlamingo-9B, then the Flamingo file), each strictly against its l
 tower comes from ``--vision`` (the paper replaced OpenFlamingo's 224 px ViT with the 336 px
 one); ``--vision-from-checkpoint`` loads them instead.
 
+The ``--lora-init`` adapter's own ``adapter_config.json`` wins over the config's LoRA
+settings (r, alpha, dropout, target modules): the released code loaded guanaco-7b with
+``PeftModel.from_pretrained``, so its models run with the adapter's scaling. Each
+differing field is printed; the model folder's config.json records what was used.
+
 Everything is read from local paths; nothing is downloaded, no remote code runs.
 Importing this module is cheap (no torch): the CLI builds its parser from
 :func:`build_parser` and calls :func:`run`.
@@ -32,6 +37,7 @@ from pathlib import Path
 # parser imports neither
 LAYOUT_NAMES = ("openflamingo", "polite_flamingo", "clever_flamingo", "full")
 PRESET_NAMES = ("tiny", "tiny-qwen2", "openflamingo-9b-v1", "flamingo-1b")
+TOKENIZER_MODE_NAMES = ("auto", "llama_v1", "llama_v1_slow")  # config.TOKENIZER_MODES
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -46,6 +52,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--out", type=Path, required=True, help="model folder to write")
     p.add_argument("--lm", help="local HF folder of the language model's weights")
     p.add_argument("--tokenizer", help="local tokenizer folder (default: --lm, or the config's)")
+    p.add_argument("--tokenizer-mode", choices=TOKENIZER_MODE_NAMES,
+                   help="how to read it (default: the config's; llama_v1_slow: sentencepiece)")
     p.add_argument("--vision", help="local open_clip checkpoint file for the vision tower")
     p.add_argument("--lora-init", help="peft adapter folder to initialise LoRA (e.g. guanaco-7b)")
     p.add_argument("--load", action="append", default=[], metavar="LAYOUT=PATH",
@@ -75,7 +83,7 @@ def convert(args: argparse.Namespace) -> Path:
     from pf_ray.model.checkpoint import load_released, save_pretrained
     from pf_ray.model.config import FlamingoConfig
     from pf_ray.model.flamingo import build_flamingo
-    from pf_ray.model.lora import load_adapter
+    from pf_ray.model.lora import load_adapter, read_adapter_settings, settings_differences
     from pf_ray.model.presets import get_preset
     from pf_ray.model.tokenizer import TINY, check_tokenizer, load_tokenizer
 
@@ -94,15 +102,23 @@ def convert(args: argparse.Namespace) -> Path:
         vision=replace(config.vision, pretrained=args.vision or config.vision.pretrained),
         lm=replace(config.lm, pretrained=args.lm or config.lm.pretrained),
         tokenizer=TINY if tokenizer_src == TINY else str(tokenizer_src),
+        tokenizer_mode=args.tokenizer_mode or config.tokenizer_mode,
         dtype=args.dtype or config.dtype)
     # LLaMA tokenizers pad with <unk> (id 0) in the released models
     pad = "<unk>" if config.tokens.pad == 0 else "<PAD>"
-    tokenizer = load_tokenizer(tokenizer_src, pad=pad)
+    tokenizer = load_tokenizer(tokenizer_src, pad=pad, mode=config.tokenizer_mode)
     check_tokenizer(tokenizer, config.tokens, config.lm.vocab_size)
-    model = build_flamingo(config)
     if args.lora_init:
         if config.lora is None:
             raise ValueError("--lora-init given but the config has no lora settings")
+        adapter = read_adapter_settings(args.lora_init)
+        differences = settings_differences(config.lora, adapter)
+        if differences:
+            print(f"{args.lora_init}: using the adapter's LoRA settings, not the config's "
+                  f"(config -> adapter): {'; '.join(differences)}", file=sys.stderr)
+            config = config.replace(lora=adapter)
+    model = build_flamingo(config)
+    if args.lora_init:
         load_adapter(model.lang_encoder, args.lora_init, strict=not args.non_strict)
         print(f"{args.lora_init}: LoRA initialised")
     exclude = () if args.vision_from_checkpoint else ("vision",)

@@ -27,7 +27,8 @@ def model_tokenizer(model: str, config: FlamingoConfig | None = None) -> Any:
     from pf_ray.model.tokenizer import load_tokenizer
 
     if _is_preset(model):
-        return load_tokenizer((config or model_config(model)).tokenizer)
+        config = config or model_config(model)
+        return load_tokenizer(config.tokenizer, mode=config.tokenizer_mode)
     return load_folder_tokenizer(local_copy(model))
 
 

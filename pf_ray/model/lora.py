@@ -81,11 +81,36 @@ def save_adapter(lm: nn.Module, settings: LoraSettings, folder: str | Path) -> N
               metadata={"format": "pt"})
 
 
+# adapter_config.json options that LoraSettings cannot express: any of them set (not
+# null / false / empty / "none") changes the model, so such an adapter is refused
+_UNSUPPORTED = ("bias", "use_rslora", "use_dora", "fan_in_fan_out", "modules_to_save",
+                "layers_to_transform", "rank_pattern", "alpha_pattern")
+
+
 def read_adapter_settings(folder: str | Path) -> LoraSettings:
-    data = json.loads((Path(folder) / "adapter_config.json").read_text())
+    """The LoRA settings of a peft adapter folder (its ``adapter_config.json``)."""
+    path = Path(folder) / "adapter_config.json"
+    data = json.loads(path.read_text())
+    unsupported = {k: data[k] for k in _UNSUPPORTED if data.get(k) and data[k] != "none"}
+    if unsupported:
+        raise ValueError(f"{path}: unsupported LoRA options {unsupported} (pf-ray's LoRA has "
+                         f"r, lora_alpha, lora_dropout and target_modules only)")
     targets = data["target_modules"]
     return LoraSettings(r=data["r"], alpha=data["lora_alpha"], dropout=data["lora_dropout"],
                         target_modules=tuple(sorted(targets) if isinstance(targets, list) else [targets]))
+
+
+def settings_differences(ours: LoraSettings, theirs: LoraSettings) -> list[str]:
+    """One line per field where two LoRA settings differ (target modules as a set)."""
+    out = []
+    for name, key in (("r", "r"), ("alpha", "lora_alpha"), ("dropout", "lora_dropout")):
+        a, b = getattr(ours, name), getattr(theirs, name)
+        if a != b:
+            out.append(f"{key}: {a} -> {b}")
+    if set(ours.target_modules) != set(theirs.target_modules):
+        out.append(f"target_modules: {sorted(ours.target_modules)} -> "
+                   f"{sorted(theirs.target_modules)}")
+    return out
 
 
 def load_adapter(lm: nn.Module, folder: str | Path, *, strict: bool = True) -> list[str]:

@@ -3,7 +3,8 @@
 ``tiny``                 ~4M params, random weights, tiny-bpe tokenizer: tests and the offline
                          quickstart (trains in minutes on 2 CPUs).
 ``tiny-qwen2``           ``tiny`` with a Qwen2 language model (proves the LM family is free).
-``openflamingo-9b-v1``   Polite / Clever Flamingo (spec §3): ViT-L-14-336 + LLaMA-7B dims.
+``openflamingo-9b-v1``   Polite / Clever Flamingo (spec §3): ViT-L-14-336 + LLaMA-7B dims,
+                         patch tokens before ``ln_post``, LLaMA tokenised as OpenFlamingo v1.
                          Build it only with real weights (see :mod:`pf_ray.model.convert`).
 ``flamingo-1b``          a smaller real layout in the style of OpenFlamingo-3B (a cross-
                          attention block before every layer): ViT-L-14 (224 px) + a
@@ -33,7 +34,12 @@ TINY_TOKENS = TokenIds(media=TINY_BASE_VOCAB + 1, endofchunk=TINY_BASE_VOCAB, pa
 LLAMA_TOKENS = TokenIds(media=32001, endofchunk=32000, pad=0, bos=1, eos=2)
 LLAMA_VOCAB = 32003
 
-TINY_VISION = VisionConfig(model_name="pf-tiny-vit", width=64, image_size=64, patch_size=16)
+# Patch tokens before ln_post, as the openflamingo-9b-v1 preset: tests and the quickstart then
+# run the feature path the released weights need, and the perceiver normalises its media
+# itself (norm_media), so the un-normed tokens are no harder to train on. (Models trained
+# before this was pinned saw the ln_post tokens; retrain them.)
+TINY_VISION = VisionConfig(model_name="pf-tiny-vit", width=64, image_size=64, patch_size=16,
+                           ln_post_on_tokens=False)
 
 
 def _tiny_lm(model_type: str) -> dict:
@@ -67,8 +73,9 @@ def openflamingo_9b_v1() -> FlamingoConfig:
     with 8 x 64 heads and a x4 FFN; LLaMA-7B; LoRA r 64, alpha 16, dropout 0.1."""
     return FlamingoConfig(
         name="openflamingo-9b-v1",
+        # the released perceivers read the tokens before ln_post (see VisionConfig)
         vision=VisionConfig(model_name="ViT-L-14-336", width=1024, image_size=336, patch_size=14,
-                            force_quick_gelu=True),
+                            force_quick_gelu=True, ln_post_on_tokens=False),
         perceiver=PerceiverConfig(depth=6, num_latents=64, heads=8, dim_head=64, ff_mult=4),
         xattn=CrossAttentionConfig(every=4, heads=8, dim_head=64, ffn=True, ff_mult=4,
                                    mask="next_image"),
@@ -81,6 +88,8 @@ def openflamingo_9b_v1() -> FlamingoConfig:
         lora=LoraSettings(r=64, alpha=16, dropout=0.1),
         tokens=LLAMA_TOKENS,
         tokenizer="",  # a local LLaMA tokenizer folder, set by the converter
+        # tokenised as the released models were (fast backend; "llama_v1_slow": sentencepiece)
+        tokenizer_mode="llama_v1",
         dtype="bfloat16",
     )
 

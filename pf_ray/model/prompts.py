@@ -5,9 +5,15 @@ turns don't; every assistant response ends with EOS (``</s>``)::
 
     <s>{SYSTEM}\\n### Human: {human 1}\\n### Assistant: {response 1}</s>\\n### Human: {human 2}\\n### Assistant: {response 2}</s>
 
-Rewriter (Polite Flamingo; spec §1, Fig. 3, with the image marker of the chat format)::
+Rewriter (Polite Flamingo; spec §1, Fig. 3, with the image marker of the chat format), the
+``prompt_format`` ``"paper"``::
 
     <s>{SYSTEM}\\n### Human: {instruction}\\n### Assistant: (Drafted Response) {draft} (Revised Response) {revised}</s>
+
+and ``"released"``, the prompt the released Polite Flamingo weights document in their README
+(``get_prompt(mode='polite_flamingo')``; "Assistent" and the colons as there)::
+
+    <s>{SYSTEM}\\n### Human: {instruction}\\n### Assistent: (Drafted Response): {draft}\\n (Revised Response): {revised}</s>
 
 Image markers inside a human message depend on the cross-attention mask mode (text must
 sit where its tokens can see the image, see :mod:`pf_ray.model.xattn`):
@@ -21,13 +27,14 @@ each response are tokenised on their own (``add_special_tokens=False``), EOS app
 each response. Loss is on responses + their EOS only (labels -100 elsewhere and on
 ``<image>``). A generation prompt is the same token sequence up to a response's start, so
 the model continues exactly where training taught it to (the prompt ends with the space of
-``"### Assistant: "`` or ``"(Revised Response) "``).
+``"### Assistant: "``, ``"(Revised Response) "`` or ``"(Revised Response): "``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
@@ -41,6 +48,12 @@ HUMAN = "\n### Human: "
 ASSISTANT = "\n### Assistant: "
 DRAFTED = "(Drafted Response) "
 REVISED = " (Revised Response) "
+RewriteFormat = Literal["paper", "released"]
+# prompt_format -> (assistant header, before the draft, between draft and revised response)
+REWRITE_FORMATS: dict[str, tuple[str, str, str]] = {
+    "paper": (ASSISTANT, DRAFTED, REVISED),
+    "released": ("\n### Assistent: ", "(Drafted Response): ", "\n (Revised Response): "),
+}
 # generation stops at EOS, or when the model starts the next turn by itself
 STOP_STRINGS: tuple[str, ...] = ("\n### Human:", "\n### Assistant:")
 IGNORE_INDEX = -100
@@ -94,16 +107,23 @@ def chat_text(turns: Sequence[Turn], mode: MaskMode, system: str = SYSTEM_MESSAG
 
 def rewrite_text(instruction: str, draft: str, revised: str | None = None, *, images: int = 1,
                  mode: MaskMode = "next_image", system: str = SYSTEM_MESSAGE,
-                 bos: str = "<s>", eos: str = "</s>") -> str:
+                 prompt_format: RewriteFormat = "paper", bos: str = "<s>",
+                 eos: str = "</s>") -> str:
     """The rewriter sample as one string (for reading; encode with :func:`encode_rewrite`)."""
-    prompt, response = _segments_rewrite(instruction, draft, revised, images, mode, system)
+    prompt, response = _segments_rewrite(instruction, draft, revised, images, mode, system,
+                                         prompt_format)
     return bos + prompt + ("" if response is None else response + eos)
 
 
 def _segments_rewrite(instruction: str, draft: str, revised: str | None, images: int,
-                      mode: MaskMode, system: str) -> tuple[str, str | None]:
-    prompt = (system + HUMAN + with_images(instruction, images, mode) + ASSISTANT + DRAFTED
-              + draft + REVISED)
+                      mode: MaskMode, system: str,
+                      prompt_format: RewriteFormat) -> tuple[str, str | None]:
+    if prompt_format not in REWRITE_FORMATS:
+        raise ValueError(f"prompt_format: received {prompt_format!r}; allowed: "
+                         f"{', '.join(map(repr, REWRITE_FORMATS))}")
+    assistant, drafted, revised_header = REWRITE_FORMATS[prompt_format]
+    prompt = (system + HUMAN + with_images(instruction, images, mode) + assistant + drafted
+              + draft + revised_header)
     return prompt, revised
 
 
@@ -137,12 +157,15 @@ def encode_chat(tokenizer: PreTrainedTokenizerBase, turns: Sequence[Turn], mode:
 def encode_rewrite(tokenizer: PreTrainedTokenizerBase, instruction: str, draft: str,
                    revised: str | None = None, *, images: int = 1,
                    mode: MaskMode = "next_image", system: str = SYSTEM_MESSAGE,
+                   prompt_format: RewriteFormat = "paper",
                    max_length: int | None = None) -> Encoded:
     """Token ids and labels of a rewriter sample; loss on the revised response + EOS.
 
-    With ``revised=None`` this is the generation prompt.
+    With ``revised=None`` this is the generation prompt. ``prompt_format``: ``"paper"``
+    (Fig. 3) or ``"released"`` (the released weights' prompt, module doc).
     """
-    prompt, response = _segments_rewrite(instruction, draft, revised, images, mode, system)
+    prompt, response = _segments_rewrite(instruction, draft, revised, images, mode, system,
+                                         prompt_format)
     pieces = [(prompt, False)] + ([] if response is None else [(response, True)])
     return _encode(tokenizer, pieces, max_length)
 

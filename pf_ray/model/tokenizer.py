@@ -10,20 +10,33 @@ is the source of truth and :func:`check_tokenizer` verifies a tokenizer against 
 trained in-process on :data:`CORPUS` (fixed text; training is deterministic): ids 0/1/2 are
 ``<unk>``/``<s>``/``</s>`` like LLaMA, merges fill up to 1021, then the three Flamingo
 tokens make 1024. Byte-level means every string encodes (no unknown tokens).
+
+How a folder is read is the model config's ``tokenizer_mode`` (:func:`load_tokenizer`):
+
+``auto``           ``AutoTokenizer`` on the folder, with its own rules.
+``llama_v1``       LLaMA's ``tokenizer.model`` read as OpenFlamingo v1 read it (the slow
+                   ``LlamaTokenizer`` of transformers 4.28, see :func:`build_llama_v1_tokenizer`)
+                   by an equal Rust tokenizer.
+``llama_v1_slow``  the same with the sentencepiece (slow) backend itself.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+import transformers
+from tokenizers import AddedToken, Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from pf_ray.model.config import TokenIds
+from pf_ray.model.config import TOKENIZER_MODES, TokenIds, TokenizerMode
 
 MEDIA_TOKEN = "<image>"
 ENDOFCHUNK_TOKEN = "<|endofchunk|>"
 PAD_TOKEN = "<PAD>"
+UNK_TOKEN = "<unk>"  # LLaMA's id 0: the released models pad with it
+SP_MODEL = "tokenizer.model"  # a LLaMA folder's sentencepiece model
 TINY = "tiny-bpe"
 TINY_BASE_VOCAB = 1021  # <unk> <s> </s> + 256 bytes + 762 merges
 TINY_VOCAB = TINY_BASE_VOCAB + 3  # + <|endofchunk|> <image> <PAD> = 1024
@@ -94,15 +107,24 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     return fast
 
 
-def add_flamingo_tokens(tokenizer: PreTrainedTokenizerBase, pad: str = PAD_TOKEN) -> None:
+def add_flamingo_tokens(tokenizer: PreTrainedTokenizerBase, pad: str = PAD_TOKEN, *,
+                        strip: bool = False) -> None:
     """Add ``<|endofchunk|>``, ``<image>`` (special) and ``<PAD>``; set the pad token.
 
     ``pad`` names the token to pad with (``"<unk>"`` for the released LLaMA models, which
     force pad to id 0; ``<PAD>`` is still added so the vocabulary is 32003 as theirs).
+    ``strip``: the tokens eat the whitespace on both sides, as in OpenFlamingo v1 (its
+    transformers stripped it around special tokens added as plain strings, so e.g. the
+    ``"\\n"`` of ``"<|endofchunk|>\\n### Assistant:"`` never reached the model).
     Padding side is left (generation); training collation pads on its own.
     """
-    tokenizer.add_special_tokens({"additional_special_tokens": [ENDOFCHUNK_TOKEN, MEDIA_TOKEN]})
-    tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    def token(content: str) -> str | AddedToken:
+        return (AddedToken(content, lstrip=True, rstrip=True, normalized=False, special=True)
+                if strip else content)
+
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": [token(ENDOFCHUNK_TOKEN), token(MEDIA_TOKEN)]})
+    tokenizer.add_special_tokens({"pad_token": token(PAD_TOKEN)})
     if pad != PAD_TOKEN:
         tokenizer.pad_token = pad
     tokenizer.padding_side = "left"
@@ -131,16 +153,92 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, tokens: TokenIds,
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens; the LM's vocabulary {vocab_size}")
 
 
-def load_tokenizer(spec: str | Path, pad: str = PAD_TOKEN) -> PreTrainedTokenizerBase:
-    """``"tiny-bpe"``, or a local tokenizer folder.
+def _llama_v1_rust(sp: Any) -> Tokenizer:
+    """The Rust equal of a LLaMA-style sentencepiece BPE model read with the ``legacy`` rules
+    (what transformers 4.28's ``LlamaConverter`` built): the pieces as a BPE vocabulary,
+    merges ranked by the merged piece's score, byte fallback, spaces as "▁", and a "▁" before
+    every piece of text (each run between added tokens), as SentencePiece's dummy prefix."""
+    from tokenizers import decoders, models, normalizers
+
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    vocab = {piece: i for i, piece in enumerate(pieces)}
+    normal = {piece for i, piece in enumerate(pieces)
+              if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i))}
+    merges = [(p[:k], p[k:]) for p in normal for k in range(1, len(p))
+              if p[:k] in normal and p[k:] in normal]
+    merges.sort(key=lambda m: (-sp.get_score(vocab[m[0] + m[1]]), vocab[m[0] + m[1]], m))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=pieces[sp.unk_id()],
+                               fuse_unk=True, byte_fallback=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"),
+                                           normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    return tok
+
+
+# checks that a model has LLaMA's normalisation (none, spaces kept, dummy prefix)
+_PROBE = "  Ünï ①ﬁ\tA  b\n\n12,345 "
+
+
+def build_llama_v1_tokenizer(sp_model: str | Path, *, slow: bool = False,
+                             pad: str = UNK_TOKEN) -> PreTrainedTokenizerBase:
+    """LLaMA's sentencepiece model read as OpenFlamingo v1 read it: transformers 4.28's slow
+    ``LlamaTokenizer`` plus the Flamingo tokens added as plain strings. So every piece of
+    text between special tokens gets SentencePiece's "▁" prefix (``legacy``), the whitespace
+    around the Flamingo tokens is stripped (see :func:`add_flamingo_tokens`), and
+    ``add_special_tokens=True`` prepends BOS.
+
+    ``slow``: the sentencepiece backend itself (the released models' class); otherwise a
+    Rust tokenizer built from the same pieces, which gives the same ids (tested) faster.
+    """
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(sp_model))
+    names = {"unk_token": sp.id_to_piece(sp.unk_id()), "bos_token": sp.id_to_piece(sp.bos_id()),
+             "eos_token": sp.id_to_piece(sp.eos_id())}
+    tok: PreTrainedTokenizerBase
+    if slow:
+        # transformers 5 made LlamaTokenizer Rust-backed; its sentencepiece class is generic
+        cls = getattr(transformers, "SentencePieceBackend", None) or transformers.LlamaTokenizer
+        tok = cls(vocab_file=str(sp_model), legacy=True, add_bos_token=True,
+                  add_eos_token=False, special_tokens_pattern="bos", **names)
+    else:
+        rust = _llama_v1_rust(sp)
+        if rust.encode(_PROBE, add_special_tokens=False).ids != sp.encode(_PROBE):
+            raise ValueError(f"{sp_model}: not a LLaMA-style sentencepiece model (it normalises "
+                             f"text); use tokenizer_mode llama_v1_slow")
+        tok = PreTrainedTokenizerFast(tokenizer_object=rust, add_bos_token=True, **names)
+    add_flamingo_tokens(tok, pad=pad, strip=True)
+    return tok
+
+
+def load_tokenizer(spec: str | Path, pad: str | None = None, *,
+                   mode: TokenizerMode = "auto") -> PreTrainedTokenizerBase:
+    """``"tiny-bpe"``, or a local tokenizer folder read as ``mode`` says (module doc).
 
     A folder saved by :func:`pf_ray.model.checkpoint.save_pretrained` already has the
-    Flamingo tokens; a plain LM tokenizer folder (e.g. LLaMA's) gets them added.
+    Flamingo tokens; a plain LM tokenizer folder (e.g. LLaMA's) gets them added, with ``pad``
+    as the pad token (default ``<PAD>``; ``<unk>`` in the ``llama_v1`` modes). The
+    ``llama_v1`` modes read the folder's ``tokenizer.model``; without one, ``llama_v1`` takes
+    a tokenizer saved with the Flamingo tokens as it is.
     """
+    if mode not in TOKENIZER_MODES:
+        raise ValueError(f"tokenizer mode: received {mode!r}; allowed: {TOKENIZER_MODES}")
     if str(spec) == TINY:
+        if mode != "auto":
+            raise ValueError(f"tokenizer {TINY!r} has mode 'auto' only; received {mode!r}")
         return build_tiny_tokenizer()
+    sp_model = Path(spec) / SP_MODEL
+    if mode != "auto" and sp_model.is_file():
+        return build_llama_v1_tokenizer(sp_model, slow=mode == "llama_v1_slow",
+                                        pad=pad or UNK_TOKEN)
+    if mode == "llama_v1_slow":
+        raise FileNotFoundError(f"{sp_model}: no such file (tokenizer mode {mode!r} reads it)")
     tok = AutoTokenizer.from_pretrained(str(spec), trust_remote_code=False, local_files_only=True)
     if MEDIA_TOKEN not in tok.get_vocab():
-        add_flamingo_tokens(tok, pad=pad)
+        if mode != "auto":
+            raise FileNotFoundError(f"{sp_model}: no such file (tokenizer mode {mode!r} reads "
+                                    f"it, or a tokenizer saved with the Flamingo tokens)")
+        add_flamingo_tokens(tok, pad=pad or PAD_TOKEN)
     tok.padding_side = "left"
     return tok

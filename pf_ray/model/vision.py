@@ -1,9 +1,15 @@
 """The vision tower: an open_clip image transformer that returns patch tokens.
 
 OpenFlamingo v1 keeps open_clip's ``VisionTransformer`` as ``vision_encoder`` and reads its
-token output (after ``ln_post``, before the pooled projection, class token dropped):
-``ViT-L-14-336`` gives ``(336 / 14) ** 2 = 576`` tokens of width 1024. We keep the same
-module under the same name, so released ``vision_encoder.*`` keys load as they are.
+token output (the last transformer block's output, class token dropped): ``ViT-L-14-336``
+gives ``(336 / 14) ** 2 = 576`` tokens of width 1024. We keep the same module under the
+same name, so released ``vision_encoder.*`` keys load as they are.
+
+Whether those tokens pass through the final LayerNorm ``ln_post`` is
+``VisionConfig.ln_post_on_tokens``. The open_clip that OpenFlamingo was trained with
+applied ``ln_post`` to the pooled embedding only; later open_clip (3.x included) applies
+it to the tokens too unless the tower is built with ``final_ln_after_pool`` (a field of
+open_clip's own ``vision_cfg``, which we set). The pooled embedding is the same either way.
 
 Tiny configs for tests and the offline quickstart live in ``open_clip_configs/`` and are
 registered with open_clip on import of this module.
@@ -75,12 +81,17 @@ def build_vision_encoder(cfg: VisionConfig, device: str | torch.device = "cpu") 
         # open_clip would take a non-file as a hub tag and try to download it
         raise FileNotFoundError(f"vision.pretrained: {cfg.pretrained}: no such file (a local "
                                 f"open_clip checkpoint is required; nothing is downloaded)")
+    if vc.get("attentional_pool") and not cfg.ln_post_on_tokens:
+        raise ValueError(f"vision: {cfg.model_name!r} pools with attention, where open_clip "
+                         f"ignores final_ln_after_pool; set ln_post_on_tokens: true")
+    # the tokens before ln_post (OpenFlamingo's) are open_clip's final_ln_after_pool
+    vision_cfg = {**vc, "final_ln_after_pool": not cfg.ln_post_on_tokens}
     quiet = _DropRandomInitWarning()
     logging.getLogger().addFilter(quiet)  # open_clip warns on the root logger
     try:
         model, preprocess_train, preprocess = open_clip.create_model_and_transforms(
             cfg.model_name, pretrained=cfg.pretrained, device=device,
-            force_quick_gelu=cfg.force_quick_gelu, weights_only=True)
+            force_quick_gelu=cfg.force_quick_gelu, weights_only=True, vision_cfg=vision_cfg)
     finally:
         logging.getLogger().removeFilter(quiet)
     encoder = model.visual
@@ -97,7 +108,8 @@ def patch_tokens(encoder: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
 
     Returns:
         ``(b, T_img, v, D_v)`` (or ``(n, v, D_v)``): v = (H / patch) * (W / patch) patch
-        tokens of the tower's width D_v.
+        tokens of the tower's width D_v; before ``ln_post`` when the tower was built with
+        ``ln_post_on_tokens = False`` (see :func:`build_vision_encoder`).
     """
     lead = pixels.shape[:-3]
     out = encoder(pixels.reshape(-1, *pixels.shape[-3:]))

@@ -339,13 +339,74 @@ def test_converter_reports_a_bad_key_and_fails(tmp_path, capsys):
                          "--load", "nonsense=x.pt"]) == 2
 
 
+def _guanaco_style_adapter(folder, **overrides):
+    """A peft adapter folder as guanaco-7b ships it (old peft: adapter_model.bin), for the tiny
+    LM: r 4, alpha 32, dropout 0.05 on q/v only (the tiny preset: r 8, alpha 16, dropout 0,
+    all seven linears)."""
+    folder.mkdir()
+    config = {"base_model_name_or_path": "huggyllama/llama-7b", "bias": "none",
+              "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
+              "lora_alpha": 32, "lora_dropout": 0.05, "modules_to_save": None,
+              "peft_type": "LORA", "r": 4, "target_modules": ["q_proj", "v_proj"],
+              "task_type": "CAUSAL_LM", **overrides}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    g = torch.Generator().manual_seed(5)
+    state = {}
+    for i in range(4):
+        for mod, (fan_in, fan_out) in LINEARS.items():
+            if mod.split(".")[1] in config["target_modules"]:
+                p = f"base_model.model.model.layers.{i}.{mod}."
+                state[p + "lora_A.weight"] = torch.randn(config["r"], fan_in, generator=g)
+                state[p + "lora_B.weight"] = torch.randn(fan_out, config["r"], generator=g)
+    torch.save(state, folder / "adapter_model.bin")
+    return state
+
+
+def test_converter_adopts_the_lora_init_adapters_settings(tmp_path, capsys):
+    state = _guanaco_style_adapter(tmp_path / "guanaco")
+    out = tmp_path / "converted"
+    rc = convert.main(["--preset", "tiny", "--out", str(out), "--lora-init",
+                       str(tmp_path / "guanaco")])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    for field in ("r: 8 -> 4", "lora_alpha: 16 -> 32", "lora_dropout: 0.0 -> 0.05",
+                  "target_modules: ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', "
+                  "'up_proj', 'v_proj'] -> ['q_proj', 'v_proj']"):
+        assert field in err
+    converted = load_pretrained(out)
+    lora = converted.config.lora
+    assert (lora.r, lora.alpha, lora.dropout, set(lora.target_modules)) == (
+        4, 32, 0.05, {"q_proj", "v_proj"})
+    q = converted.lang_encoder.model.layers[2].self_attn.q_proj
+    assert q.scaling["default"] == 32 / 4  # the adapter's scaling, as PeftModel.from_pretrained
+    assert torch.equal(q.lora_A["default"].weight,
+                       state["base_model.model.model.layers.2.self_attn.q_proj.lora_A.weight"])
+    assert not hasattr(converted.lang_encoder.model.layers[0].self_attn.k_proj, "lora_A")
+
+
+def test_converter_keeps_matching_lora_settings_quietly_and_refuses_unknown_options(
+        tmp_path, capsys):
+    _guanaco_style_adapter(tmp_path / "same", r=8, lora_alpha=16, lora_dropout=0.0,
+                           target_modules=["q_proj", "v_proj", "k_proj", "o_proj",
+                                           "gate_proj", "up_proj", "down_proj"])
+    rc = convert.main(["--preset", "tiny", "--out", str(tmp_path / "o"), "--lora-init",
+                       str(tmp_path / "same")])
+    assert rc == 0 and "LoRA settings" not in capsys.readouterr().err
+    _guanaco_style_adapter(tmp_path / "rslora", use_rslora=True)
+    assert convert.main(["--preset", "tiny", "--out", str(tmp_path / "o2"), "--lora-init",
+                         str(tmp_path / "rslora")]) == 2
+    assert "unsupported LoRA options {'use_rslora': True}" in capsys.readouterr().err
+
+
 def test_converter_parser_is_light_and_in_step():
     import subprocess
     import sys
 
+    from pf_ray.model.config import TOKENIZER_MODES
     from pf_ray.model.presets import PRESETS
 
     assert set(convert.LAYOUT_NAMES) == set(LAYOUTS) and set(convert.PRESET_NAMES) == set(PRESETS)
+    assert convert.TOKENIZER_MODE_NAMES == TOKENIZER_MODES
     code = ("import sys, argparse; import pf_ray.model.convert as c; "
             "c.build_parser(argparse.ArgumentParser()); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -74,6 +74,32 @@ def test_rewriter_format():
         "gives helpful, detailed, and polite answers to the user's questions.")
 
 
+def test_released_rewriter_format():
+    """The released Polite Flamingo weights' prompt, as their README's get_prompt builds it
+    (``mode='polite_flamingo'``; "Assistent" and the colons as there)."""
+    released = ("A chat between a curious human and an artificial intelligence assistant. The "
+                "assistant gives helpful, detailed, and polite answers to the user's questions."
+                "\n### Human: Describe the image.<image><|endofchunk|>"
+                "\n### Assistent: (Drafted Response): red circle\n (Revised Response): ")
+    assert rewrite_text("Describe the image.", "red circle", prompt_format="released") == (
+        "<s>" + released)
+    assert rewrite_text("Describe the image.", "red circle", "There is a red circle.",
+                        prompt_format="released") == (
+        "<s>" + released + "There is a red circle.</s>")
+    with pytest.raises(ValueError, match="prompt_format"):
+        rewrite_text("Describe the image.", "red circle", prompt_format="readme")
+
+
+def test_released_rewrite_loss_is_on_the_revised_response_only(tok):
+    enc = encode_rewrite(tok, "Describe the image.", "red circle", "There is a red circle.",
+                         prompt_format="released")
+    assert [tok.decode(r) for r in _labelled(enc)] == ["There is a red circle.</s>"]
+    prompt = encode_rewrite(tok, "Describe the image.", "red circle", prompt_format="released")
+    assert enc.input_ids[:len(prompt.input_ids)] == prompt.input_ids
+    assert tok.decode(prompt.input_ids).endswith(
+        "### Assistent: (Drafted Response): red circle\n (Revised Response): ")
+
+
 def _labelled(enc):
     """Runs of labelled token ids."""
     runs, cur = [], []
