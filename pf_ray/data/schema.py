@@ -99,7 +99,7 @@ SCHEMAS: dict[str, pa.Schema] = {"sample": SAMPLE_SCHEMA, "reject": REJECT_SCHEM
 # Columns whose value counts each shard's marker and the manifest record.
 COUNT_COLUMNS: dict[str, tuple[str, ...]] = {
     "sample": ("source", "task"),
-    "pair": ("source", "family", "style"),
+    "pair": ("source", "family", "style", "target"),
 }
 
 

@@ -48,13 +48,18 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-def check_output(original: str, distorted: str) -> str | None:
-    """Why a distortion is unusable (a reject reason), or None when it is fine."""
+def check_output(original: str, distorted: str, *, reject_longer: bool = False) -> str | None:
+    """Why a distortion is unusable (a reject reason), or None when it is fine.
+
+    ``reject_longer`` (spec ``llm_reject_longer``, off by default) also rejects outputs
+    longer than the original: the paper keeps them, since several of its styles
+    (verbosity, repetition, irrelevant information) lengthen the text on purpose.
+    """
     if not distorted.strip():
         return "llm_empty"
     if _norm(distorted) == _norm(original):
         return "llm_unchanged"
-    if len(distorted) > len(original):
+    if reject_longer and len(distorted) > len(original):
         return "llm_longer"
     if REFUSAL.match(distorted):
         return "llm_refusal"

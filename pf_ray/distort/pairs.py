@@ -1,46 +1,35 @@
 """The distortion steps: plan each pair, apply the CPU families, run the LLM family.
 
-All random choices of a row come from ``row_seed(job seed, id)``, so a rerun reproduces
-every pair byte for byte (the LLM family too, with greedy decoding on the same batches).
+All random choices of a pair come from ``row_seed(job seed, pair id)``, so a rerun
+reproduces every pair byte for byte (the LLM family too, with greedy decoding on the same
+batches). The family of a pair comes from the spec's ``targets`` (exact counts, see
+:mod:`targets`) or, without targets, is drawn from the ``mixture`` weights.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
+from collections.abc import Sequence
 from typing import Any
 
-from pf_ray.distort.augment import augment
-from pf_ray.distort.boxes import serialise
+from pf_ray.distort.augment import augment_until_changed
+from pf_ray.distort.boxes import captions_boxes_index, image_key, serialise
 from pf_ray.distort.llm_instructed import build_messages, check_output, pick_style
 from pf_ray.distort.spec import MixtureConfig, SelectConfig
 from pf_ray.distort.styles import STYLE_BY_NAME
+from pf_ray.distort.targets import Quota, assign, select_key, selected
+from pf_ray.distort.turns import Located, locate, row_seed
 from pf_ray.llm.engines import GenParams, TextEngine
 from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, Batch, Resources
 
+__all__ = ["AttachCaptionsBoxes", "LLMDistort", "cpu_families", "image_key", "plan_pairs",
+           "row_seed"]
 
-def row_seed(seed: int, sample_id: str) -> int:
-    """A 63-bit seed from the job seed and the sample id."""
-    digest = hashlib.blake2b(f"{seed}:{sample_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1
-
-
-def image_key(ref: str | None) -> str | None:
-    """The join key of an image: COCO-style numeric id, or the whole synthetic reference.
-
-    ``COCO_train2014_000000215677.jpg``, ``000000215677.jpg`` and ``train2017/215677.jpg``
-    all give ``"215677"``; ``synthetic://0/5?size=64`` gives ``"synthetic://0/5"``.
-    """
-    if not ref:
-        return None
-    if ref.startswith("synthetic://"):
-        return ref.split("?", 1)[0]
-    if ref.startswith("tar://"):
-        ref = ref[len("tar://"):].split("::", 1)[0]  # the member's own name
-    stem = ref.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    digits = "".join(ch if ch.isdigit() else " " for ch in stem).split()
-    return str(int(max(digits, key=len))) if digits else ref
+# Rows not selected keep their id, source, task and turn in the rejects; their conversation
+# and image bytes stay in the input dataset (at paper scale most text pairs are not selected).
+SLIMMED = {"conversations": [], "image_bytes": None}
+PAIR_COLUMNS = ("family", "style", "seed", "turn", "instruction", "original", "target")
 
 
 def choose_family(weights: dict[str, float], rng: random.Random) -> str | None:
@@ -72,51 +61,57 @@ def _weights(mixture: MixtureConfig, source: str, has_image: bool, has_boxes: bo
 
 
 def plan_pairs(batch: Batch, *, seed: int, mixture: MixtureConfig, select: SelectConfig,
-               llm_enabled: bool, max_chars: int) -> Batch:
-    """Pick the turn to distort, the family and (LLM) the style of every row."""
+               llm_enabled: bool, max_chars: int,
+               quotas: Sequence[Quota] | None = None) -> Batch:
+    """Locate each row's pair (its own ``turn``, or a seeded one) and pick its family (the
+    target that takes it, or a draw from the mixture) and, for ``llm``, its style."""
     n = len(batch["id"])
-    out: Batch = {k: [None] * n for k in ("family", "style", "seed", "turn", "instruction",
-                                          "original", REJECT_REASON, REJECT_DETAIL)}
+    out: Batch = {k: [None] * n for k in (*PAIR_COLUMNS, REJECT_REASON, REJECT_DETAIL)}
+    turns_in = batch.get("turn", [None] * n)  # set by the reader for every_turn
+    out["turn"], out["target"] = list(turns_in), [""] * n
+    out.update({k: list(batch[k]) for k in SLIMMED})
+    boxes = batch.get("captions_boxes", [None] * n)
     for i in range(n):
-        sid, source, task = batch["id"][i], batch["source"][i], batch["task"][i]
+        pid, source, task = batch["id"][i], batch["source"][i], batch["task"][i]
 
         def reject(reason: str, detail: str, i: int = i) -> None:
             out[REJECT_REASON][i], out[REJECT_DETAIL][i] = reason, detail
+            if reason == "not_selected":
+                for k, v in SLIMMED.items():
+                    out[k][i] = v
 
-        if (select.sources is not None and source not in select.sources) or (
-                select.tasks is not None and task not in select.tasks):
+        if not selected(select, source, task):
             reject("not_selected", f"source {source!r}, task {task!r}")
             continue
-        turns = batch["conversations"][i] or []
-        candidates = [k for k, t in enumerate(turns) if t["role"] == "assistant"
-                      and any(u["role"] == "user" for u in turns[:k])]
-        if not candidates:
-            reject("no_assistant_turn", "no assistant turn after a user turn")
+        pair = locate(pid, batch["conversations"][i] or [], turns_in[i], seed, max_chars)
+        if not isinstance(pair, Located):
+            reject(pair.reason, pair.detail)
             continue
-        s = row_seed(seed, sid)
-        rng = random.Random(s)
-        k = rng.choice(candidates)
-        original = turns[k]["content"]
-        instruction = next(t["content"] for t in reversed(turns[:k]) if t["role"] == "user")
-        if not original.strip() or not instruction.strip():
-            reject("empty_text", f"turn {k} or its instruction is empty")
-            continue
-        if len(original) > max_chars:
-            reject("text_too_long", f"{len(original)} characters > max_chars {max_chars}")
-            continue
+        rng = pair.rng()
         # captions+boxes describe the whole image: only a detailed description may be the
         # target of the boxes family (not a QA answer about the same image)
-        has_boxes = task == "detail" and batch.get("captions_boxes", [None] * n)[i] is not None
-        weights = _weights(mixture, source, batch["image"][i] is not None
-                           or batch["image_bytes"][i] is not None, has_boxes, llm_enabled)
-        family = choose_family(weights, rng)
-        if family is None:
-            reject("no_family", f"no distortion family is allowed for source {source!r} "
-                   "(is the LLM engine configured?)")
-            continue
+        has_boxes = task == "detail" and boxes[i] is not None
+        if quotas is not None:
+            quota = assign(quotas, select_key(seed, pid), source, task, has_boxes)
+            if quota is None:
+                pools = [q.label for q in quotas if q.holds(source, task, has_boxes)]
+                reject("not_selected", f"beyond target(s) {', '.join(pools)}" if pools else
+                       f"no target for source {source!r}, task {task!r}")
+                continue
+            family, out["target"][i] = quota.family, quota.label
+        else:
+            weights = _weights(mixture, source, batch["image"][i] is not None
+                               or batch["image_bytes"][i] is not None, has_boxes, llm_enabled)
+            family = choose_family(weights, rng)
+            if family is None:
+                reject("no_family", f"no distortion family is allowed for source {source!r} "
+                       "(is the LLM engine configured?)")
+                continue
+            out["target"][i] = "mixture"
         style = pick_style(rng)[0] if family == "llm" else None
-        out["family"][i], out["style"][i], out["seed"][i] = family, style, s
-        out["turn"][i], out["instruction"][i], out["original"][i] = k, instruction, original
+        out["family"][i], out["style"][i], out["seed"][i] = family, style, pair.seed
+        out["turn"][i], out["instruction"][i] = pair.turn, pair.instruction
+        out["original"][i] = pair.original
     return out
 
 
@@ -130,7 +125,7 @@ def cpu_families(batch: Batch) -> Batch:
         family = batch["family"][i]
         if family == "augment":
             rng = random.Random(batch["seed"][i] ^ 0x5EED)
-            text, ops = augment(batch["original"][i], rng)
+            text, ops = augment_until_changed(batch["original"][i], rng)
             out["style"][i] = "+".join(ops) or "none"
             if not text.strip() or text == batch["original"][i]:
                 out[REJECT_REASON][i] = "augment_unchanged" if text.strip() else "augment_empty"
@@ -152,9 +147,10 @@ class LLMDistort:
     outputs = ("distorted",)
     resources = Resources()
 
-    def __init__(self, engine_factory: Any, params: GenParams):
+    def __init__(self, engine_factory: Any, params: GenParams, reject_longer: bool = False):
         self.engine: TextEngine = engine_factory()
         self.params = params
+        self.reject_longer = reject_longer
 
     def __call__(self, batch: Batch) -> Batch:
         n = len(batch["id"])
@@ -168,7 +164,7 @@ class LLMDistort:
                    for i in idx]
         texts = self.engine.generate(prompts, self.params)
         for i, text in zip(idx, texts, strict=True):
-            reason = check_output(batch["original"][i], text)
+            reason = check_output(batch["original"][i], text, reject_longer=self.reject_longer)
             if reason:
                 out[REJECT_REASON][i], out[REJECT_DETAIL][i] = reason, text[:500]
             else:
@@ -189,17 +185,7 @@ class AttachCaptionsBoxes:
     resources = Resources(num_cpus=1, batch_size=1024)
 
     def __init__(self, root: str, storage: Any):
-        from pf_ray.data.io import Dataset
-
-        table = Dataset(root, storage).read(columns=["image", "boxes", "meta"])
-        self.index: dict[str, str] = {}
-        for ref, boxes, meta in zip(*(table.column(c).to_pylist() for c in (
-                "image", "boxes", "meta")), strict=True):
-            captions = json.loads(meta).get("captions")
-            key = image_key(ref)
-            if key and boxes and captions:
-                self.index[key] = json.dumps({"captions": captions, "boxes": boxes},
-                                             sort_keys=True)
+        self.index = captions_boxes_index(root, storage)
 
     def __call__(self, batch: Batch) -> Batch:
         return {"captions_boxes": [self.index.get(image_key(r) or "") for r in batch["image"]]}

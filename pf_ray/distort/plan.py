@@ -1,41 +1,54 @@
 """``kind: distort``: pf-ray sample datasets -> rewriter training pairs.
 
-Units are the committed shard files of the input datasets (one output shard each). Steps:
-check images -> join captions+boxes (optional) -> plan pairs -> CPU families (tasks) ->
-LLM family (an actor pool for ``hf`` / ``http``; ``ray.data.llm`` for ``vllm``).
+Units are the committed shard files of the input datasets (one output shard each); the
+reader turns a unit into one row per pair candidate (``pairs_per_conversation``, see
+:mod:`turns`). With ``targets``, plan time scans the inputs and sets one threshold per
+target (:mod:`targets`). Steps: check images -> join captions+boxes (optional) -> plan
+pairs -> CPU families (tasks) -> LLM family (an actor pool for ``hf`` / ``http``;
+``ray.data.llm`` for ``vllm``).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import posixpath
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from pf_ray.data.io import Dataset
 from pf_ray.data.schema import Batch
+from pf_ray.distort.boxes import captions_boxes_index
 from pf_ray.distort.llm_instructed import build_messages, check_output
-from pf_ray.distort.pairs import AttachCaptionsBoxes, LLMDistort, cpu_families, plan_pairs
+from pf_ray.distort.pairs import (
+    PAIR_COLUMNS,
+    SLIMMED,
+    AttachCaptionsBoxes,
+    LLMDistort,
+    cpu_families,
+    plan_pairs,
+)
 from pf_ray.distort.spec import DistortSpec
 from pf_ray.distort.styles import STYLE_BY_NAME
+from pf_ray.distort.targets import Quota, plan_quotas
+from pf_ray.distort.turns import read_pairs
 from pf_ray.jobs.shard import ShardPlan, Unit, safe_key
 from pf_ray.llm.engines import engine_factory, gen_params
 from pf_ray.specs import StorageConfig, spec_hash
 from pf_ray.steps.base import Resources, StepDef
 from pf_ray.steps.images import check_images_step
-from pf_ray.storage import resolve
 
 SAMPLE_COLUMNS = ("id", "source", "task", "image", "image_bytes", "conversations", "boxes",
                   "meta")
 
 
-def read_shard(*, file: str, storage: dict[str, Any]) -> Batch:
-    """One committed shard file of a pf-ray sample dataset, as a batch."""
-    fs, path = resolve(file, StorageConfig(**storage))
-    return pq.read_table(path, filesystem=fs, columns=list(SAMPLE_COLUMNS)).to_pydict()
+def read_shard(*, file: str, storage: dict[str, Any], pairs: str = "one_turn") -> Batch:
+    """One committed shard file of a pf-ray sample dataset, one row per pair candidate."""
+    return read_pairs(file, storage, pairs, SAMPLE_COLUMNS)
 
 
-def input_units(inputs: list[str], storage: StorageConfig) -> list[Unit]:
+def input_units(inputs: list[str], storage: StorageConfig,
+                pairs: str = "one_turn") -> list[Unit]:
     units = []
     for k, root in enumerate(inputs):
         ds = Dataset(root, storage)
@@ -47,11 +60,18 @@ def input_units(inputs: list[str], storage: StorageConfig) -> list[Unit]:
             uri = f if not root.startswith(("s3://", "s3a://")) else \
                 f"{root.split('://', 1)[0]}://{f}"
             units.append(Unit(safe_key(f"i{k}-{stem}"),
-                              {"file": uri, "storage": storage.model_dump()}))
+                              {"file": uri, "storage": storage.model_dump(), "pairs": pairs}))
     return units
 
 
 def plan_distort(spec: DistortSpec) -> ShardPlan:
+    units = input_units(spec.inputs, spec.storage, spec.pairs_per_conversation)
+    quotas: list[Quota] | None = None
+    if spec.targets is not None:
+        boxes = spec.boxes_from is not None and any(t.family == "boxes" for t in spec.targets)
+        keys = frozenset(captions_boxes_index(spec.boxes_from, spec.storage)) if boxes else \
+            frozenset()
+        quotas = plan_quotas(spec, units, keys)
     steps: list[StepDef] = []
     if spec.images.check:
         steps.append(check_images_step(spec.images, spec.storage))
@@ -60,14 +80,14 @@ def plan_distort(spec: DistortSpec) -> ShardPlan:
                              AttachCaptionsBoxes.inputs, AttachCaptionsBoxes.outputs,
                              AttachCaptionsBoxes.resources,
                              {"root": spec.boxes_from, "storage": spec.storage}))
-    plan_inputs = ("id", "source", "task", "conversations", "image", "image_bytes")
+    plan_inputs = ("id", "source", "task", "turn", "conversations", "image", "image_bytes")
     steps.append(StepDef(
         "plan_pairs", plan_pairs,
         plan_inputs + (("captions_boxes",) if spec.boxes_from else ()),
-        ("family", "style", "seed", "turn", "instruction", "original"),
-        Resources(batch_size=1024),
+        PAIR_COLUMNS + tuple(SLIMMED), Resources(batch_size=1024),
         {"seed": spec.seed, "mixture": spec.mixture, "select": spec.select,
-         "llm_enabled": spec.engine is not None, "max_chars": spec.max_chars}))
+         "llm_enabled": spec.engine is not None, "max_chars": spec.max_chars,
+         "quotas": quotas}))
     steps.append(StepDef("cpu_families", cpu_families,
                          ("id", "family", "style", "seed", "original")
                          + (("captions_boxes",) if spec.boxes_from else ()),
@@ -79,10 +99,18 @@ def plan_distort(spec: DistortSpec) -> ShardPlan:
                                        batch_size=e.batch_size, min_actors=e.min_actors,
                                        max_actors=e.max_actors),
                              {"engine_factory": engine_factory(e, spec.storage),
-                              "params": gen_params(e.sampling, spec.seed)}))
-    plan = ShardPlan(kind="distort", spec_hash=spec_hash(spec),
-                     spec=spec.model_dump(mode="json"),
-                     units=input_units(spec.inputs, spec.storage), reader=read_shard,
+                              "params": gen_params(e.sampling, spec.seed),
+                              "reject_longer": spec.llm_reject_longer}))
+    recorded = spec.model_dump(mode="json")
+    digest = spec_hash(spec)
+    if quotas is not None:  # in the manifest: what each target asked, found and took
+        recorded["selection"] = [q.report() for q in quotas]
+        # the thresholds depend on the inputs: other inputs, other shard names (a resume
+        # never mixes pairs chosen under two selections)
+        selection = json.dumps(recorded["selection"], sort_keys=True, default=str)
+        digest = hashlib.sha256(f"{digest}:{selection}".encode()).hexdigest()[:10]
+    plan = ShardPlan(kind="distort", spec_hash=digest, spec=recorded,
+                     units=units, reader=read_shard,
                      output=spec.output, storage=spec.storage, steps=steps, schema="pair",
                      faults=spec.faults)
     if spec.engine is not None and spec.engine.kind == "vllm":
@@ -94,7 +122,7 @@ def plan_distort(spec: DistortSpec) -> ShardPlan:
 
 # Columns that ride through the engine to the writer (the rest is dropped before it).
 CARRIED = ("id", "source", "task", "family", "style", "seed", "turn", "instruction",
-           "original", "distorted", "image", "image_bytes", "meta")
+           "original", "distorted", "image", "image_bytes", "meta", "target")
 
 
 def is_llm_row(row: dict[str, Any]) -> bool:
@@ -106,8 +134,9 @@ def llm_messages(row: dict[str, Any]) -> list[dict[str, str]]:
                           STYLE_BY_NAME.get(row["style"] or "", ""))
 
 
-def llm_output(row: dict[str, Any], text: str) -> tuple[dict[str, Any], str | None]:
-    return {"distorted": text}, check_output(row["original"], text)
+def llm_output(row: dict[str, Any], text: str, reject_longer: bool = False
+               ) -> tuple[dict[str, Any], str | None]:
+    return {"distorted": text}, check_output(row["original"], text, reject_longer=reject_longer)
 
 
 class VLLMFamily:
@@ -116,10 +145,12 @@ class VLLMFamily:
     def __init__(self, spec: DistortSpec):
         self.cfg = spec.engine
         self.params = gen_params(spec.engine.sampling, spec.seed)  # type: ignore[union-attr]
+        self.reject_longer = spec.llm_reject_longer
 
     def __call__(self, ds: Any) -> Any:
         from pf_ray.steps.ray_llm import LLMTask, vllm_stage
 
         task = LLMTask(stage=LLMDistort.name, carried=CARRIED, select=is_llm_row,
-                       messages=llm_messages, on_output=llm_output)
+                       messages=llm_messages,
+                       on_output=functools.partial(llm_output, reject_longer=self.reject_longer))
         return vllm_stage(ds, task=task, cfg=self.cfg, params=self.params)

@@ -22,6 +22,19 @@ def interactive() -> bool:
     return sys.stdout.isatty() and sys.stderr.isatty()
 
 
+def plain_console_env() -> None:
+    """Outside a terminal, make Ray's console output plain: call before ``import ray``.
+
+    ``RAY_DEDUP_LOGS=0``: Ray's "[repeated Nx across cluster]" notes are coloured and are
+    read from the environment when ray is imported, so repeated lines are printed as they
+    come instead. ``RAY_COLOR_PREFIX=0``: worker prefixes without colour. Values already
+    set win.
+    """
+    if not interactive():
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+
 def ray_console(progress: bool) -> bool:
     """Set up this (driver) process's console for Ray; returns whether to draw progress bars.
 

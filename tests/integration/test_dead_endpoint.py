@@ -37,6 +37,7 @@ def test_dead_endpoint_fails_the_job_and_the_rerun_resumes(
         "select": {"sources": ["synthetic_text", "synthetic_llava"]},
         "mixture": {"text": {"llm": 1.0}, "image": {"llm": 1.0}},
         "images": {"check": False}, "ray": {"progress": False},
+        "pairs_per_conversation": "one_turn",  # one pair per sample: N ids
         "engine": {"kind": "http", "base_url": url, "model": "tiny", "batch_size": 8,
                    "max_concurrency": 2, "sampling": {"max_new_tokens": 12}},
         # a random tiny LM writes mostly unusable distortions (rejects, as they should be)

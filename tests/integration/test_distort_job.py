@@ -1,4 +1,5 @@
-"""The distortion job on local Ray: every family, every engine but vllm (tests/vllm)."""
+"""The distortion job on local Ray: every family, every engine but vllm (tests/vllm), exact
+targets, one pair per assistant turn."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import openai_server
@@ -18,6 +20,7 @@ from pf_ray.config import parse_spec
 from pf_ray.data.io import Dataset
 from pf_ray.data.schema import SAMPLE_SCHEMA, to_table
 from pf_ray.data.synthetic import generate
+from pf_ray.distort.turns import expand_turns
 from pf_ray.jobs.runner import run_job
 from pf_ray.llm.engines import HFEngine
 from pf_ray.specs import StorageConfig
@@ -50,6 +53,14 @@ def read_all(root: str) -> tuple[list[dict], list[dict]]:
     return rows, rejects
 
 
+def pair_ids(root: str, sources: list[str] | None = None) -> list[str]:
+    """The ids of the pairs a dataset gives: one per assistant turn (``<id>#t<turn>``)."""
+    table = Dataset(root, StorageConfig()).read(columns=["id", "source", "conversations"])
+    ids = expand_turns(table.to_pydict())
+    return [i for i, s in zip(ids["id"], ids["source"], strict=True)
+            if sources is None or s in sources]
+
+
 def hf_engine(path: Path) -> dict:
     return {"kind": "hf", "model": str(path), "batch_size": 8, "min_actors": 1,
             "max_actors": 2, "num_cpus": 0.5, "sampling": {"max_new_tokens": 24}}
@@ -59,11 +70,13 @@ def test_all_families_with_the_hf_engine(synthetic_root: str, tiny_lm_path: Path
                                          tmp_path: Path) -> None:
     spec = distort_spec([synthetic_root], str(tmp_path / "pairs"), boxes_from=synthetic_root,
                         select={"sources": CLEAN}, engine=hf_engine(tiny_lm_path),
-                        mixture={"per_source": {"synthetic_text": {"llm": 1.0}}})
+                        mixture={"per_source": {"synthetic_text": {"llm": 1.0}}},
+                        llm_reject_longer=True)
     (result,) = run_job(spec)
     rows, rejects = read_all(spec.output.path)
-    assert len(rows) + len(rejects) == N  # rows in = pairs + rejects
-    assert {r["id"] for r in rows} | {r["id"] for r in rejects} == set(generate(0, 0, N)["id"])
+    expected = pair_ids(synthetic_root)  # one pair per assistant turn
+    assert len(expected) > N and len(rows) + len(rejects) == len(expected)
+    assert {r["id"] for r in rows} | {r["id"] for r in rejects} == set(expected)
     families = {r["family"] for r in rows}
     assert {"augment", "boxes"} <= families
     reasons = {r["reason"] for r in rejects}
@@ -102,7 +115,7 @@ def test_http_engine_against_a_loopback_server(synthetic_root: str, tiny_lm_path
         server.stop()
     http_rows, http_rejects = read_all(res_http.root)
     hf_rows, hf_rejects = read_all(res_hf.root)
-    assert len(http_rows) + len(http_rejects) == N
+    assert len(http_rows) + len(http_rejects) == len(pair_ids(synthetic_root))
     # the same greedy model behind HTTP gives the same pairs and the same rejects
     assert sorted((r["id"], r["distorted"]) for r in http_rows) == sorted(
         (r["id"], r["distorted"]) for r in hf_rows)
@@ -138,13 +151,13 @@ def test_bad_rows_land_in_rejects(ray_session: str, tiny_lm_path: Path, tmp_path
                         engine=hf_engine(tiny_lm_path))
     (result,) = run_job(spec)
     rows, rejects = read_all(spec.output.path)
-    assert len(rows) + len(rejects) == n
+    assert n == 22 and len(rows) + len(rejects) == len(pair_ids(str(tmp_path / "bad")))
     by_id = {r["id"]: r for r in rejects}
-    assert by_id["bad:no_assistant"]["reason"] == "no_assistant_turn"
-    assert by_id["bad:blank"]["reason"] == "empty_text"
-    assert by_id["bad:huge"]["reason"] == "text_too_long"
-    assert by_id["bad:image"]["reason"] == "image_corrupt"
-    assert json.loads(by_id["bad:image"]["row"])["id"] == "bad:image"
+    assert by_id["bad:no_assistant"]["reason"] == "no_assistant_turn"  # no pair: its own id
+    assert by_id["bad:blank#t1"]["reason"] == "empty_text"
+    assert by_id["bad:huge#t1"]["reason"] == "text_too_long"
+    assert by_id["bad:image#t1"]["reason"] == "image_corrupt"
+    assert json.loads(by_id["bad:image#t1"]["row"])["id"] == "bad:image#t1"
     assert result.manifest["totals"]["rejects"] == len(rejects)
 
 
@@ -185,9 +198,46 @@ def test_killed_job_resumes_and_finished_job_writes_nothing(ray_session: str,
     assert resumed.skipped == committed and resumed.written == 40 - committed
     rows, rejects = read_all(str(out))
     ids = [r["id"] for r in rows] + [r["id"] for r in rejects]
-    assert len(ids) == len(set(ids)) == 6000
+    assert len(ids) == len(set(ids)) == len(pair_ids(syn))
     before = {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()}
     (again,) = run_job(spec)
     assert again.written == 0 and again.skipped == 40
     assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").iterdir()} == before
     assert pq.read_table(next((out / "shards").iterdir())).num_rows > 0
+
+
+TARGETS = [  # filled in order: the captions+boxes pool first
+    {"family": "boxes", "sources": ["synthetic_llava"], "tasks": ["detail"], "pairs": 30},
+    {"family": "llm", "sources": ["synthetic_text"], "pairs": 20},
+    {"family": "augment", "sources": ["synthetic_llava"], "pairs": 100},
+    {"family": "augment", "sources": ["synthetic_text", "synthetic_llava"], "pairs": 25},
+]
+
+
+def test_targets_give_exact_counts_per_family_and_source(synthetic_root: str,
+                                                          tiny_lm_path: Path,
+                                                          tmp_path: Path) -> None:
+    spec = distort_spec([synthetic_root], str(tmp_path / "pairs"), boxes_from=synthetic_root,
+                        engine=hf_engine(tiny_lm_path), targets=TARGETS)
+    (result,) = run_job(spec)
+    rows, rejects = read_all(spec.output.path)
+    assert len(rows) + len(rejects) == len(pair_ids(synthetic_root))
+    cells = Counter((r["family"], r["source"]) for r in rows)
+    llm_rejects = [r for r in rejects if r["stage"] == "llm_distort"]
+    # the LLM's unusable outputs are rejects (a random tiny LM writes some), not replaced
+    assert cells[("llm", "synthetic_text")] + len(llm_rejects) == 20
+    assert all(r["reason"] in ("llm_empty", "llm_unchanged", "llm_refusal") for r in llm_rejects)
+    assert cells[("boxes", "synthetic_llava")] == 30
+    assert cells[("augment", "synthetic_llava")] + cells[("augment", "synthetic_text")] == 125
+    assert cells[("augment", "synthetic_text")] <= 25  # the mixed target's share
+    assert set(cells) <= {("boxes", "synthetic_llava"), ("llm", "synthetic_text"),
+                          ("augment", "synthetic_llava"), ("augment", "synthetic_text")}
+    others = Counter(r["reason"] for r in rejects if r["stage"] != "llm_distort")
+    assert set(others) == {"not_selected"}
+    manifest = result.manifest
+    counts = manifest["totals"]["counts"]
+    assert counts["family"] == dict(Counter(r["family"] for r in rows))
+    assert counts["source"] == dict(Counter(r["source"] for r in rows))
+    selection = manifest["spec"]["selection"]
+    assert [s["pairs"] for s in selection] == [30, 20, 100, 25]
+    assert selection[0]["eligible"] == 60  # the 60 detailed descriptions (N / 9)

@@ -83,7 +83,7 @@ def test_llava_detail_joined_with_coco_gives_captions_and_boxes(tmp_path: Path) 
     assert pair["family"] == "boxes" and pair["original"] == description
     assert pair["distorted"] == (
         "A man riding a horse.\nA person on a brown horse in a field.\n\n" + PREAMBLE +
-        "\nperson: [0.50, 0.10, 0.60, 0.50]\nhorse: [0.40, 0.25, 0.70, 0.75]")
+        "\nperson: [0.5, 0.1, 0.6, 0.5]\nhorse: [0.4, 0.25, 0.7, 0.75]\n")
     assert pair["instruction"] == "Describe the image."
 
 

@@ -10,12 +10,17 @@ import pytest
 
 from pf_ray.data.sources.coco import coco_box_to_xyxy
 from pf_ray.distort.augment import (
+    CANDIDATES,
     CHAR_ACTIONS,
     aug_count,
     augment,
+    augment_until_changed,
     char_edits,
+    detokenize,
     drop_sentences,
     shuffle_sentences,
+    tokenize,
+    word_case,
     word_edits,
 )
 from pf_ray.distort.boxes import PREAMBLE, fmt_coord, serialise
@@ -34,40 +39,77 @@ def test_each_augmentation_step_on_fixed_seeds() -> None:
     assert shuffle_sentences(TEXT, random.Random(2)) == (
         " It was a sunny day\n Birds sang outside\n\nThe cat sat on the mat")
     expected_chars = {
-        "insert": "The cat sat on the mat. It was a suLnOny day. Birds 6saang ouTtsmideo.",
-        "substitute": "The cat sat on the mat. It was a suLOy day. Birds 6aag ouTsmdeo",
-        "swap": "The cat sat on the mat. It was a suynn day. Birds asgn uotisd.e",
-        "delete": "The cat sat on the mat. It was a suy day. Birds ag utid.",
+        "insert": "The cat sat on the mat. It was a sunBnIy day. Bidr(ds s*a8ng outdsTidye.",
+        "substitute": "The cat sat on the mat. It was a sunBI day. Bid(s s8*g outdTdy.",
+        "swap": "The cat sat on the mat. It was a suynn day. Ibrsd asgn otsuied.",
+        "delete": "The cat sat on the mat. It was a sun day. ird ng osde.",
     }
     for action in CHAR_ACTIONS:
         assert char_edits(TEXT, action, 0.3, 0.5, random.Random(3)) == expected_chars[action]
+    # 17 tokens (periods included): ceil(0.3 * 17) = 6 words deleted, periods never
     assert word_edits(TEXT, "delete", 0.3, random.Random(4)) == (
-        "The sat mat. a sunny day. Birds sang outside.")
+        "The mat. a sunny day. Birds sang outside.")
+    # swapping with the first word moves its capital ("The cat" -> "Cat the")
     assert word_edits(TEXT, "swap", 0.3, random.Random(4)) == (
-        "The sat cat the mat. on was It a sunny day. sang Birds outside.")
+        "Cat on the the sat mat. was a It sunny day. Birds sang outside.")
     assert word_edits(TEXT, "crop", 0.3, random.Random(4)) == (
         "The cat sat a sunny day. Birds sang outside.")
 
 
 def test_full_chain_on_fixed_seeds() -> None:
-    assert augment(TEXT, random.Random(0)) == ("The yda. dBirs sang eoutsid.",
+    assert augment(TEXT, random.Random(0)) == ("The cat sat on the mat. It was a nsuyn day.",
                                                ["char_swap", "word_crop"])
-    assert augment(TEXT, random.Random(1)) == ("The cat sat the on mat",
+    assert augment(TEXT, random.Random(1)) == ("Cat on sat the mat the",
                                                ["drop", "shuffle", "word_swap"])
-    assert augment(TEXT, random.Random(2)) == (
-        "The cat sat on the mat. It was a sunny dzayO. Birds sang oLutscideM.", ["char_insert"])
+    assert augment(TEXT, random.Random(3)) == ("Cat sat", ["drop", "shuffle", "word_delete"])
+
+
+def test_nlpaug_tokenisation() -> None:
+    text = "Hello, (big) world! It's 50% [done].\nNew line"
+    assert tokenize(text) == ["Hello", ",", "(", "big", ")", "world", "!", "It", "'", "s",
+                              "50", "%", "[", "done", "]", ".", "New", "line"]
+    # nlpaug's reverse: single spaces (the newline is lost), punctuation re-attached,
+    # brackets closed up unless punctuation follows, apostrophes left apart
+    assert detokenize(tokenize(text)) == "Hello, (big) world! It ' s 50% [done ]. New line"
+    # any character edit or word edit re-tokenises the whole text
+    assert char_edits("a an the\nend", "delete", 1.0, 1.0, random.Random(0)) == "a an the end"
+    assert word_edits("one two\nthree", "swap", 0.1, random.Random(0)).count("\n") == 0
+    assert word_edits("single", "delete", 1.0, random.Random(0)) == "single"
+
+
+def test_nlpaug_character_pool_and_case() -> None:
+    drawn = set()
+    for s in range(300):
+        out = char_edits("abcdefghij klmnopqrst", "substitute", 1.0, 1.0, random.Random(s))
+        drawn |= set(out) - set("abcdefghijklmnopqrst ")
+    assert set("!@#$%^&*()_+") <= drawn and set(drawn) <= set(CANDIDATES)
+    assert len(CANDIDATES) == 74
+    # swaps keep the case of each position: "Birds" can become "Ibrds", never "iBrds"
+    outs = {char_edits("Birds", "swap", 0.2, 1.0, random.Random(s)) for s in range(50)}
+    assert all(o[0].isupper() and o[1:].islower() for o in outs)
+    assert word_case("The") == "capitalize" and word_case("cat") == "lower"
+    assert word_case("NASA") == "upper" and word_case("iPhone") == "mixed"
+    assert word_case(".") == "unknown" and word_case("A") == "capitalize"
+    # deleting the first word re-capitalises the second
+    assert word_edits("The cat sat", "delete", 0.01, random.Random(1)) in (
+        "Cat sat", "The sat", "The cat")
+    assert {word_edits("The cat sat", "delete", 0.01, random.Random(s))
+            for s in range(40)} == {"Cat sat", "The sat", "The cat"}
 
 
 def test_augment_properties() -> None:
     assert aug_count(0, 0.5) == 0 and aug_count(3, 0.01) == 1 and aug_count(100, 0.9) == 10
-    # short words keep their characters; whitespace (newlines) survives word edits
+    # short words keep their characters
     assert char_edits("a an the", "delete", 1.0, 1.0, random.Random(0)) == "a an the"
-    out = word_edits("one two\nthree four\nfive six", "swap", 0.5, random.Random(0))
-    assert out.count("\n") == 2
     # each step applied about half the time
     ops = Counter(op.split("_")[0] for s in range(2000) for op in augment(TEXT, random.Random(s))[1])
     for name in ("drop", "shuffle", "char", "word"):
         assert 900 < ops[name] < 1100, ops
+    # the family redraws the chain until it changes the text (1 in 16 draws applies none)
+    for s in range(300):
+        out, ops = augment_until_changed(TEXT, random.Random(s))
+        assert out.strip() and out != TEXT and ops
+    assert augment_until_changed("ok", random.Random(0), tries=3)[0] == "ok"  # can't be edited
 
 
 def test_box_serialiser_matches_hand_written_text() -> None:
@@ -87,10 +129,14 @@ def test_box_serialiser_matches_hand_written_text() -> None:
         "coordinates. These coordinates are in the form of bounding boxes, represented as "
         "(x1, y1, x2, y2) with floating numbers ranging from 0 to 1. These values correspond "
         "to the top left x, top left y, bottom right x, and bottom right y.\n"
-        "person: [0.50, 0.10, 0.60, 0.50]\n"
-        "horse: [0.156, 0.252, 0.52, 0.752]")
+        "person: [0.5, 0.1, 0.6, 0.5]\n"
+        "horse: [0.156, 0.252, 0.52, 0.752]\n")
     assert PREAMBLE in text
-    assert fmt_coord(0.5) == "0.50" and fmt_coord(1.2) == "1.00" and fmt_coord(0.1234) == "0.123"
+    # as the released PF-1M samples print them: round(v, 3) ("[0.44, 0.176, 0.591, 0.316]")
+    assert [fmt_coord(v) for v in (0.44, 0.17604, 0.5911, 0.316)] == [
+        "0.44", "0.176", "0.591", "0.316"]
+    assert fmt_coord(0.5) == "0.5" and fmt_coord(1.2) == "1.0" and fmt_coord(-0.1) == "0.0"
+    assert fmt_coord(0.1234) == "0.123" and fmt_coord(0.9999) == "1.0"
 
 
 def test_guanaco_prompt_is_the_papers() -> None:
@@ -116,7 +162,9 @@ def test_output_cut_and_checks() -> None:
     original = "It is a red ball, lying on the grass."
     assert check_output(original, "") == "llm_empty"
     assert check_output(original, " it is a red ball, lying on the GRASS. ") == "llm_unchanged"
-    assert check_output(original, original + " Also more.") == "llm_longer"
+    # longer outputs are kept unless asked (the paper's styles lengthen text on purpose)
+    assert check_output(original, "A red ball. " * 9) is None
+    assert check_output(original, "A red ball. " * 9, reject_longer=True) == "llm_longer"
     assert check_output(original, "I'm sorry, I can't.") == "llm_refusal"
     assert check_output(original, "red ball grass") is None
 
@@ -181,7 +229,7 @@ def test_cpu_families() -> None:
                  {"label": "cat", "x1": 0, "y1": 0, "x2": 0.5, "y2": 0.25}]}), None]}
     out = cpu_families(batch)
     assert out["distorted"][0] != TEXT and out["style"][0] != "typos"
-    assert out["distorted"][1] == f"a cat\n\n{PREAMBLE}\ncat: [0.00, 0.00, 0.50, 0.25]"
+    assert out["distorted"][1] == f"a cat\n\n{PREAMBLE}\ncat: [0.0, 0.0, 0.5, 0.25]\n"
     assert out["distorted"][2] is None and out["style"][2] == "typos"
     assert out == cpu_families(batch)
 

@@ -48,7 +48,7 @@ def test_vllm_engine_through_ray_data_llm(ray_cpu: object, tmp_path: Path) -> No
                         "output": {"path": syn}, "ray": {"progress": False}}))
     spec = parse_spec({
         "kind": "distort", "inputs": [syn], "output": {"path": str(tmp_path / "pairs")},
-        "ray": {"progress": False},
+        "ray": {"progress": False}, "pairs_per_conversation": "one_turn",
         "select": {"sources": ["synthetic_llava", "synthetic_text"]},
         "mixture": {"per_source": {"synthetic_text": {"llm": 1.0},
                                    "synthetic_llava": {"llm": 1.0, "augment": 1.0}}},
