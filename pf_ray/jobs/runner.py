@@ -64,6 +64,10 @@ def connect_ray(cfg: RayConfig) -> None:
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = bars
+    if not logging.getLogger().isEnabledFor(logging.INFO):  # pf-ray -v keeps them
+        # Ray Data's "Starting execution / Execution plan / finished" lines per dataset:
+        # the shard progress lines already say what ran
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def run_job(spec: Any, *, executor: str = "ray", connect: bool = True) -> list[Any]:
