@@ -10,10 +10,13 @@ from pf_ray.specs import StorageConfig
 
 
 def reconstruction_rouge(model: Any, tokenizer: Any, pairs: list[dict[str, Any]], *,
-                         max_new_tokens: int = 96, batch_size: int = 16) -> float:
+                         max_new_tokens: int = 96, batch_size: int = 16,
+                         prompt_format: str = "paper") -> float:
     """Mean ROUGE-L of the rewriter's revision of each draft against the original.
 
-    ``pairs`` are rows of a distort dataset (instruction, distorted, original, image...).
+    ``pairs`` are rows of a distort dataset (instruction, distorted, original, image...);
+    ``prompt_format`` is the rewriter prompt the model was trained with (``paper`` or
+    ``released``).
     """
     import torch
 
@@ -29,7 +32,8 @@ def reconstruction_rouge(model: Any, tokenizer: Any, pairs: list[dict[str, Any]]
         images = [[loader.load(p.get("image"), p.get("image_bytes"))]
                   if p.get("image") or p.get("image_bytes") else [] for p in chunk]
         prompts = [encode_rewrite(tokenizer, p["instruction"], p["distorted"], None,
-                                  images=len(imgs), mode=mode).input_ids
+                                  images=len(imgs), mode=mode,
+                                  prompt_format=prompt_format).input_ids  # type: ignore[arg-type]
                    for p, imgs in zip(chunk, images, strict=True)]
         with torch.no_grad():
             outs = generate(model, tokenizer, prompts, images, GenerationConfig(

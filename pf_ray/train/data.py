@@ -1,4 +1,4 @@
-"""Training examples in Ray Data: mixture sampling, multi-turn augmentation, tokenisation.
+"""Training examples in Ray Data: the epoch plan, multi-turn augmentation, tokenisation.
 
 The functions and the example builder here run inside the Ray Data pipeline that
 ``train.launch.build_dataset`` assembles (this module never imports Ray); image decoding
@@ -8,59 +8,142 @@ and tokenisation run there (actor pool), never in the training loop. Columns:
     pixels (binary: float32 (n_images, 3, H, W))  n_images (int32)
     images_unreadable (int32: the example's images that failed to load, rows merged in by
     multi-turn augmentation included; the example keeps their text)
+    examples_skipped (int32: examples the builder dropped just before this one because
+    truncation left them no label token; they would give a NaN loss)
 
-Mixture: dataset ``d`` with ``n_d`` rows and weight ``w_d`` (``ratio``, or ``ratio *
-sqrt(n_d)`` with ``sampling: sqrt``) gets ``round(total * w_d / sum(w))`` examples per
-epoch; each row is repeated ``k // n_d`` times plus once more with probability
-``(k mod n_d) / n_d``, decided by a hash of (seed, id), so the epoch is reproducible.
+Epoch (:func:`epoch_counts`, :func:`epoch_plan`): dataset ``d`` gives exactly ``c_d``
+examples: its ``samples``, ``round(fraction * rows)``, or its share of ``samples_per_epoch``
+by ``ratio`` (``ratio * sqrt(rows)`` with ``sampling: sqrt``; largest remainders, so the
+shares add up). Its rows are read ``c_d // rows`` times whole, then the remaining
+``c_d mod rows`` are a seeded sample, spread over its files in proportion to their rows.
+Each read is one file (:class:`ReadUnit`); the reads of all datasets are interleaved in
+proportion to their counts (each dataset's reads spread evenly over the epoch), and
+``shuffle_window`` consecutive rows are shuffled together (seeded), so batches mix datasets.
 
-Multi-turn augmentation (Clever stages, spec §6): each example is followed by other
-examples of the same batch (drawn with a per-row seed) as later turns, while the images stay
-within ``max_images`` and the tokens within ``max_length``; only the first turn carries the
-system message; the loss covers every response + EOS.
+Multi-turn augmentation (Clever stages, spec §6, as the paper's code): each example is
+followed by up to 32 candidates drawn at random (seeded per row) from a pool of the last
+``multiturn_pool`` rows of that mixed stream, while the images stay within ``max_images``;
+the candidate that crosses ``max_length`` is cut there and ends the example. Only the first
+turn carries the system message; the loss covers every response + EOS. In training, half
+of the images (seeded per row) are padded to a square with a random colour.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
+import posixpath
 import random
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from pf_ray.data.images import ImageError, ImageLoader
-from pf_ray.data.io import Dataset
+from pf_ray.data.io import SHARDS, Dataset
 from pf_ray.specs import StorageConfig
 from pf_ray.steps.base import Batch
-from pf_ray.storage import is_uri
+from pf_ray.storage import is_uri, resolve
 from pf_ray.train.spec import TrainSpec
 
-EXAMPLE_COLUMNS = ("input_ids", "labels", "pixels", "n_images", "images_unreadable")
+EXAMPLE_COLUMNS = ("input_ids", "labels", "pixels", "n_images", "images_unreadable",
+                   "examples_skipped")
+CANDIDATES = 32  # rows tried as later turns per example (N = 32 in the paper's scripts)
+
+
+def largest_remainder(total: int, weights: list[float]) -> list[int]:
+    """``total`` split in proportion to ``weights``; the parts add up to ``total`` exactly."""
+    whole = sum(weights)
+    if total <= 0 or whole <= 0:
+        return [0] * len(weights)
+    shares = [total * w / whole for w in weights]
+    parts = [math.floor(s) for s in shares]
+    by_remainder = sorted(range(len(shares)), key=lambda i: (parts[i] - shares[i], i))
+    for i in by_remainder[:total - sum(parts)]:
+        parts[i] += 1
+    return parts
 
 
 def mixture_counts(sizes: list[int], ratios: list[float], sampling: str,
                    total: int | None) -> list[int]:
-    """Examples per dataset for one epoch."""
-    weights = [r * (math.sqrt(n) if sampling == "sqrt" else 1.0) for n, r in
-               zip(sizes, ratios, strict=True)]
-    total = sum(sizes) if total is None else total
-    return [round(total * w / sum(weights)) for w in weights]
+    """Examples per dataset for one epoch from relative weights (empty datasets get none)."""
+    weights = [0.0 if n == 0 else r * (math.sqrt(n) if sampling == "sqrt" else 1.0)
+               for n, r in zip(sizes, ratios, strict=True)]
+    return largest_remainder(sum(sizes) if total is None else total, weights)
 
 
-def _unit_float(seed: int, key: str) -> float:
-    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+def epoch_counts(spec: TrainSpec, sizes: list[int]) -> list[int]:
+    """Examples per dataset for one epoch of ``spec`` (datasets of ``sizes`` rows)."""
+    if not any(d.has_target for d in spec.data):
+        return mixture_counts(sizes, [d.ratio or 1.0 for d in spec.data], spec.sampling,
+                              spec.samples_per_epoch)
+    for k, (d, n) in enumerate(zip(spec.data, sizes, strict=True)):
+        if n == 0 and d.samples is not None:
+            raise ValueError(f"data.{k}: {d.path} holds no committed rows, so it cannot give "
+                             f"samples {d.samples}")
+    return [d.samples if d.samples is not None else round((d.fraction or 0.0) * n)
+            for d, n in zip(spec.data, sizes, strict=True)]
 
 
-def sample_rows(batch: Batch, *, size: int, target: int, seed: int) -> Batch:
-    """Repeat / drop rows so that a dataset of ``size`` rows yields about ``target``."""
-    whole, frac = divmod(target, size)
-    copies = [whole + (1 if _unit_float(seed, sid) < frac / size else 0) for sid in batch["id"]]
-    # round-robin over the repeats (a b c a b c, not a a b b c c), so a repeated dataset
-    # yields the same batches again, as an epoch over it would
-    keep = [i for c in range(max(copies, default=0)) for i, n in enumerate(copies) if n > c]
-    return {k: [v[i] for i in keep] for k, v in batch.items()}
+@dataclass(frozen=True)
+class ReadUnit:
+    """One read of one file in the epoch: ``keep`` of its ``rows`` (all, or a seeded sample)."""
+
+    source: int  # index of the dataset in spec.data
+    path: str
+    rows: int
+    keep: int
+
+
+def epoch_plan(files: list[list[tuple[str, int]]], counts: list[int],
+               seed: int) -> list[ReadUnit]:
+    """The reads of one epoch in order: dataset ``k``'s ``(file, rows)`` give ``counts[k]``."""
+    placed: list[tuple[float, int, ReadUnit]] = []
+    for k, (parts, count) in enumerate(zip(files, counts, strict=True)):
+        size = sum(rows for _, rows in parts)
+        if size == 0 or count == 0:
+            continue
+        whole, extra = divmod(count, size)
+        quotas = largest_remainder(extra, [float(rows) for _, rows in parts])
+        units = []
+        for copy in range(whole + (extra > 0)):
+            order = list(range(len(parts)))
+            random.Random(f"{seed}:files:{k}:{copy}").shuffle(order)  # a seeded file order
+            keep = [rows if copy < whole else quotas[i] for i, (_, rows) in enumerate(parts)]
+            units += [ReadUnit(k, parts[i][0], parts[i][1], keep[i]) for i in order if keep[i]]
+        done = 0
+        for unit in units:  # each read sits at the middle of its rows within the dataset
+            placed.append(((done + unit.keep / 2) / count, k, unit))
+            done += unit.keep
+    return [unit for _, _, unit in sorted(placed, key=lambda x: (x[0], x[1]))]
+
+
+def read_units(batch: Batch, *, columns: list[str], storage: StorageConfig,
+               seed: int) -> Batch:
+    """The rows each :class:`ReadUnit` of ``batch`` keeps, in file order."""
+    import pyarrow.parquet as pq
+
+    out: Batch = {c: [] for c in columns}
+    for k, path, rows, keep in zip(batch["source"], batch["path"], batch["rows"],
+                                   batch["keep"], strict=True):
+        fs, inner = resolve(path, storage)
+        table = pq.read_table(inner, filesystem=fs, columns=columns)
+        if table.num_rows != rows:
+            raise ValueError(f"{path}: {table.num_rows} rows, its dataset's marker says "
+                             f"{rows}: was the dataset rewritten during training?")
+        if keep < rows:
+            rng = random.Random(f"{seed}:rows:{k}:{posixpath.basename(path)}")
+            table = table.take(sorted(rng.sample(range(rows), keep)))
+        for c in columns:
+            out[c] += table.column(c).to_pylist()
+    return out
+
+
+def shuffle_rows(batch: Batch, *, seed: int) -> Batch:
+    """The rows of ``batch`` in a seeded random order (seeded by the first id, too)."""
+    n = len(batch["id"])
+    order = list(range(n))
+    random.Random(f"{seed}:shuffle:{batch['id'][0] if n else ''}:{n}").shuffle(order)
+    return {k: [v[i] for i in order] for k, v in batch.items()}
 
 
 def _turns_of(row: dict[str, Any], fmt: str) -> list[tuple[str, str]]:
@@ -77,11 +160,58 @@ def _turns_of(row: dict[str, Any], fmt: str) -> list[tuple[str, str]]:
     return turns
 
 
+def pad_to_square(img: Any, colour: tuple[int, int, int]) -> Any:
+    """``img`` (PIL) centred on a square of ``colour``."""
+    from PIL import Image
+
+    w, h = img.size
+    if w == h:
+        return img
+    side = max(w, h)
+    square = Image.new("RGB", (side, side), colour)
+    square.paste(img, ((side - w) // 2, (side - h) // 2))
+    return square
+
+
+@dataclass
+class Candidate:
+    """A row that may become later turns of other examples."""
+
+    row: dict[str, Any]
+    turns: list[tuple[str, str]]
+    n_images: int  # 0 or 1: whether the row refers to an image
+    lengths: dict[int, int] = field(default_factory=dict)  # tokens as later turns, by images
+
+
+class CandidatePool:
+    """The last ``size`` rows seen (a ring), the rows multi-turn candidates are drawn from."""
+
+    def __init__(self, size: int):
+        self.size, self.next = size, 0
+        self.items: list[Candidate] = []
+
+    def add(self, candidate: Candidate) -> None:
+        if len(self.items) < self.size:
+            self.items.append(candidate)
+        else:
+            self.items[self.next] = candidate
+        self.next = (self.next + 1) % self.size
+
+    def draw(self, rng: random.Random, n: int) -> list[Candidate]:
+        return [self.items[i] for i in rng.sample(range(len(self.items)),
+                                                  min(n, len(self.items)))]
+
+
 class ExampleBuilder:
-    """Rows (pairs or samples) -> tokenised examples with preprocessed images."""
+    """Rows (pairs or samples) -> tokenised examples with preprocessed images.
+
+    One builder sees the whole ordered stream (one actor per pipeline), so its candidate
+    pool, and with it every example, is the same in every run.
+    """
 
     def __init__(self, model: str, fmt: str, max_length: int, max_images: int,
-                 multiturn: bool, seed: int, storage: StorageConfig):
+                 multiturn: bool, seed: int, storage: StorageConfig, pool_size: int = 2048,
+                 pad_square: float = 0.0, rewrite_prompt: str = "paper"):
         import open_clip
 
         from pf_ray.model.loading import model_config, model_tokenizer
@@ -92,13 +222,18 @@ class ExampleBuilder:
         self.transform = open_clip.image_transform(config.vision.image_size, is_train=False)
         self.loader = ImageLoader(storage=storage)
         self.fmt, self.max_length, self.max_images = fmt, max_length, max_images
-        self.multiturn, self.seed = multiturn, seed
+        self.multiturn, self.seed, self.pad_square = multiturn, seed, pad_square
+        self.rewrite_prompt = rewrite_prompt
+        self.pool = CandidatePool(pool_size)
+        self.skipped = 0  # examples dropped since the last one emitted
 
     def _images(self, row: dict[str, Any]) -> tuple[list[np.ndarray], int]:
         """The row's preprocessed image (none or one) and how many failed to load (0 or 1).
 
         Ingest/distort already rejected broken images; one that still fails here leaves the
         example text-only, and is counted (``images_unreadable``) rather than dropped silently.
+        With probability ``pad_square`` (seeded by the row id) the image is first padded to
+        a square of a random colour, so the centre crop keeps all of it.
         """
         ref, data = row.get("image"), row.get("image_bytes")
         if ref is None and data is None:
@@ -107,70 +242,96 @@ class ExampleBuilder:
             img = self.loader.load(ref, data)
         except ImageError:
             return [], 1
+        rng = random.Random(f"{self.seed}:pad:{row['id']}")
+        if rng.random() < self.pad_square:
+            img = pad_to_square(img, (rng.randrange(256), rng.randrange(256),
+                                      rng.randrange(256)))
         return [self.transform(img).numpy().astype(np.float32)], 0
 
     def __call__(self, batch: Batch) -> Batch:
-        from pf_ray.model.prompts import Turn, encode_chat, encode_rewrite
+        from pf_ray.model.prompts import IGNORE_INDEX, Turn, encode_chat, encode_rewrite
 
         n = len(batch["id"])
         rows = [{k: batch[k][i] for k in batch} for i in range(n)]
+        if self.multiturn and self.fmt != "rewrite":
+            for row in rows:  # this batch's rows are candidates too
+                self.pool.add(Candidate(row, _turns_of(row, self.fmt),
+                                        int(row.get("image") is not None
+                                            or row.get("image_bytes") is not None)))
         out: Batch = {c: [] for c in EXAMPLE_COLUMNS}
-        for i, row in enumerate(rows):
+        for row in rows:
             images, unreadable = self._images(row)
             if self.fmt == "rewrite":
                 enc = encode_rewrite(self.tokenizer, row["instruction"], row["distorted"],
                                      row["original"], images=len(images), mode=self.mode,
+                                     prompt_format=self.rewrite_prompt,  # type: ignore[arg-type]
                                      max_length=self.max_length)
             else:
                 turns = [Turn(h, a, images=len(images) if k == 0 else 0)
                          for k, (h, a) in enumerate(_turns_of(row, self.fmt))]
-                if self.multiturn and n > 1:
-                    turns, images, merged_unreadable = self._augment(i, rows, turns, images)
+                if not turns:  # no complete turn: nothing to learn
+                    self.skipped += 1
+                    continue
+                if self.multiturn:
+                    turns, images, merged_unreadable = self._augment(row, turns, images)
                     unreadable += merged_unreadable
                 enc = encode_chat(self.tokenizer, turns, self.mode, max_length=self.max_length)
+            if all(label == IGNORE_INDEX for label in enc.labels):
+                self.skipped += 1  # truncation cut every response away
+                continue
             images = images[:enc.num_images]  # truncation may cut trailing images
             out["input_ids"].append(enc.input_ids)
             out["labels"].append(enc.labels)
             out["pixels"].append(np.stack(images).tobytes() if images else b"")
             out["n_images"].append(len(images))
             out["images_unreadable"].append(unreadable)
+            out["examples_skipped"].append(self.skipped)
+            self.skipped = 0
         return out
 
-    def _augment(self, i: int, rows: list[dict[str, Any]], turns: list[Any],
-                 images: list[np.ndarray]) -> tuple[list[Any], list[np.ndarray], int]:
-        """Append other rows' turns; also returns the unreadable images of the rows added."""
+    def _augment(self, row: dict[str, Any], turns: list[Any], images: list[np.ndarray]
+                 ) -> tuple[list[Any], list[np.ndarray], int]:
+        """Append pool rows as later turns; also returns the unreadable images they brought.
+
+        The candidate that reaches ``max_length`` is appended too (the encoder cuts it).
+        """
         from pf_ray.model.prompts import Turn, encode_chat
 
-        rng = random.Random(f"{self.seed}:{rows[i]['id']}")
-        others = [j for j in range(len(rows)) if j != i]
-        rng.shuffle(others)
+        rng = random.Random(f"{self.seed}:{row['id']}")
+        length = len(encode_chat(self.tokenizer, turns, self.mode).input_ids)
         unreadable = 0
-        for j in others[:32]:  # N = 32 candidates, as in the paper's scripts
-            extra = _turns_of(rows[j], self.fmt)
-            if not extra:
+        for cand in self.pool.draw(rng, CANDIDATES):
+            if length >= self.max_length:
+                break
+            if not cand.turns or cand.row["id"] == row["id"]:
                 continue
-            add, bad = self._images(rows[j])
-            if len(images) + len(add) > self.max_images:
+            if len(images) + cand.n_images > self.max_images:
                 break
-            candidate = turns + [Turn(h, a, images=len(add) if k == 0 else 0)
-                                 for k, (h, a) in enumerate(extra)]
-            length = len(encode_chat(self.tokenizer, candidate, self.mode).input_ids)
-            if length > self.max_length:
-                break
-            turns, images, unreadable = candidate, images + add, unreadable + bad
+            add, bad = self._images(cand.row)
+            extra = [Turn(h, a, images=len(add) if k == 0 else 0)
+                     for k, (h, a) in enumerate(cand.turns)]
+            if len(add) not in cand.lengths:  # its tokens as later turns (no system, no BOS)
+                cand.lengths[len(add)] = len(encode_chat(self.tokenizer, extra, self.mode,
+                                                         system="").input_ids) - 1
+            turns, images = turns + extra, images + add
+            length, unreadable = length + cand.lengths[len(add)], unreadable + bad
         return turns, images, unreadable
 
 
-def dataset_files(root: str, storage: StorageConfig) -> list[str]:
+def source_files(root: str, storage: StorageConfig) -> list[tuple[str, int]]:
+    """``(file, rows)`` of each committed shard file of a dataset (rows from its marker)."""
+    import pyarrow.parquet as pq
+
     ds = Dataset(root, storage)
-    files = ds.shard_files()
-    if not files:
-        raise FileNotFoundError(f"data: {root} holds no committed shards")
     scheme = root.split("://", 1)[0] + "://" if is_uri(root) else ""
-    return [scheme + f if scheme and not f.startswith(scheme) else f for f in files]
+    markers = ds.committed()
+    out = []
+    for marker in (markers[name] for name in sorted(markers)):
+        for file in marker["files"]:
+            path = ds.path(SHARDS, file)
+            rows = marker["rows"] if len(marker["files"]) == 1 else (
+                pq.read_metadata(path, filesystem=ds.fs).num_rows)
+            out.append((scheme + path if scheme and not path.startswith(scheme) else path,
+                        rows))
+    return out
 
-
-def dataset_sizes(spec: TrainSpec) -> list[int]:
-    """Committed rows of each training dataset (from their manifests)."""
-    return [(Dataset(d.path, spec.storage).read_manifest() or {}).get("totals", {})
-            .get("rows", 0) for d in spec.data]

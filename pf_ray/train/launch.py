@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pf_ray.storage import join, resolve
 from pf_ray.train.spec import TrainSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,18 +55,22 @@ def run_train(spec: TrainSpec, *, executor: str = "ray") -> TrainResult:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pf_ray.jobs.progress import ray_console
-    from pf_ray.train.data import dataset_sizes, mixture_counts
+    from pf_ray.train.data import epoch_counts, source_files
     from pf_ray.train.loop import train_loop_per_worker
 
-    sizes = dataset_sizes(spec)
-    rows = sum(mixture_counts(sizes, [d.ratio for d in spec.data], spec.sampling,
-                              spec.samples_per_epoch))
-    steps = total_steps(spec, rows)
+    files = [source_files(d.path, spec.storage) for d in spec.data]
+    counts = epoch_counts(spec, [sum(rows for _, rows in f) for f in files])
+    for d, f, count in zip(spec.data, files, counts, strict=True):
+        if not f:
+            log.warning("data %s holds no committed shards: it gives no examples", d.path)
+        log.info("data %s: %d rows -> %d examples per epoch", d.path,
+                 sum(rows for _, rows in f), count)
+    steps = total_steps(spec, sum(counts))
     ctx = DataContext.get_current()
     ctx.execution_options.preserve_order = True  # same example order on every worker and run
     # the workers run the pipeline: its bars reach this console as cursor movements
     ctx.enable_progress_bars = ray_console(spec.ray.progress)
-    dataset = build_dataset(spec, sizes)
+    dataset = build_dataset(spec, files, counts)
     fs, path = resolve(spec.storage_path, spec.storage)
     sc = spec.scaling
     resources = {"CPU": sc.cpus_per_worker}
@@ -104,40 +109,41 @@ def read_history(spec: TrainSpec) -> list[dict[str, Any]]:
     return json.loads(read_bytes(fs, path)) if exists(fs, path) else []
 
 
-def build_dataset(spec: TrainSpec, sizes: list[int]) -> Any:
-    """The Ray Dataset of tokenised examples for one epoch of ``spec``."""
+def build_dataset(spec: TrainSpec, files: list[list[tuple[str, int]]],
+                  counts: list[int]) -> Any:
+    """The Ray Dataset of tokenised examples for one epoch of ``spec``.
+
+    ``files[k]``: dataset ``k``'s ``(file, rows)``; ``counts[k]``: its examples per epoch.
+    One read task per :class:`~pf_ray.train.data.ReadUnit`, in the interleaved epoch order;
+    then a seeded shuffle of ``shuffle_window`` consecutive rows; then the example builder.
+    """
     import ray.data
 
     from pf_ray.steps.ray_adapter import map_batches_any
-    from pf_ray.train.data import ExampleBuilder, dataset_files, mixture_counts, sample_rows
+    from pf_ray.train.data import ExampleBuilder, epoch_plan, read_units, shuffle_rows
     from pf_ray.train.stages import EXAMPLE_FORMAT
 
     fmt = EXAMPLE_FORMAT[spec.stage]
-    counts = mixture_counts(sizes, [d.ratio for d in spec.data], spec.sampling,
-                            spec.samples_per_epoch)
     columns = (["id", "instruction", "original", "distorted", "image", "image_bytes"]
                if fmt == "rewrite" else ["id", "conversations", "image", "image_bytes"])
-    parts = []
-    for k, (d, size, count) in enumerate(zip(spec.data, sizes, counts, strict=True)):
-        if size == 0 or count == 0:
-            continue
-        fs, _ = resolve(d.path, spec.storage)
-        files = dataset_files(d.path, spec.storage)
-        rng = random.Random(f"{spec.seed}:files:{k}")
-        rng.shuffle(files)  # a fixed, seeded file order
-        inner = [resolve(f, spec.storage)[1] for f in files]
-        part = ray.data.read_parquet(inner, filesystem=fs, columns=columns,
-                                     override_num_blocks=len(inner))
-        parts.append(map_batches_any(part, sample_rows, batch_size=None, num_cpus=0.25,
-                                     size=size, target=count, seed=spec.seed + k))
-    if not parts:
+    units = epoch_plan(files, counts, spec.seed)
+    if not units:
         raise ValueError("data: every dataset is empty")
-    ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    multiturn = spec.multiturn if spec.multiturn is not None else fmt == "chat"
+    ds = ray.data.from_items([asdict(u) for u in units], override_num_blocks=len(units))
+    ds = map_batches_any(ds, read_units, batch_size=1, num_cpus=0.25, columns=columns,
+                         storage=spec.storage, seed=spec.seed)
+    if spec.shuffle_window > 1:
+        ds = map_batches_any(ds, shuffle_rows, batch_size=spec.shuffle_window, num_cpus=0.25,
+                             seed=spec.seed)
+    chat = fmt == "chat"
+    multiturn = spec.multiturn if spec.multiturn is not None else chat
+    pad_square = spec.pad_square if spec.pad_square is not None else (0.5 if chat else 0.0)
     # Every training worker runs this pipeline (see loop.py): keep its footprint small.
+    # One builder actor: it sees the whole ordered stream, so its candidate pool is seeded.
     return map_batches_any(
         ds, ExampleBuilder, batch_size=max(8, spec.batch_size), num_cpus=0.5,
         actors=(1, 1), fn_constructor_kwargs={
             "model": spec.model, "fmt": fmt, "max_length": spec.max_length,
             "max_images": spec.max_images, "multiturn": multiturn, "seed": spec.seed,
-            "storage": spec.storage})
+            "storage": spec.storage, "pool_size": spec.multiturn_pool,
+            "pad_square": pad_square, "rewrite_prompt": spec.rewrite_prompt})

@@ -7,14 +7,19 @@ resumed run sees exactly the examples an uninterrupted run would have seen.
 
 State saved every ``checkpoint_every`` steps with torch DCP (each rank writes its shards;
 Ray Train merges the ranks' folders into one checkpoint): trainable parameters, optimizer,
-scheduler, step, epoch, data position, the running count of unreadable images and each
-rank's RNG states (Python, numpy, torch CPU and CUDA). A rerun with the same ``run_name`` (or
-a restart after a worker failure) resumes from the latest checkpoint.
+scheduler, step, epoch, data position, the running counts below and each rank's RNG states
+(Python, numpy, torch CPU and CUDA). A rerun with the same ``run_name`` (or a restart after a
+worker failure) resumes from the latest checkpoint.
 
 Metrics per optimizer step (``ray.train.report`` and ``metrics.json``) are rank 0's: loss,
 lr, grad_norm, tokens/s, and ``images_unreadable``, the running total of images that failed
 to load in the examples rank 0 trained on (its slice of each global batch, not all ranks'),
-since the run began (a resumed run continues the count).
+``examples_skipped``, the examples the builder dropped from the stream because truncation
+left them no label token (counted over whole global batches: the same on every rank), and
+``empty_batches``, rank 0's micro-batches without any label token: their loss (a NaN mean
+over no token, which FSDP would spread to every rank) is replaced by a zero that still
+backpropagates through the model, so every rank runs the same collectives. All three are
+running totals since the run began (a resumed run continues them).
 
 Console: rank 0 writes one line per optimizer step (``spec.ray.progress``); the driver
 shows each worker's output once. Ray Train's own INFO records (one per ``report``, worker
@@ -165,6 +170,8 @@ def quiet_worker_logging(level: int = logging.WARNING) -> None:
     ``LoggingConfig`` does not reach: that logger gets WARNING whatever ``level`` is.
     """
     logging.getLogger().setLevel(level)
+    # Ray Data sets its own logger to INFO ("Starting execution of Dataset ..." per epoch)
+    logging.getLogger("ray.data").setLevel(max(level, logging.INFO))
     try:
         from ray.train.v2._internal.execution import context
     except ImportError:  # another Ray version: nothing to quiet
@@ -192,7 +199,21 @@ def step_line(run_name: str, total: int, metrics: dict[str, Any]) -> str:
             f"grad_norm {metrics['grad_norm']:.3f} {metrics['tokens_per_s']:.0f} tok/s")
     if metrics.get("images_unreadable"):
         line += f" unreadable images {metrics['images_unreadable']}"
+    if metrics.get("examples_skipped"):
+        line += f" skipped examples {metrics['examples_skipped']}"
+    if metrics.get("empty_batches"):
+        line += f" empty batches {metrics['empty_batches']}"
     return line
+
+
+def guarded_loss(out: Any, labels: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """The model's loss, or a zero connected to the logits when no label token is left.
+
+    Returns (loss, empty). Labels are shifted inside the model: position 0 never counts.
+    """
+    if bool((labels[:, 1:] != IGNORE_INDEX).any()):
+        return out.loss, False
+    return out.logits.sum() * 0.0, True
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -230,13 +251,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     progress = load_checkpoint(model, optimizer, scheduler)  # restores each rank's RNG too
     resumed_from = progress["step"] if progress else 0
     if progress is None:
-        progress = {"step": 0, "epoch": 0, "position": 0, "images_unreadable": 0}
+        progress = {"step": 0, "epoch": 0, "position": 0}
         torch.manual_seed(spec.seed * 1000 + rank)  # LoRA dropout differs per rank
     history = _load_history(spec, resumed_from) if rank == 0 else []
 
     shard = ray.train.get_dataset_shard("train")
     step, epoch, position = progress["step"], progress["epoch"], progress["position"]
-    unreadable = progress.get("images_unreadable", 0)  # this rank's, since the run began
+    # running totals since the run began (a checkpoint of an earlier pf-ray lacks some)
+    counts = {k: progress.get(k, 0) for k in ("images_unreadable", "examples_skipped",
+                                              "empty_batches")}
     accum = 0
     t_last, tokens = time.time(), 0
     while epoch < spec.epochs and step < total:
@@ -247,11 +270,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 continue  # consumed before the checkpoint this run resumed from
             mine = table.slice(rank * spec.batch_size, spec.batch_size).to_pydict()
             batch = collate(mine, pad_id, image_size, device)
-            unreadable += sum(mine["images_unreadable"])
+            counts["images_unreadable"] += sum(mine["images_unreadable"])
+            if "examples_skipped" in table.column_names:  # the whole global batch
+                counts["examples_skipped"] += sum(table.column("examples_skipped").to_pylist())
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 out = model(batch["input_ids"], batch["images"], image_mask=batch["image_mask"],
                             attention_mask=batch["attention_mask"], labels=batch["labels"])
-            (out.loss / spec.grad_accum).backward()
+            loss, empty = guarded_loss(out, batch["labels"])
+            counts["empty_batches"] += int(empty)
+            (loss / spec.grad_accum).backward()
             tokens += int((batch["labels"] != IGNORE_INDEX).sum())
             accum += 1
             position = k + 1
@@ -266,11 +293,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             step += 1
             now = time.time()
             metrics = {"step": step, "epoch": epoch, "position": position,
-                       "loss": float(out.loss.detach()), "lr": scheduler.get_last_lr()[0],
+                       "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
                        "grad_norm": float(grad_norm.full_tensor() if hasattr(
                            grad_norm, "full_tensor") else grad_norm),
                        "tokens_per_s": tokens / max(now - t_last, 1e-9),
-                       "images_unreadable": unreadable, "resumed_from": resumed_from}
+                       **counts, "resumed_from": resumed_from}
             t_last, tokens = now, 0
             if step == progress["step"] + 1:  # memory held by this rank (FSDP shards it)
                 metrics.update(rank_memory_bytes(model, optimizer))
@@ -284,7 +311,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     _write_history(spec, history)
                 save_checkpoint(model, optimizer, scheduler,
                                 {"step": step, "epoch": epoch, "position": position,
-                                 "images_unreadable": unreadable}, metrics)
+                                 **counts}, metrics)
             else:
                 ray.train.report(metrics)
             if step >= total:

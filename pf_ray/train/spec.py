@@ -4,16 +4,38 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pf_ray.specs import SpecBase, Strict
 
 
 class TrainData(Strict):
-    """One dataset of a training mixture."""
+    """One dataset of a training mixture: a relative weight, or its own count per epoch.
+
+    ``ratio`` (default 1) shares ``samples_per_epoch`` between the datasets; ``samples`` (an
+    exact count) or ``fraction`` (of its rows, ``round(fraction * rows)``) fix the dataset's
+    own examples per epoch, and the epoch is their sum. One spec uses one kind.
+    """
 
     path: str = Field(..., description="pf-ray dataset root (pairs or samples)")
-    ratio: float = Field(1.0, gt=0, description="sampling weight (see TrainSpec.sampling)")
+    ratio: float | None = Field(None, gt=0, description="relative sampling weight (None: 1; "
+                                                         "see TrainSpec.sampling)")
+    samples: int | None = Field(None, ge=1, description="exact examples per epoch (rows "
+                                                        "repeated or sampled, seeded)")
+    fraction: float | None = Field(None, gt=0, description="examples per epoch as a fraction "
+                                                           "of the rows (0.1: a tenth; 2: twice)")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TrainData:
+        given = [k for k in ("ratio", "samples", "fraction") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)}: give one of ratio (a relative weight), "
+                             "samples or fraction (this dataset's own count per epoch)")
+        return self
+
+    @property
+    def has_target(self) -> bool:
+        return self.samples is not None or self.fraction is not None
 
 
 class OptimConfig(Strict):
@@ -44,7 +66,9 @@ class TrainSpec(SpecBase):
     data: list[TrainData] = Field(..., min_length=1)
     sampling: Literal["ratio", "sqrt"] = Field(
         "ratio", description="ratio: weight = ratio; sqrt: weight = ratio * sqrt(rows)")
-    samples_per_epoch: int | None = Field(None, ge=1, description="None: all rows once")
+    samples_per_epoch: int | None = Field(
+        None, ge=1, description="examples per epoch shared by ratio (None: all rows once); "
+        "unset when data give samples / fraction")
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
     batch_size: int = Field(4, ge=1, description="samples per worker per micro-step")
@@ -52,6 +76,18 @@ class TrainSpec(SpecBase):
     max_length: int = Field(1024, ge=8)
     max_images: int = Field(10, ge=1)
     multiturn: bool | None = Field(None, description="None: on for clever stages")
+    rewrite_prompt: Literal["paper", "released"] = Field(
+        "paper", description="rewriter stage: the paper's prompt, or the one the released "
+        "Polite Flamingo weights were trained with (to fine-tune them further)")
+    multiturn_pool: int = Field(
+        2048, ge=1, description="multi-turn candidates are drawn from the last rows of the "
+        "(mixed) stream: how many each example builder keeps")
+    shuffle_window: int = Field(
+        8192, ge=1, description="consecutive rows of the interleaved sources shuffled together "
+        "(seeded) so that batches mix datasets; 1: none")
+    pad_square: float | None = Field(
+        None, ge=0, le=1, description="probability an image is padded to a square with a "
+        "random colour (seeded per row); None: 0.5 on clever stages, 0 for the rewriter")
     optim: OptimConfig = Field(default_factory=OptimConfig)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     fsdp: bool = Field(True, description="FSDP2 fully_shard (vision tower, each decoder layer)")
@@ -65,3 +101,27 @@ class TrainSpec(SpecBase):
     export_lora: Literal["adapter", "merged"] = "adapter"
     seed: int = 0
     fail_at_step: int | None = Field(None, description="testing: raise once at this step")
+
+    @model_validator(mode="after")
+    def _one_mixture_kind(self) -> TrainSpec:
+        with_target = [k for k, d in enumerate(self.data) if d.has_target]
+        if not with_target:
+            return self
+        first = with_target[0]
+        for k, d in enumerate(self.data):
+            if d.ratio is not None:
+                raise ValueError(
+                    f"data.{k}.ratio: a relative weight cannot be mixed with data.{first}'s own "
+                    "samples/fraction; give every dataset samples or fraction, or every one "
+                    "a ratio")
+            if not d.has_target:
+                raise ValueError(
+                    f"data.{k}: give samples or fraction, as data.{first} does (without them "
+                    "it would be a relative weight)")
+        if self.samples_per_epoch is not None:
+            raise ValueError("samples_per_epoch: the data give their own samples/fraction and "
+                             "the epoch is their sum; leave samples_per_epoch unset")
+        if self.sampling != "ratio":
+            raise ValueError(f"sampling: {self.sampling!r} weighs ratios; the data give their "
+                             "own samples/fraction")
+        return self

@@ -64,7 +64,9 @@ def weights(folder: str) -> dict[str, torch.Tensor]:
 
 def test_loss_falls_on_a_fixed_batch_with_fsdp(four_pairs: str, tmp_path: Path) -> None:
     # 4 pairs repeated 14 times, 2 per worker: every step sees the same global batch
-    spec = train_spec(four_pairs, tmp_path, "fixed", samples_per_epoch=56,
+    # max_length 448: one pair's revised response starts at token 344 (at 320 it would
+    # carry no label token and be skipped)
+    spec = train_spec(four_pairs, tmp_path, "fixed", samples_per_epoch=56, max_length=448,
                       optim={"lr": 3e-3}, export=str(tmp_path / "export"))
     (result,) = run_job(spec)
     losses = [r["loss"] for r in result.history]
@@ -74,7 +76,8 @@ def test_loss_falls_on_a_fixed_batch_with_fsdp(four_pairs: str, tmp_path: Path) 
     assert {"metrics.csv", "metrics.json", "loss.png"} <= {p.name for p in run.iterdir()}
     # export -> load -> the same outputs, adapters or merged
     merged = tmp_path / "merged"
-    spec_m = train_spec(four_pairs, tmp_path, "fixed", export=str(merged), export_lora="merged")
+    spec_m = train_spec(four_pairs, tmp_path, "fixed", export=str(merged), export_lora="merged",
+                        max_length=448)
     from pf_ray.train.export import write_export
 
     model = load_pretrained(tmp_path / "export")

@@ -1,4 +1,8 @@
-"""Training data: mixture counts, sampling, multi-turn augmentation, stage trainability."""
+"""Training data: mixture counts, multi-turn augmentation, stage trainability.
+
+The epoch plan (exact counts per source, interleaving) is in test_train_mixture.py; the
+candidate pool, truncation and image padding in test_train_multiturn.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pf_ray.data.synthetic import generate
 from pf_ray.model.prompts import IGNORE_INDEX
 from pf_ray.model.trainability import apply_trainability, trainable_names
 from pf_ray.specs import StorageConfig
-from pf_ray.train.data import ExampleBuilder, mixture_counts, sample_rows
+from pf_ray.train.data import ExampleBuilder, largest_remainder, mixture_counts
 from pf_ray.train.stages import STAGE_TRAINABILITY
 
 
@@ -19,14 +23,11 @@ def test_mixture_counts_ratio_and_sqrt() -> None:
     assert mixture_counts([100, 400], [1, 3], "ratio", None) == [125, 375]
 
 
-def test_sample_rows_repeats_round_robin_and_is_seeded() -> None:
-    batch = {"id": ["a", "b", "c"], "x": [1, 2, 3]}
-    assert sample_rows(batch, size=3, target=6, seed=0)["x"] == [1, 2, 3, 1, 2, 3]
-    down = [len(sample_rows({"id": [f"r{i}" for i in range(1000)]}, size=1000, target=250,
-                            seed=s)["id"]) for s in range(3)]
-    assert all(200 < n < 300 for n in down)
-    assert sample_rows(batch, size=3, target=2, seed=5) == sample_rows(batch, size=3, target=2,
-                                                                       seed=5)
+def test_largest_remainder_adds_up_exactly() -> None:
+    assert largest_remainder(10, [1, 1, 1]) == [4, 3, 3]
+    assert sum(largest_remainder(772_000, [3.0, 1.7, 0.2, 9.9])) == 772_000
+    assert largest_remainder(5, [0, 0]) == [0, 0] and largest_remainder(0, [1]) == [0]
+    assert mixture_counts([0, 10], [1, 1], "ratio", 6) == [0, 6]  # empty: no share
 
 
 def test_chat_examples_with_multiturn_augmentation() -> None:
