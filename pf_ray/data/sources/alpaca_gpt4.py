@@ -9,18 +9,6 @@ keys are ``<file stem>/#<position>``.
 
 from __future__ import annotations
 
-from typing import Any
+from pf_ray.data.sources.base import register_instruction_adapter
 
-from pf_ray.data.sources.base import (
-    RecordContext,
-    file_stem_prefix,
-    instruction_turns,
-    register,
-    sample,
-)
-
-
-@register("alpaca_gpt4", key_prefix=file_stem_prefix)
-def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
-    turns, notes = instruction_turns(record, ("output",))
-    return sample(ctx, task="text_instruction", image=None, turns=turns, meta=notes)
+convert = register_instruction_adapter("alpaca_gpt4")

@@ -346,6 +346,17 @@ def instruction_turns(record: Any, answer_keys: tuple[str, ...] = ("output",)
     return turns, notes
 
 
+def register_instruction_adapter(name: str, answer_keys: tuple[str, ...] = ("output",)
+                                 ) -> Converter:
+    """Register an adapter for Alpaca-style files: text-only samples, keys per file."""
+
+    def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
+        turns, notes = instruction_turns(record, answer_keys)
+        return sample(ctx, task="text_instruction", image=None, turns=turns, meta=notes)
+
+    return register(name, key_prefix=file_stem_prefix)(convert)
+
+
 def strip_image_tokens(turns: list[dict[str, str]]) -> tuple[list[dict[str, str]], str | None]:
     """Remove ``<image>`` markers; report where the first one sat ("before"/"after" text)."""
     placement = None
