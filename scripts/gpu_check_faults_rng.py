@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from pf_ray.data.schema import REJECT_REASON, UNIT  # noqa: E402
 from pf_ray.faults import UnitFailed, is_infrastructure_fault  # noqa: E402
-from pf_ray.steps.base import Resources, Retry, StepDef, run_step  # noqa: E402
+from pf_ray.specs import FaultPolicy  # noqa: E402
+from pf_ray.steps.base import Resources, StepDef, run_step  # noqa: E402
 from pf_ray.train.loop import rng_state, set_rng_state  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def main() -> int:
     step = StepDef("greedy", greedy, ("id",), ("y",), Resources(batch_size=4))
     batch = {"id": [f"r{i}" for i in range(8)], UNIT: ["u0"] * 8, REJECT_REASON: [None] * 8}
     try:
-        out = run_step(step, greedy, batch, Retry(retries=1, backoff_s=0))
+        out = run_step(step, greedy, batch, FaultPolicy(retries=1, backoff_s=0))
         failed = f"no failure, rejects {out[REJECT_REASON]}"
     except UnitFailed as exc:
         failed = str(exc)

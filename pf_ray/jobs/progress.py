@@ -38,15 +38,15 @@ def plain_console_env() -> None:
 def ray_console(progress: bool) -> bool:
     """Set up this (driver) process's console for Ray; returns whether to draw progress bars.
 
-    Not interactive: Ray prints the ``(pid=...)`` prefix of each line forwarded from a worker
-    without colour codes (``RAY_COLOR_PREFIX=0``, read as each line is printed, so before or
-    after ``ray.init``; a value already set wins), and there are no Ray Data progress bars:
-    bars drawn from a worker process (training) reach this console as cursor movements
-    whatever it is. Use the result for ``DataContext.enable_progress_bars``.
+    Not interactive: :func:`plain_console_env` (its ``RAY_COLOR_PREFIX`` is read as each line
+    is printed, so it still takes effect here; ``RAY_DEDUP_LOGS`` only if ray was not imported
+    yet), and no Ray Data progress bars: bars drawn from a worker process (training) reach
+    this console as cursor movements whatever it is. Use the result for
+    ``DataContext.enable_progress_bars``.
     """
     if interactive():
         return progress
-    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    plain_console_env()
     return False
 
 

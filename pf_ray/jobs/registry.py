@@ -62,7 +62,8 @@ class JobKind:
 
 
 _KINDS: dict[str, JobKind] = {}
-_adapter_cache: dict[tuple[str, ...], tuple[TypeAdapter[Any], type[SpecBase]]] = {}
+# The spec adapter and pipeline class for the kinds registered now (rebuilt after a change)
+_built: tuple[TypeAdapter[Any], type[SpecBase]] | None = None
 
 
 def register(kind: JobKind, *, replace: bool = False) -> JobKind:
@@ -70,14 +71,16 @@ def register(kind: JobKind, *, replace: bool = False) -> JobKind:
     old = _KINDS.get(kind.name)
     if old is not None and old != kind and not replace:
         raise ValueError(f"kind {kind.name!r} is registered already ({old.spec.__name__})")
+    global _built
     _KINDS[kind.name] = kind
-    _adapter_cache.clear()
+    _built = None
     return kind
 
 
 def unregister(name: str) -> None:
+    global _built
     _KINDS.pop(name, None)
-    _adapter_cache.clear()
+    _built = None
 
 
 # The catalogue of built-in kinds sits above the stages (it imports them); the registry
@@ -112,10 +115,10 @@ def get(name: str) -> JobKind:
 
 
 def _build() -> tuple[TypeAdapter[Any], type[SpecBase]]:
+    global _built
     registered = kinds()
-    key = tuple(sorted(registered))
-    if key in _adapter_cache:
-        return _adapter_cache[key]
+    if _built is not None:
+        return _built
     specs = tuple(k.spec for k in registered.values())
     leaf: Any = Annotated[specs[0] if len(specs) == 1 else _union(specs),
                           Field(discriminator="kind")]
@@ -126,9 +129,8 @@ def _build() -> tuple[TypeAdapter[Any], type[SpecBase]]:
         jobs=(list[Annotated[str | leaf, Field(union_mode="left_to_right")]],
               Field(..., min_length=1)))
     spec_union: Any = Annotated[_union((*specs, pipeline)), Field(discriminator="kind")]
-    built = (TypeAdapter(spec_union), pipeline)
-    _adapter_cache[key] = built
-    return built
+    _built = (TypeAdapter(spec_union), pipeline)
+    return _built
 
 
 def _union(types: tuple[type, ...]) -> Any:

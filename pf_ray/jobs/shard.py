@@ -41,7 +41,7 @@ from pf_ray.data.schema import (
 )
 from pf_ray.faults import UnitFailed
 from pf_ray.specs import FaultPolicy, OutputConfig, StorageConfig
-from pf_ray.steps.base import Retry, StepDef, num_rows
+from pf_ray.steps.base import StepDef, num_rows
 from pf_ray.steps.local import LocalRunner
 
 Reader = Callable[..., Batch]  # reader(**unit.params) -> rows of that unit
@@ -83,10 +83,6 @@ class ShardPlan:
     faults: FaultPolicy = field(default_factory=FaultPolicy)
     # Reject reasons that are the stage's intent, not a fault (left out of the fraction).
     expected_reasons: tuple[str, ...] = ("not_selected",)
-
-    @property
-    def retry(self) -> Retry:
-        return Retry(self.faults.retries, self.faults.backoff_s)
 
     def shard_name(self, unit: Unit) -> str:
         return f"{unit.key}-{self.spec_hash}"
@@ -300,7 +296,7 @@ def run_units_locally(plan: ShardPlan, dataset: Dataset, pending: list[Unit],
     if plan.ray_stage is not None:
         raise ValueError(f"the {plan.kind} job has a Ray Data stage (e.g. the vllm engine); "
                          "run it with executor 'ray'")
-    runner = LocalRunner(plan.steps, plan.retry)
+    runner = LocalRunner(plan.steps, plan.faults)
     for unit in pending:
         batch = read_unit({UNIT: [unit.key], "_params": [json.dumps(unit.params)]},
                           plan.reader)

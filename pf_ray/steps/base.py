@@ -36,6 +36,7 @@ from pf_ray.data.schema import (  # noqa: F401 - re-exported: steps speak in the
     Batch,
 )
 from pf_ray.faults import UnitFailed, is_infrastructure_fault
+from pf_ray.specs import FaultPolicy
 
 
 @dataclass(frozen=True)
@@ -132,16 +133,8 @@ def _check(step: StepDef, out: Batch, n: int) -> None:
                 f"for {n} row(s); steps map rows one to one (reject rows instead of dropping)")
 
 
-@dataclass(frozen=True)
-class Retry:
-    """How a step retries a micro-batch after an infrastructure fault (from the spec)."""
-
-    retries: int = 3
-    backoff_s: float = 2.0
-
-
 def run_step(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch,
-             retry: Retry | None = None) -> Batch:
+             faults: FaultPolicy | None = None) -> Batch:
     """Apply ``fn`` (built from ``step``) to the live rows of ``batch`` in micro-batches.
 
     Rows already rejected pass through untouched. If a micro-batch raises a row fault, it
@@ -162,14 +155,14 @@ def run_step(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch,
     live = [i for i in range(n) if out[REJECT_REASON][i] is None]
     size = max(1, step.resources.batch_size)
     for start in range(0, len(live), size):
-        _apply(step, fn, batch, out, live[start:start + size], retry or Retry())
+        _apply(step, fn, batch, out, live[start:start + size], faults or FaultPolicy())
     return out
 
 
 def _call(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch, sub: Batch,
-          idx: list[int], retry: Retry) -> Batch:
+          idx: list[int], faults: FaultPolicy) -> Batch:
     """``fn(sub)``, retrying infrastructure faults with exponential backoff."""
-    for attempt in range(retry.retries + 1):
+    for attempt in range(faults.retries + 1):
         try:
             result = fn(sub)
             _check(step, result, len(idx))
@@ -179,29 +172,29 @@ def _call(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch, sub: Batch,
         except Exception as exc:
             if not is_infrastructure_fault(exc):
                 raise
-            if attempt == retry.retries:
+            if attempt == faults.retries:
                 units = sorted({str(batch[UNIT][i]) for i in idx}) if UNIT in batch else []
                 raise UnitFailed(
                     f"step {step.name!r} failed with an infrastructure fault on "
                     f"{len(idx)} row(s) of unit(s) {', '.join(units) or '?'} after "
-                    f"{retry.retries} retries: {type(exc).__name__}: {exc}"[:4000]) from exc
-            time.sleep(retry.backoff_s * 2**attempt)
+                    f"{faults.retries} retries: {type(exc).__name__}: {exc}"[:4000]) from exc
+            time.sleep(faults.backoff_s * 2**attempt)
     raise AssertionError("unreachable")
 
 
 def _apply(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch, out: Batch,
-           idx: list[int], retry: Retry) -> None:
+           idx: list[int], faults: FaultPolicy) -> None:
     # A step that reads nothing still gets the ids, so it knows how many rows it maps.
     sub = take({k: batch[k] for k in (step.inputs or ("id",)) if k in batch}, idx)
     try:
-        result = _call(step, fn, batch, sub, idx, retry)
+        result = _call(step, fn, batch, sub, idx, faults)
     except (StepContractError, UnitFailed):
         raise
     except Exception as exc:  # noqa: BLE001 - any other failure is a row fault
         if len(idx) > 1:
             mid = len(idx) // 2
-            _apply(step, fn, batch, out, idx[:mid], retry)
-            _apply(step, fn, batch, out, idx[mid:], retry)
+            _apply(step, fn, batch, out, idx[:mid], faults)
+            _apply(step, fn, batch, out, idx[mid:], faults)
             return
         i = idx[0]
         out[REJECT_STAGE][i] = step.name

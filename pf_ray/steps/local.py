@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pf_ray.steps.base import Batch, Retry, StepDef, run_step
+from pf_ray.specs import FaultPolicy
+from pf_ray.steps.base import Batch, StepDef, run_step
 
 
 class LocalRunner:
     """Builds each step once (class steps load their model once) and maps batches."""
 
-    def __init__(self, steps: Sequence[StepDef], retry: Retry | None = None):
-        self.steps, self.retry = list(steps), retry
+    def __init__(self, steps: Sequence[StepDef], faults: FaultPolicy | None = None):
+        self.steps, self.faults = list(steps), faults
         self._fns = [s.build() for s in self.steps]
 
     def __call__(self, batch: Batch) -> Batch:
         for step, fn in zip(self.steps, self._fns, strict=True):
-            batch = run_step(step, fn, batch, self.retry)
+            batch = run_step(step, fn, batch, self.faults)
         return batch
 
 

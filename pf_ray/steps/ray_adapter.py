@@ -18,7 +18,8 @@ import ray.data
 from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
 from pf_ray.data.schema import BOOKKEEPING, SCHEMAS, UNIT_ROWS, UNIT_T0, Batch
-from pf_ray.steps.base import Retry, StepDef, run_step
+from pf_ray.specs import FaultPolicy
+from pf_ray.steps.base import StepDef, run_step
 
 # Known column types, so that an all-null column in one block keeps its real type.
 _TYPES: dict[str, pa.DataType] = {f.name: f.type for s in SCHEMAS.values() for f in s}
@@ -47,26 +48,26 @@ def batch_to_table(batch: Batch) -> pa.Table:
 class _StepActor:
     """Actor wrapper: builds a class/GPU step once, then maps unit blocks."""
 
-    def __init__(self, step: StepDef, retry: Retry):
-        self.step, self.retry = step, retry
+    def __init__(self, step: StepDef, faults: FaultPolicy):
+        self.step, self.faults = step, faults
         self.fn = step.build()
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return batch_to_table(run_step(self.step, self.fn, table_to_batch(table), self.retry))
+        return batch_to_table(run_step(self.step, self.fn, table_to_batch(table), self.faults))
 
 
-def _step_task(table: pa.Table, step: StepDef, retry: Retry) -> pa.Table:
-    return batch_to_table(run_step(step, step.build(), table_to_batch(table), retry))
+def _step_task(table: pa.Table, step: StepDef, faults: FaultPolicy) -> pa.Table:
+    return batch_to_table(run_step(step, step.build(), table_to_batch(table), faults))
 
 
 def _function_task(table: pa.Table, fn: Callable[..., Batch], kwargs: dict[str, Any]) -> pa.Table:
     return batch_to_table(fn(table_to_batch(table), **kwargs))
 
 
-def map_step(ds: ray.data.Dataset, step: StepDef, retry: Retry | None = None
+def map_step(ds: ray.data.Dataset, step: StepDef, faults: FaultPolicy | None = None
              ) -> ray.data.Dataset:
-    """Apply one step to every unit block of ``ds`` (``retry``: infrastructure faults)."""
-    retry = retry or Retry()
+    """Apply one step to every unit block of ``ds`` (``faults``: infrastructure faults)."""
+    faults = faults or FaultPolicy()
     res = step.resources
     common: dict[str, Any] = {"batch_size": None, "batch_format": "pyarrow",
                               "num_cpus": res.num_cpus}
@@ -76,19 +77,19 @@ def map_step(ds: ray.data.Dataset, step: StepDef, retry: Retry | None = None
         common["memory"] = res.memory
     if step.uses_actors:
         return ds.map_batches(
-            _StepActor, fn_constructor_kwargs={"step": step, "retry": retry},
+            _StepActor, fn_constructor_kwargs={"step": step, "faults": faults},
             compute=ActorPoolStrategy(min_size=res.min_actors,
                                       max_size=max(res.min_actors, res.max_actors)),
             **common)
-    return ds.map_batches(_step_task, fn_kwargs={"step": step, "retry": retry},
+    return ds.map_batches(_step_task, fn_kwargs={"step": step, "faults": faults},
                           compute=TaskPoolStrategy(),
                           **common)
 
 
-def map_steps(ds: ray.data.Dataset, steps: Sequence[StepDef], retry: Retry | None = None
+def map_steps(ds: ray.data.Dataset, steps: Sequence[StepDef], faults: FaultPolicy | None = None
               ) -> ray.data.Dataset:
     for step in steps:
-        ds = map_step(ds, step, retry)
+        ds = map_step(ds, step, faults)
     return ds
 
 

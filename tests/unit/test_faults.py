@@ -15,7 +15,7 @@ from pf_ray.faults import EngineUnavailable, UnitFailed, is_infrastructure_fault
 from pf_ray.jobs.runner import run_plan
 from pf_ray.jobs.shard import JobFailed, ShardPlan, Unit, failure_from
 from pf_ray.specs import FaultPolicy, OutputConfig, StorageConfig
-from pf_ray.steps.base import Resources, Retry, StepDef, run_step
+from pf_ray.steps.base import Resources, StepDef, run_step
 
 
 class Flaky:
@@ -60,7 +60,7 @@ def test_row_faults_are_classified(exc: Exception) -> None:
 def test_dead_engine_fails_the_unit_after_retries_without_bisecting() -> None:
     fn = Flaky(down=10**6, exc=ConnectionRefusedError(111, "Connection refused"))
     with pytest.raises(UnitFailed) as info:
-        run_step(STEP, fn, batch_of(8), Retry(retries=2, backoff_s=0))
+        run_step(STEP, fn, batch_of(8), FaultPolicy(retries=2, backoff_s=0))
     assert fn.calls == 3  # the first call and two retries; never 2n-1 bisection calls
     assert "'flaky'" in str(info.value) and "u0" in str(info.value)
     assert "ConnectionRefusedError" in str(info.value)
@@ -68,7 +68,7 @@ def test_dead_engine_fails_the_unit_after_retries_without_bisecting() -> None:
 
 def test_transient_fault_is_retried_and_row_faults_still_bisect() -> None:
     fn = Flaky(down=1, exc=TimeoutError("read timed out"))
-    out = run_step(STEP, fn, batch_of(8, bad=5), Retry(retries=2, backoff_s=0))
+    out = run_step(STEP, fn, batch_of(8, bad=5), FaultPolicy(retries=2, backoff_s=0))
     assert out[REJECT_REASON] == [None] * 5 + ["exception"] + [None] * 2
     assert out[REJECT_DETAIL][5] == "ValueError: this row is broken"
     assert out["y"][0] == "ok r0" and out["y"][5] is None
