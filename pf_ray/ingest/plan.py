@@ -6,8 +6,9 @@ from typing import Any
 
 from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON, Batch
 from pf_ray.data.sources import SourceReader, expand_paths
-from pf_ray.data.sources.base import file_slug
+from pf_ray.data.sources.base import DRAWS, file_slug
 from pf_ray.data.synthetic import generate
+from pf_ray.ingest.draw import draw_regions_step
 from pf_ray.ingest.spec import IngestSpec, SyntheticSpec
 from pf_ray.jobs.shard import ShardPlan, Unit, safe_key
 from pf_ray.specs import spec_hash
@@ -32,7 +33,7 @@ def plan_ingest(spec: IngestSpec) -> ShardPlan:
     """Units are slices of ``rows_per_shard`` records of each matched file."""
     src = spec.source
     name = src.name or src.adapter
-    reader = SourceReader(src.adapter, name, src.image_root, spec.storage)
+    reader = SourceReader(src.adapter, name, src.image_root, spec.storage, src.image_pattern)
     files = expand_paths(src.path, spec.storage)
     if not files:
         raise FileNotFoundError(f"source.path: no file matches {src.path!r}")
@@ -44,6 +45,8 @@ def plan_ingest(spec: IngestSpec) -> ShardPlan:
                               {"file": f, "start": start, "stop": start + spec.rows_per_shard}))
     steps = [StepDef("check_text", check_text, ("id", "conversations"), (),
                      Resources(batch_size=1024), {"max_chars": spec.max_chars})]
+    if src.adapter in DRAWS:  # rows ask for a region drawn onto their image (meta.draw)
+        steps.append(draw_regions_step(spec.images, spec.storage, src.image_root))
     if spec.images.check or spec.images.embed:
         steps.append(check_images_step(spec.images, spec.storage, src.image_root))
     return ShardPlan(kind="ingest", spec_hash=spec_hash(spec),

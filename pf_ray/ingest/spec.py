@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import string
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pf_ray.specs import ImagePolicy, OutputConfig, SpecBase, Strict
 
@@ -22,7 +24,11 @@ class SyntheticSpec(SpecBase):
 
 
 SourceAdapter = Literal["llava_instruct", "sharegpt", "ultrachat", "coco", "oasst1", "alpaca_gpt4",
-                        "gpteacher", "instructionwild"]
+                        "gpteacher", "instructionwild",
+                        # raw vision-language annotations for the rewrite stage (spec §4)
+                        "vqav2", "gqa", "aokvqa", "textvqa", "textcaps", "coco_captions",
+                        "flickr30k", "clevr", "scienceqa", "image_paragraph", "webdataset",
+                        "image_folder_classes", "refcocog"]
 
 
 class SourceConfig(Strict):
@@ -33,6 +39,34 @@ class SourceConfig(Strict):
         ..., description="file, glob or URI (s3://bucket/x.json), or a list of them")
     image_root: str | None = Field(None, description="folder or URI image paths are relative to")
     name: str | None = Field(None, description="source name used in ids (default: adapter name)")
+    # Left out of dumps when unset, so spec hashes (shard names) of datasets ingested before
+    # this field existed stay the same and their jobs still resume.
+    image_pattern: str | None = Field(
+        None, exclude_if=lambda v: v is None, description="str.format pattern of the image path under image_root, for "
+        "adapters that name images from ids (vqav2: '{split}/COCO_{split}_{image_id:012d}.jpg')")
+
+    @model_validator(mode="after")
+    def _pattern_fields(self) -> SourceConfig:
+        if self.image_pattern is None:
+            return self
+        from pf_ray.data.sources.base import IMAGE_PATTERN_FIELDS, get_adapter
+
+        get_adapter(self.adapter)  # registers the adapters' pattern fields
+        allowed = IMAGE_PATTERN_FIELDS.get(self.adapter)
+        if allowed is None:
+            raise ValueError(f"image_pattern: adapter {self.adapter!r} takes its image paths "
+                             "from the records; only "
+                             f"{sorted(IMAGE_PATTERN_FIELDS)} accept a pattern")
+        try:
+            used = {re.split(r"[.\[]", f)[0] for _, f, _, _ in string.Formatter().parse(
+                self.image_pattern) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"image_pattern: received {self.image_pattern!r}: {exc}") from exc
+        unknown = sorted(used - set(allowed))
+        if unknown or "" in used:
+            raise ValueError(f"image_pattern: received {self.image_pattern!r} with field(s) "
+                             f"{unknown or ['{}']}; allowed for {self.adapter}: {list(allowed)}")
+        return self
 
 
 class IngestSpec(SpecBase):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import json
@@ -9,6 +10,7 @@ import posixpath
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -48,9 +50,17 @@ RECORD_READERS: dict[str, RecordReader] = {}
 # KEY_PREFIXES[name](file) -> e.g. "detail/", so ids stay unique when a source globs files.
 KeyPrefix = Callable[[str], str]
 KEY_PREFIXES: dict[str, KeyPrefix] = {}
+# Adapters that name images from a record's ids (VQAv2: image_id 9 of train2014 ->
+# "train2014/COCO_train2014_000000000009.jpg") accept ``source.image_pattern``: a
+# str.format pattern over the fields listed here, replacing the adapter's default.
+IMAGE_PATTERN_FIELDS: dict[str, tuple[str, ...]] = {}
+# Adapters whose rows ask for a region drawn onto their image (``meta.draw``, see
+# pf_ray.data.draw): the ingest job renders it into ``image_bytes``.
+DRAWS: set[str] = set()
 
 
-def register(name: str, records: RecordReader | None = None, key_prefix: KeyPrefix | None = None
+def register(name: str, records: RecordReader | None = None, key_prefix: KeyPrefix | None = None,
+             pattern_fields: tuple[str, ...] | None = None, draws: bool = False
              ) -> Callable[[Converter], Converter]:
     def wrap(fn: Converter) -> Converter:
         ADAPTERS[name] = fn
@@ -58,22 +68,70 @@ def register(name: str, records: RecordReader | None = None, key_prefix: KeyPref
             RECORD_READERS[name] = records
         if key_prefix is not None:
             KEY_PREFIXES[name] = key_prefix
+        if pattern_fields is not None:
+            IMAGE_PATTERN_FIELDS[name] = pattern_fields
+        if draws:
+            DRAWS.add(name)
         return fn
 
     return wrap
+
+
+def cached_reader(parse: RecordReader, maxsize: int = 2) -> RecordReader:
+    """Cache a whole-file record reader: the plan counts a file and every unit of the file
+    slices it, so a worker would otherwise parse the same (often 100+ MB) file per unit."""
+
+    @lru_cache(maxsize=maxsize)
+    def cached(file: str, storage_json: str) -> tuple[tuple[int, Any], ...]:
+        return tuple(parse(file, StorageConfig.model_validate_json(storage_json)))
+
+    def reader(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
+        return list(cached(file, storage.model_dump_json()))
+
+    return reader
+
+
+def load_json(file: str, storage: StorageConfig) -> Any:
+    """A whole JSON file; an unreadable one raises RecordError (the file becomes a reject)."""
+    fs, path = resolve(file, storage)
+    try:
+        return json.loads(read_bytes(fs, path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordError("unreadable_file", f"{file}: invalid JSON ({exc})") from exc
+
+
+def json_field(data: Any, field: str, file: str, kind: type = list) -> Any:
+    """``data[field]`` of a released annotation file, checked to be a ``kind``."""
+    value = data.get(field) if isinstance(data, dict) else data
+    if not isinstance(data, dict) or not isinstance(value, kind):
+        raise RecordError("unreadable_file", f"{file}: expected an object with a {field!r} "
+                          f"{kind.__name__}, received {type(value).__name__}")
+    return value
 
 
 def get_adapter(name: str) -> Converter:
     # Importing the modules registers them.
     from pf_ray.data.sources import (  # noqa: F401
         alpaca_gpt4,
+        aokvqa,
+        clevr,
         coco,
+        flickr30k,
         gpteacher,
+        gqa,
+        image_folder_classes,
+        image_paragraph,
         instructionwild,
         llava,
         oasst1,
+        refcocog,
+        scienceqa,
         sharegpt,
+        textcaps,
+        textvqa,
         ultrachat,
+        vqav2,
+        webdataset,
     )
 
     try:
@@ -90,6 +148,7 @@ class RecordContext:
     key: str  # the record's own key, made unique within its file
     file: str  # the file it came from
     image_root: str | None
+    image_pattern: str | None = None  # source.image_pattern (adapters that name images)
 
 
 def expand_paths(path: str | list[str], storage: StorageConfig) -> list[str]:
@@ -114,16 +173,28 @@ def expand_paths(path: str | list[str], storage: StorageConfig) -> list[str]:
     scheme = path.split("://", 1)[0]
     base = inner.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0].rsplit("/", 1)[0]
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-    pattern = re.compile(glob.translate(inner, recursive=True, include_hidden=False)) \
-        if hasattr(glob, "translate") else None
     out = []
     for info in infos:
         if info.type != pafs.FileType.File:
             continue
-        if pattern is not None and not pattern.match(info.path):
+        if not glob_match(inner, info.path):
             continue
         out.append(f"{scheme}://{info.path}")
     return sorted(out)
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    """Whether an object key matches a glob the way a local glob would: ``*``, ``?`` and
+    ``[...]`` within one path segment, ``**`` across segments (``glob.translate`` is only in
+    Python 3.13+)."""
+    if hasattr(glob, "translate"):
+        return re.fullmatch(glob.translate(pattern, recursive=True, include_hidden=False),
+                            path) is not None
+    if "**" in pattern:
+        return fnmatch.fnmatchcase(path, pattern)
+    parts, names = pattern.split("/"), path.split("/")
+    return len(parts) == len(names) and all(
+        fnmatch.fnmatchcase(n, p) for n, p in zip(names, parts, strict=True))
 
 
 def parse_records(data: bytes, where: str) -> Iterator[tuple[int, Any | RecordError]]:
@@ -177,6 +248,7 @@ class SourceReader:
     source: str
     image_root: str | None
     storage: StorageConfig
+    image_pattern: str | None = None
 
     def count(self, file: str) -> int:
         """Records in a file (an unreadable file counts as one row: its reject)."""
@@ -223,7 +295,7 @@ class SourceReader:
             if isinstance(record, RecordError):
                 rows.append(_reject_row(sid, self.source, record, {"file": file}))
                 continue
-            ctx = RecordContext(self.source, key, file, self.image_root)
+            ctx = RecordContext(self.source, key, file, self.image_root, self.image_pattern)
             try:
                 row = convert(record, ctx)
             except RecordError as exc:
@@ -387,6 +459,46 @@ def image_ref(record: dict[str, Any], ctx: RecordContext) -> str | None:
         return ImageLoader(image_root=ctx.image_root).locate(image) if ctx.image_root else image
     except ImageError as exc:
         raise RecordError(exc.reason, exc.detail) from exc
+
+
+def pattern_image(ctx: RecordContext, default: str, **fields: Any) -> str | None:
+    """The image a record names through ``source.image_pattern`` (or the adapter's default),
+    resolved under the image root like any record's image."""
+    pattern = ctx.image_pattern or default
+    try:
+        name = pattern.format(**fields)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise RecordError("bad_field", f"image_pattern {pattern!r} with {fields}: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    return image_ref({"image": name}, ctx)
+
+
+def pick(options: tuple[str, ...], key: str) -> str:
+    """One of ``options`` chosen by a hash of the record key: stable across runs and
+    machines (Python's own hash() is salted per process)."""
+    return options[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(options)]
+
+
+def text_field(record: dict[str, Any], field: str) -> str:
+    """A required non-blank string field of a record, stripped."""
+    if field not in record or record[field] is None:
+        raise RecordError("missing_field", f"no {field!r}")
+    value = record[field]
+    if not isinstance(value, str):
+        raise RecordError("bad_field", f"{field!r} is {type(value).__name__}, not str")
+    if not value.strip():
+        raise RecordError("empty_text", f"{field!r} is empty")
+    return value.strip()
+
+
+def id_field(record: dict[str, Any], field: str) -> int | str:
+    """A required id (int or non-empty str; bools are not ids)."""
+    value = record.get(field)
+    if value is None or value == "":
+        raise RecordError("missing_field", f"no {field!r}")
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise RecordError("bad_field", f"{field!r} is {type(value).__name__}, not an id")
+    return value
 
 
 def sample(ctx: RecordContext, *, task: str, image: str | None,

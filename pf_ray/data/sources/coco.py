@@ -8,6 +8,10 @@ absent). One record per image: its captions, and its boxes converted from COCO's
 the boxes in ``boxes``, the captions list and COCO ids in ``meta``. Both the 2014 file
 names (``COCO_train2014_000000215677.jpg``) and the 2017 ones (``000000215677.jpg``) are
 kept as given, relative to ``image_root``.
+
+``coco_captions`` reads the same files into the same rows for the rewrite stage (spec §4's
+caption template): the user turn is one of LLaVA's 16 detailed-description requests, chosen
+from the image id (``coco`` keeps the single request, for the distort stage's box join).
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from pf_ray.data.sources.base import RecordContext, RecordError, image_ref, register, sample
+from pf_ray.data.sources.base import (
+    RecordContext,
+    RecordError,
+    image_ref,
+    pick,
+    register,
+    sample,
+)
+from pf_ray.data.sources.templates import CAPTION_PROMPTS
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import exists, read_bytes, resolve
 
@@ -83,7 +95,8 @@ def coco_records(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
 
 
 @register("coco", records=coco_records)
-def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
+def convert(record: dict[str, Any], ctx: RecordContext, request: str = DESCRIBE
+            ) -> dict[str, Any]:
     im = record["image"]
     if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
         raise RecordError("bad_record", "image entry without 'id' and 'file_name'")
@@ -92,9 +105,14 @@ def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
         raise RecordError("empty_text", f"image {im['id']} has no captions")
     image = image_ref({"image": im["file_name"]}, ctx)
     row = sample(ctx, task="captions", image=image,
-                 turns=[{"role": "user", "content": DESCRIBE},
+                 turns=[{"role": "user", "content": request},
                         {"role": "assistant", "content": "\n".join(captions)}],
                  meta={"captions": captions, "coco_image_id": im["id"],
                        "width": im.get("width"), "height": im.get("height")})
     row["boxes"] = record["boxes"] if record["instances"] else None
     return row
+
+
+@register("coco_captions", records=coco_records)
+def convert_captions(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
+    return convert(record, ctx, request=pick(CAPTION_PROMPTS, ctx.key))

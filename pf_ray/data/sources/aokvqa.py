@@ -1,0 +1,98 @@
+"""A-OKVQA (``aokvqa_v1p0_train.json``, ``aokvqa_v1p0_val.json``).
+
+Format, as released (allenai/aokvqa): a JSON array of ``{"split", "image_id",
+"question_id", "question", "choices": [4 str], "correct_choice_idx", "direct_answers":
+[10 str], "difficult_direct_answer", "rationales": [3 str]}``.
+
+One ``multiple_choice`` row per question (the paper's rationale-VQA template, spec §4):
+the user turn is the question with the choices appended (:func:`with_choices`), the raw
+answer ``"Answer: {correct choice}. {first rationale}"``; all rationales, the direct
+answers and the choice index are kept in ``meta``. The test split (no
+``correct_choice_idx``) is rejected. Id: the question id.
+
+Images: ``source.image_pattern`` over ``{split}`` (``train`` / ``val`` / ``test``) and
+``{image_id}``; default ``{split}2017/{image_id:012d}.jpg`` (COCO 2017 under a COCO root).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Any
+
+from pf_ray.data.sources.base import (
+    RecordContext,
+    RecordError,
+    cached_reader,
+    id_field,
+    load_json,
+    pattern_image,
+    register,
+    sample,
+    text_field,
+)
+from pf_ray.data.sources.templates import answer_with_reason, with_choices
+from pf_ray.specs import StorageConfig
+
+DEFAULT_PATTERN = "{split}2017/{image_id:012d}.jpg"
+SPLIT_IN_NAME = re.compile(r"aokvqa_v[\dp]+_([a-z]+)\.json$")
+
+
+def choice_list(record: dict[str, Any]) -> list[str]:
+    choices = record.get("choices")
+    if not isinstance(choices, list) or len(choices) < 2 or len(choices) > 26:
+        raise RecordError("bad_field", f"'choices' must be a list of 2-26 strings, received "
+                          f"{choices!r}"[:300])
+    if not all(isinstance(c, str) and c.strip() for c in choices):
+        raise RecordError("bad_field", "'choices' holds a blank or non-string choice")
+    return [c.strip() for c in choices]
+
+
+def correct_index(record: dict[str, Any], field: str, n: int) -> int:
+    idx = record.get(field)
+    if idx is None:
+        raise RecordError("missing_field", f"no {field!r} (a test split has no answers)")
+    if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < n:
+        raise RecordError("bad_field", f"{field!r} is {idx!r}; expected an index 0..{n - 1}")
+    return idx
+
+
+def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
+    data = load_json(file, storage)
+    if not isinstance(data, list):
+        raise RecordError("unreadable_file", f"{file}: expected a JSON array of questions, "
+                          f"received {type(data).__name__}")
+    found = SPLIT_IN_NAME.search(posixpath.basename(file))
+    split = found.group(1) if found else None
+    return [(pos, {"id": r.get("question_id"), "r": r, "split": split}
+             if isinstance(r, dict) else r) for pos, r in enumerate(data)]
+
+
+@register("aokvqa", records=cached_reader(_parse), pattern_fields=("split", "image_id"))
+def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
+    if not isinstance(record, dict) or "r" not in record:
+        raise RecordError("bad_record", f"expected a question object, received "
+                          f"{type(record).__name__}")
+    r = record["r"]
+    qid, image_id = id_field(r, "question_id"), id_field(r, "image_id")
+    question = text_field(r, "question")
+    choices = choice_list(r)
+    idx = correct_index(r, "correct_choice_idx", len(choices))
+    rationales = r.get("rationales")
+    if not isinstance(rationales, list) or not rationales or not all(
+            isinstance(x, str) and x.strip() for x in rationales):
+        raise RecordError("bad_field", f"'rationales' must be a non-empty list of strings, "
+                          f"received {rationales!r}"[:300])
+    split = r.get("split") or record["split"]
+    if not isinstance(split, str):
+        raise RecordError("missing_field", "no 'split' in the record or the file name")
+    return sample(ctx, task="multiple_choice",
+                  image=pattern_image(ctx, DEFAULT_PATTERN, split=split, image_id=image_id),
+                  turns=[{"role": "user", "content": with_choices(question, choices)},
+                         {"role": "assistant",
+                          "content": answer_with_reason(choices[idx], rationales[0].strip())}],
+                  meta={"question_id": qid, "image_id": image_id, "question": question,
+                        "choices": choices, "answer_index": idx, "answer": choices[idx],
+                        "rationales": rationales,
+                        "direct_answers": r.get("direct_answers"),
+                        "difficult_direct_answer": r.get("difficult_direct_answer")})

@@ -1,0 +1,70 @@
+"""Flickr30k captions in Karpathy's split file (``dataset_flickr30k.json``).
+
+Format, as released with NeuralTalk (cs.stanford.edu/people/karpathy/deepimagesent):
+``{"dataset": "flickr30k", "images": [{"filename": "1000092795.jpg", "imgid", "split":
+"train"|"val"|"test"|"restval", "sentids", "sentences": [{"raw", "tokens", "imgid",
+"sentid"}]}]}``. The same layout serves ``dataset_coco.json`` (which adds ``filepath``).
+
+One ``captions`` row per image: one of LLaVA's 16 detailed-description requests (chosen
+from the file name), the raw answer every ``raw`` sentence, one per line; the split is kept
+in ``meta`` (every split is read). Id: the file name without its extension.
+
+Images: ``source.image_pattern`` over ``{filename}``, ``{filepath}`` (empty for Flickr30k)
+and ``{split}``; default ``{filename}`` under the ``flickr30k-images/`` folder.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from pf_ray.data.sources.base import (
+    RecordContext,
+    RecordError,
+    cached_reader,
+    json_field,
+    load_json,
+    pattern_image,
+    pick,
+    register,
+    sample,
+    text_field,
+)
+from pf_ray.data.sources.templates import CAPTION_PROMPTS
+from pf_ray.specs import StorageConfig
+
+DEFAULT_PATTERN = "{filename}"
+
+
+def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
+    images = json_field(load_json(file, storage), "images", file)
+    out: list[tuple[int, Any]] = []
+    for pos, im in enumerate(images):
+        name = im.get("filename") if isinstance(im, dict) else None
+        key = posixpath.splitext(name)[0] if isinstance(name, str) and name else None
+        out.append((pos, {"id": key, "im": im}))
+    return out
+
+
+@register("flickr30k", records=cached_reader(_parse),
+          pattern_fields=("filename", "filepath", "split"))
+def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
+    im = record["im"]
+    if not isinstance(im, dict):
+        raise RecordError("bad_record", f"image entry is {type(im).__name__}, not an object")
+    filename = text_field(im, "filename")
+    sentences = im.get("sentences")
+    if not isinstance(sentences, list):
+        raise RecordError("missing_field" if sentences is None else "bad_field",
+                          f"'sentences' is {type(sentences).__name__}, not a list")
+    captions = [s["raw"].strip() for s in sentences
+                if isinstance(s, dict) and isinstance(s.get("raw"), str) and s["raw"].strip()]
+    if not captions:
+        raise RecordError("empty_text", f"{filename}: no sentence with a 'raw' text")
+    split = im.get("split")
+    image = pattern_image(ctx, DEFAULT_PATTERN, filename=filename,
+                          filepath=im.get("filepath") or "", split=split)
+    return sample(ctx, task="captions", image=image,
+                  turns=[{"role": "user", "content": pick(CAPTION_PROMPTS, ctx.key)},
+                         {"role": "assistant", "content": "\n".join(captions)}],
+                  meta={"captions": captions, "split": split, "imgid": im.get("imgid")})
