@@ -1,0 +1,69 @@
+"""A transformers sequence classifier + tokenizer from a folder or URI, for text pairs.
+
+Shared by the NLI filter (a cross-encoder such as cross-encoder/nli-deberta-v3-base) and
+the reward filter (OpenAssistant/reward-model-deberta-v3-large-v2): both score a
+(first, second) text pair and read the logits.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pf_ray.faults import ModelUnavailable
+from pf_ray.filters.common import model_folder, torch_device
+from pf_ray.specs import StorageConfig
+
+
+class PairClassifier:
+    """Loaded once; :meth:`logits` maps N text pairs to an (N, L) list of logits."""
+
+    def __init__(self, what: str, path: str, *, device: str = "auto", max_length: int = 512,
+                 storage: StorageConfig | None = None):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        local = model_folder(what, path, storage)
+        self.device = torch_device(device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(local)
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                local, dtype=torch.float32).to(self.device).eval()
+        except Exception as exc:  # noqa: BLE001 - a load failure is never a row's fault
+            raise ModelUnavailable(f"{what} model {path!r}: {exc}") from exc
+        self.max_length = max_length
+        self.num_labels = int(self.model.config.num_labels)
+
+    def logits(self, first: list[str], second: list[str]) -> list[list[float]]:
+        import torch
+
+        enc = self.tokenizer(first, second, padding=True, truncation=True,
+                             max_length=self.max_length, return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            out = self.model(**enc).logits
+        return out.float().cpu().tolist()
+
+
+def nli_pair(template: str, question: str, output: str, original: str,
+             premise: str = "output") -> tuple[str, str]:
+    """(premise, hypothesis) of the spec §5 NLI check.
+
+    Both are ``template`` with ``{question}`` = the instruction; one has the rewrite as
+    ``{answer}``, the other the original annotation; ``premise`` says which comes first.
+    """
+    def fill(answer: str) -> str:
+        return template.replace("{answer}", answer).replace("{question}", question)
+
+    a, b = fill(output), fill(original)
+    return (a, b) if premise == "output" else (b, a)
+
+
+def load(what: str, path: str, num_labels: int, **kwargs: Any) -> PairClassifier:
+    """A :class:`PairClassifier` whose model has ``num_labels`` outputs, or
+    :class:`ModelUnavailable` (a wrong model is an infrastructure fault, not a row's)."""
+    clf = PairClassifier(what, path, **kwargs)
+    if clf.num_labels != num_labels:
+        raise ModelUnavailable(f"{what} model {path!r} has {clf.num_labels} output label(s), "
+                               f"the spec expects {num_labels}")
+    return clf

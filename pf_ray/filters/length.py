@@ -1,0 +1,31 @@
+"""Length filter: outputs too short or too long, counted in words (spec §5.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pf_ray.data.schema import Batch
+from pf_ray.filters.common import applies, drop, new_out, text
+
+
+def word_count(output: str) -> int:
+    """Whitespace-separated tokens of ``output``."""
+    return len(output.split())
+
+
+def length_filter(batch: Batch, *, min_words: int, max_words: int,
+                  tasks: Sequence[str] | None = None) -> Batch:
+    """``length`` per row; drop below ``min_words`` (``filter_length_short``) or above
+    ``max_words`` (``filter_length_long``)."""
+    n = len(batch["id"])
+    out = new_out(n, "length")
+    for i in range(n):
+        if not applies(batch["task"][i], tasks):
+            continue
+        words = word_count(text(batch["output"][i]))
+        out["length"][i] = words
+        if words < min_words:
+            drop(out, i, "filter_length_short", f"length {words} words < min_words {min_words}")
+        elif words > max_words:
+            drop(out, i, "filter_length_long", f"length {words} words > max_words {max_words}")
+    return out

@@ -1,0 +1,61 @@
+"""NLI filter (QA, spec §5.4): drop rewrites an NLI cross-encoder says contradict the
+original answer.
+
+The pair fed to the model is exactly (spec §5, in its order)::
+
+    premise    = '"{output}" is the answer to the question: "{instruction}"'
+    hypothesis = '"{original}" is the answer to the question: "{instruction}"'
+
+(``nli.premise: original`` swaps them). ``nli_similarity`` stores the model's 3 logits in
+its own label order, [contradiction, entailment, neutral] for cross-encoder/nli-deberta-v3
+(``nli.labels``); the row is dropped when the argmax is ``contradiction``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pf_ray.data.schema import Batch
+from pf_ray.filters.classifier import load, nli_pair
+from pf_ray.filters.common import LazyModel, applies, drop, new_out, text
+from pf_ray.specs import StorageConfig
+from pf_ray.steps.base import Resources
+
+
+class NLIContradiction(LazyModel):
+    name = "nli"
+    inputs = ("id", "task", "instruction", "original", "output")
+    outputs = ("nli_similarity",)
+    resources = Resources(batch_size=64)
+
+    def __init__(self, model: str, labels: Sequence[str], template: str,
+                 premise: str = "output", tasks: Sequence[str] | None = None,
+                 device: str = "auto", max_length: int = 512,
+                 storage: StorageConfig | None = None):
+        self.model_path, self.labels, self.template = model, list(labels), template
+        self.premise, self.tasks = premise, tasks
+        self.device, self.max_length, self.storage = device, max_length, storage
+
+    def load(self) -> None:
+        self.clf = load("nli", self.model_path, len(self.labels), device=self.device,
+                        max_length=self.max_length, storage=self.storage)
+
+    def __call__(self, batch: Batch) -> Batch:
+        n = len(batch["id"])
+        out = new_out(n, "nli_similarity")
+        idx = [i for i in range(n) if applies(batch["task"][i], self.tasks)]
+        if not idx:
+            return out
+        self.ensure()
+        pairs = [nli_pair(self.template, text(batch["instruction"][i]), text(batch["output"][i]),
+                          text(batch["original"][i]), self.premise) for i in idx]
+        logits = self.clf.logits([p for p, _ in pairs], [h for _, h in pairs])
+        contradiction = self.labels.index("contradiction")
+        for i, row in zip(idx, logits, strict=True):
+            out["nli_similarity"][i] = row
+            best = max(range(len(row)), key=row.__getitem__)
+            if best == contradiction:
+                drop(out, i, "filter_nli_contradiction", "NLI argmax is contradiction: "
+                     + ", ".join(f"{lab} {v:.3f}" for lab, v in zip(self.labels, row,
+                                                                       strict=True)))
+        return out

@@ -1,0 +1,156 @@
+"""``kind: filter``: rewrite datasets -> PF-1M shards, the spec §5 chain as steps.
+
+Units are the committed shard files of the inputs (one output shard each). Steps, in the
+paper's order: length and change (CPU tasks), then STS, CLIPScore, NLI and reward (each an
+actor pool that loads its model once per actor, GPU or CPU per ``pool``), then the optional
+top-k pass. A row a filter drops goes to ``rejects/`` with the filter's reason and a detail
+naming score and threshold (the reject's ``row`` holds every score computed so far); such
+drops are intended and never count towards ``faults.max_reject_fraction``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from pf_ray.data.images import ImageLoader
+from pf_ray.data.io import Dataset
+from pf_ray.data.schema import PF1M_SCHEMA, Batch
+from pf_ray.filters.change import change_filter
+from pf_ray.filters.clipscore import ParagraphCLIPScore
+from pf_ray.filters.common import REASONS
+from pf_ray.filters.length import length_filter
+from pf_ray.filters.nli import NLIContradiction
+from pf_ray.filters.reward import RewardScore
+from pf_ray.filters.spec import FilterSpec, PoolConfig
+from pf_ray.filters.stats import FilterStats, summarize
+from pf_ray.filters.sts import STSScore
+from pf_ray.filters.topk import find_threshold, top_k_filter
+from pf_ray.jobs.shard import ShardPlan, Unit, safe_key
+from pf_ray.specs import StorageConfig
+from pf_ray.steps.base import Resources, StepDef
+from pf_ray.storage import resolve
+
+REWRITE_COLUMNS = ("id", "source", "task", "image", "image_bytes", "instruction", "original",
+                   "output", "finish_reason", "meta")
+SCORE_COLUMNS = tuple(f.name for f in PF1M_SCHEMA if f.name not in REWRITE_COLUMNS)
+
+
+def read_rewrites(*, file: str, storage: dict[str, Any]) -> Batch:
+    """One committed shard of a rewrite (or pf1m) dataset: its columns, scores it lacks as
+    None (a pf1m input keeps its scores, e.g. for the top-k pass)."""
+    fs, path = resolve(file, StorageConfig(**storage))
+    names = pq.read_schema(path, filesystem=fs).names
+    missing = [c for c in REWRITE_COLUMNS if c not in names and c != "finish_reason"]
+    if missing:
+        raise ValueError(f"{file}: not a rewrite dataset shard, missing column(s) {missing}")
+    cols = [c for c in (*REWRITE_COLUMNS, *SCORE_COLUMNS) if c in names]
+    batch: Batch = pq.read_table(path, filesystem=fs, columns=cols).to_pydict()
+    n = len(batch["id"])
+    for c in ("finish_reason", *SCORE_COLUMNS):
+        batch.setdefault(c, [None] * n)
+    return batch
+
+
+def input_files(inputs: list[str], storage: StorageConfig) -> list[tuple[int, str]]:
+    out = []
+    for k, root in enumerate(inputs):
+        files = Dataset(root, storage).shard_files()
+        if not files:
+            raise FileNotFoundError(f"inputs.{k}: {root} holds no committed shards")
+        scheme = root.split("://", 1)[0] if "://" in root else None
+        out += [(k, f if scheme is None or f.startswith(f"{scheme}://") else f"{scheme}://{f}")
+                for f in files]
+    return out
+
+
+def _resources(pool: PoolConfig) -> Resources:
+    return Resources(num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, batch_size=pool.batch_size,
+                     min_actors=pool.min_actors, max_actors=pool.max_actors)
+
+
+def _model_step(cls: type, pool: PoolConfig, **kwargs: Any) -> StepDef:
+    return StepDef(cls.name, cls, tuple(cls.inputs), tuple(cls.outputs), _resources(pool),
+                   {**kwargs, "device": pool.device})
+
+
+def filter_steps(spec: FilterSpec) -> list[StepDef]:
+    """The enabled filters of ``spec`` as steps, in the paper's order."""
+    steps: list[StepDef] = []
+    if spec.length.enabled:
+        steps.append(StepDef("length", length_filter, ("id", "task", "output"), ("length",),
+                             Resources(batch_size=4096),
+                             {"min_words": spec.length.min_words,
+                              "max_words": spec.length.max_words, "tasks": spec.length.tasks}))
+    if spec.change.enabled:
+        steps.append(StepDef("change", change_filter, ("id", "task", "original", "output"),
+                             ("rouge_score",), Resources(batch_size=1024),
+                             {"max_rouge": spec.change.max_rouge, "tasks": spec.change.tasks}))
+    s = spec.sts
+    if s.enabled:
+        pool = s.pool or spec.pool
+        steps.append(_model_step(STSScore, pool, model=s.model, threshold=s.threshold,
+                                 tasks=s.tasks, batch_size=pool.batch_size,
+                                 storage=spec.storage))
+    c = spec.clip
+    if c.enabled:
+        loader = ImageLoader(image_root=c.image_root, storage=spec.storage)
+        steps.append(_model_step(ParagraphCLIPScore, c.pool or spec.pool,
+                                 model_name=c.model_name, pretrained=c.pretrained,
+                                 threshold=c.threshold, max_sentences=c.max_sentences,
+                                 tasks=c.tasks, loader=loader, storage=spec.storage))
+    n = spec.nli
+    if n.enabled:
+        steps.append(_model_step(NLIContradiction, n.pool or spec.pool, model=n.model,
+                                 labels=n.labels, template=n.template, premise=n.premise,
+                                 tasks=n.tasks, max_length=n.max_length, storage=spec.storage))
+    r = spec.reward
+    if r.enabled:
+        steps.append(_model_step(RewardScore, r.pool or spec.pool, model=r.model,
+                                 threshold=r.threshold, tasks=r.tasks,
+                                 max_length=r.max_length, storage=spec.storage))
+    return steps
+
+
+def plan_filter(spec: FilterSpec) -> ShardPlan:
+    files = input_files(spec.inputs, spec.storage)
+    units = [Unit(safe_key(f"i{k}-{posixpath.basename(f).removesuffix('.parquet')}"),
+                  {"file": f, "storage": spec.storage.model_dump()}) for k, f in files]
+    steps = filter_steps(spec)
+    recorded = spec.model_dump(mode="json")
+    digest = filter_hash(spec)
+    if spec.top_k is not None:
+        t = spec.top_k
+        threshold = find_threshold([f for _, f in files], t.score, t.k, spec.storage)
+        steps.append(StepDef("top_k", top_k_filter, ("id", t.score), (),
+                             Resources(batch_size=4096),
+                             {"score": t.score, "k": t.k, "threshold": threshold}))
+        # the threshold depends on the inputs: other inputs, other shard names
+        recorded["top_k_threshold"] = list(threshold) if threshold else None
+        if threshold is not None:
+            digest = _hash_with(digest, threshold)
+    return ShardPlan(kind="filter", spec_hash=digest, spec=recorded, units=units,
+                     reader=read_rewrites, output=spec.output, storage=spec.storage,
+                     steps=steps, schema="pf1m", faults=spec.faults,
+                     expected_reasons=("not_selected", *REASONS),
+                     unit_stats=FilterStats(spec.nli.labels), summarize=summarize)
+
+
+def filter_hash(spec: FilterSpec) -> str:
+    """The spec hash without where the models run (``pool`` blocks: CPUs, GPUs, actors,
+    batch size, device), so a job resumes on a bigger pool with the same shard names."""
+    payload = spec.model_dump(mode="json", exclude={"storage", "ray", "faults", "output",
+                                                     "name", "pool"})
+    for block in payload.values():
+        if isinstance(block, dict):
+            block.pop("pool", None)
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def _hash_with(digest: str, threshold: tuple[float, str]) -> str:
+    return hashlib.sha256(f"{digest}:{threshold[0]!r}:{threshold[1]}".encode()).hexdigest()[:10]

@@ -1,0 +1,1 @@
+"""Dataset cards (``pf-ray report``): README.md + PNG plots from a dataset's files."""
