@@ -5,7 +5,9 @@
   actor; used for tiny test models and small real models (SmolLM2 shipped in a PyPI
   package, through its GGUF file).
 * :class:`HTTPEngine`: any OpenAI-compatible ``/v1/completions`` endpoint (a vLLM server,
-  pf-ray's own Serve app), requests sent concurrently.
+  pf-ray's own Serve app), requests sent concurrently; ``complete_one`` (with images in
+  the ``images`` extension field) and ``chat_one`` (``/v1/chat/completions`` with
+  image_url parts) also report why generation ended (:class:`Completion`).
 * ``vllm``: runs through ``ray.data.llm`` as a Ray Data stage, not as an object here; see
   :mod:`pf_ray.steps.ray_llm` (the stage gives it an ``LLMTask``).
 
@@ -16,21 +18,26 @@ format) or ``chat_template`` (the model tokenizer's own template).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pf_ray.faults import EngineUnavailable, ModelUnavailable
 from pf_ray.llm.config import HFEngineConfig, HTTPEngineConfig, SamplingConfig
 from pf_ray.llm.prompting import DEFAULT_STOP, Message, cut_at_stop, render
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import local_copy
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -132,14 +139,15 @@ class HTTPEngine:
     max_concurrency: int = 8
     retries: int = 2
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        """POST with ``retries`` quick retries for transient faults of one request.
+    def _post(self, body: dict[str, Any], path: str = "/completions") -> dict[str, Any]:
+        """POST to ``{base_url}{path}`` with ``retries`` quick retries for transient faults
+        of one request.
 
         A refused connection, a timeout, HTTP 429 or 5xx raise :class:`EngineUnavailable`
         (an infrastructure fault: the step retries with backoff, then fails the job); any
         other HTTP error is about this request (a row fault).
         """
-        url = self.base_url.rstrip("/") + "/completions"
+        url = self.base_url.rstrip("/") + path
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env)
         if key:
@@ -164,23 +172,83 @@ class HTTPEngine:
         assert last is not None
         raise last
 
-    def _one(self, prompt: str, params: GenParams) -> str:
-        body: dict[str, Any] = {"model": self.model, "prompt": prompt,
-                                "max_tokens": params.max_new_tokens,
+    def _sampling(self, params: GenParams) -> dict[str, Any]:
+        """The decoding fields of a request body (``top_k`` is a vLLM extension)."""
+        body: dict[str, Any] = {"model": self.model, "max_tokens": params.max_new_tokens,
                                 "temperature": params.temperature, "top_p": params.top_p,
                                 "stop": list(params.stop), "seed": params.seed}
         if params.top_k:
             body["top_k"] = params.top_k
-        reply = self._post(body)
+        return body
+
+    def _one(self, prompt: str, params: GenParams) -> str:
+        return self.complete_one(prompt, params).text
+
+    def complete_one(self, prompt: str, params: GenParams,
+                     images: list[str] | None = None) -> Completion:
+        """``POST /completions`` for one prompt text; ``images`` (data: URIs, one per
+        ``<image>`` marker of the prompt) go in the ``images`` field, a pf-ray extension
+        that pf-ray's Serve app reads."""
+        body = {**self._sampling(params), "prompt": prompt}
+        if images is not None:
+            body["images"] = images
+        reply = self._post(body, "/completions")
         try:
-            return cut_at_stop(reply["choices"][0]["text"], params.stop)
+            choice = reply["choices"][0]
+            return finished(choice["text"], choice, params.stop)
         except (KeyError, IndexError, TypeError) as exc:
             raise RuntimeError(f"unexpected completions reply: {str(reply)[:300]}") from exc
 
+    def chat_one(self, messages: list[dict[str, Any]], params: GenParams) -> Completion:
+        """``POST /chat/completions`` with OpenAI chat messages (content may be a list of
+        ``text`` and ``image_url`` parts, as vision models take them)."""
+        reply = self._post({**self._sampling(params), "messages": messages},
+                           "/chat/completions")
+        try:
+            choice = reply["choices"][0]
+            return finished(choice["message"]["content"] or "", choice, params.stop)
+        except (KeyError, IndexError, TypeError) as exc:
+            raise RuntimeError(f"unexpected chat completions reply: {str(reply)[:300]}") from exc
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``fn`` over ``items`` with up to ``max_concurrency`` requests in flight."""
+        with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
+            return list(pool.map(fn, items))
+
     def generate(self, prompts: list[list[Message]], params: GenParams) -> list[str]:
         texts = [render(m, self.prompt_format) for m in prompts]
-        with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
-            return list(pool.map(lambda t: self._one(t, params), texts))
+        return self.map(lambda t: self._one(t, params), texts)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A generated text cut at the first stop string, and why generation ended: ``eos``
+    (the model ended it), ``stop`` (a stop string) or ``length`` (the token budget)."""
+
+    text: str
+    finish_reason: str
+
+
+def finished(text: str, choice: dict[str, Any], stops: Sequence[str]) -> Completion:
+    """A completion from an OpenAI-style choice.
+
+    OpenAI's ``finish_reason`` ``stop`` covers both EOS and a stop string; vLLM's
+    ``stop_reason`` (the matched stop string, or null for EOS) tells them apart. A stop
+    string still in the text (a server that ignores ``stop``) is cut here.
+    """
+    cut = cut_at_stop(text, tuple(stops))
+    if any(s and s in text for s in stops):
+        return Completion(cut, "stop")
+    if choice.get("finish_reason") == "length":
+        return Completion(cut, "length")
+    if isinstance(choice.get("stop_reason"), str):
+        return Completion(cut, "stop")
+    return Completion(cut, "eos")
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    """``data:{mime};base64,...`` for an image_url part or the ``images`` field."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def engine_factory(cfg: HFEngineConfig | HTTPEngineConfig, storage: StorageConfig) -> Any:

@@ -1,0 +1,11 @@
+"""The ``rewrite`` job kind."""
+
+from __future__ import annotations
+
+from pf_ray.jobs.registry import JobKind
+from pf_ray.rewrite.plan import plan_rewrite
+from pf_ray.rewrite.spec import RewriteSpec
+
+REWRITE = JobKind("rewrite", RewriteSpec, plan=plan_rewrite,
+                  description="raw vision-language annotations -> rewrites by the rewriter "
+                              "(flamingo actor pool or an OpenAI-compatible server)")
