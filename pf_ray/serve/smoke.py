@@ -1,0 +1,100 @@
+"""The quickstart's serving check: one image chat through the official ``openai`` client.
+
+:func:`chat_once` deploys a model folder as its own Serve application (next to any other,
+under ``/pf-ray-smoke``), sends one streamed image chat, measures the time to the first
+token and to the end, deletes the application, and returns the numbers for
+``summary.json`` (``serve.ok``, ``serve.first_token_s``, ``serve.total_s``...).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+APP = "pf-ray-smoke"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _proxy_port(default: int) -> int:
+    """The port of the HTTP proxy Serve runs now (it keeps its first one)."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        return int(_get_global_client().http_config.port)
+    except Exception:  # private API: fall back to what we asked for
+        return default
+
+
+def chat_once(model_dir: str, image_png: bytes, question: str, *, max_tokens: int = 32,
+              port: int | None = None, cpus_per_replica: float = 0.5) -> dict[str, Any]:
+    """Serve ``model_dir``, ask ``question`` about ``image_png``, stop; never raises.
+
+    Returns ``{ok, answer, first_token_s, total_s, startup_s, completion_tokens}`` (``error``
+    instead of the numbers when something failed). Uses the running Ray if there is one,
+    else starts a local instance and shuts it down afterwards.
+    """
+    import ray
+    from openai import OpenAI
+    from ray import serve
+
+    from pf_ray.serve.launch import start
+    from pf_ray.serve.spec import ServeSpec
+
+    own_ray = not ray.is_initialized()
+    out: dict[str, Any] = {"ok": False, "answer": None, "first_token_s": None,
+                           "total_s": None, "startup_s": None}
+    try:
+        if own_ray:
+            ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False,
+                     log_to_driver=False)
+        t0 = time.perf_counter()
+        port = port or _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        spec = ServeSpec(kind="serve", model=str(model_dir), app_name=APP,
+                         route_prefix=f"/{APP}", port=_proxy_port(port),
+                         deployment={"cpus_per_replica": cpus_per_replica})
+        url = start(spec)
+        out["startup_s"] = round(time.perf_counter() - t0, 3)
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
+        image = "data:image/png;base64," + base64.b64encode(image_png).decode()
+        t1 = time.perf_counter()
+        stream = client.chat.completions.create(
+            model=spec.model_name, stream=True, temperature=0, max_tokens=max_tokens,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": [
+                {"type": "text", "text": question},
+                {"type": "image_url", "image_url": {"url": image}}]}])
+        parts: list[str] = []
+        first = None
+        for chunk in stream:
+            if chunk.usage is not None:
+                out["completion_tokens"] = chunk.usage.completion_tokens
+            if chunk.choices and chunk.choices[0].delta.content:
+                if first is None:
+                    first = time.perf_counter() - t1
+                parts.append(chunk.choices[0].delta.content)
+        out.update(ok=True, answer="".join(parts), total_s=round(time.perf_counter() - t1, 3),
+                   first_token_s=None if first is None else round(first, 3))
+    except Exception as exc:
+        log.exception("serving check failed")
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        try:
+            serve.delete(APP)
+            if own_ray:
+                serve.shutdown()
+        except Exception:
+            pass
+        if own_ray and ray.is_initialized():
+            ray.shutdown()
+    return out

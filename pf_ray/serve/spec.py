@@ -1,0 +1,138 @@
+"""The spec of ``kind: serve``: which model, how many replicas, how requests batch, what limits.
+
+Every number a replica enforces is here, so a deployment's behaviour is read from one file
+(``jobs/serve.yaml``) whether it runs under ``pf-ray serve``, ``serve run`` or a KubeRay
+``RayService`` (all three build the app from this spec through
+:func:`pf_ray.serve.app.build_app`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from pf_ray.specs import SpecBase, Strict
+
+
+class AutoscalingSpec(Strict):
+    """Ray Serve autoscaling (``autoscaling_config``): replicas follow ongoing requests."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(
+        8, gt=0, description="requests in flight per replica the autoscaler aims at (with "
+        "batching, about max_batch_size / 2 keeps batches full)")
+    upscale_delay_s: float = Field(10, ge=0)
+    downscale_delay_s: float = Field(300, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas "
+                             f"({self.max_replicas})")
+        return self
+
+
+class DeploymentSpec(Strict):
+    """Replicas and their resources; one replica holds one copy of the model."""
+
+    num_replicas: int = Field(1, ge=1, description="fixed replica count (without autoscaling)")
+    autoscaling: AutoscalingSpec | None = Field(None, description="set: replicas autoscale")
+    cpus_per_replica: float = Field(1.0, ge=0)
+    gpus_per_replica: float = Field(0.0, ge=0)
+    accelerator_type: str | None = None
+    max_ongoing_requests: int | None = Field(
+        None, ge=1, description="requests a replica accepts at once (None: 2 * max_batch_size)")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per "
+                                                              "replica (None: torch's default)")
+    health_check_period_s: float = Field(10, gt=0)
+
+
+class BatchingSpec(Strict):
+    """``@serve.batch``: concurrent requests (streaming or not) decode in one batch."""
+
+    max_batch_size: int = Field(16, ge=1)
+    # Measured (bench/bench_serve.py, tiny model, 2 busy CPUs, concurrency 32): with 10 ms
+    # the clients answered by one batch come back over more than 10 ms, so each batch starts
+    # with a few of them and the rest wait a whole batch (mean batch 4-6 of 32); with 50 ms
+    # batches fill (mean ~32) and throughput nearly doubles, for <= 50 ms more latency alone.
+    batch_wait_timeout_s: float = Field(0.05, ge=0, description="how long a first request "
+                                                                "waits for others to join")
+
+
+class LimitsSpec(Strict):
+    """What one request may ask for. Over a size cap: 413; otherwise invalid: 400."""
+
+    max_body_bytes: int = Field(20_000_000, ge=1024)
+    max_image_bytes: int = Field(8_000_000, ge=1, description="one encoded image")
+    max_image_pixels: int = Field(16_000_000, ge=1, description="width * height of one image")
+    max_images: int = Field(8, ge=0, description="images in one request (all turns)")
+    max_messages: int = Field(64, ge=1)
+    max_tokens: int = Field(512, ge=1, description="largest max_tokens a request may ask for")
+    default_max_tokens: int = Field(128, ge=1, description="when a request gives none")
+    max_stop: int = Field(4, ge=0, description="stop strings per request")
+
+
+class ImageFetchSpec(Strict):
+    """http(s) image URLs: only these hosts, within a time and size budget. ``data:`` URIs
+    need no fetch; ``file:`` and every other scheme are refused, whatever is listed."""
+
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="'host' (any port) or 'host:port'; empty: no fetch")
+    timeout_s: float = Field(5.0, gt=0, description="whole fetch (connect + download)")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        bad = [h for h in v if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", h)]
+        if bad:
+            raise ValueError(f"received {bad}; allowed: host names or host:port, no scheme "
+                             "or path")
+        return [h.lower() for h in v]
+
+
+class ServeSpec(SpecBase):
+    """Clever Flamingo behind an OpenAI-compatible API on Ray Serve (issue 12)."""
+
+    kind: Literal["serve"]
+    model: str = Field(..., description="a pf-ray model folder (an export): local or s3://")
+    model_name: str = Field("clever-flamingo", description="the model id clients send and "
+                                                           "GET /v1/models lists")
+    app_name: str = Field("pf-ray", description="the Serve application name")
+    route_prefix: str = Field("/", description="where the app is mounted on the HTTP proxy")
+    host: str = Field("127.0.0.1", description="HTTP proxy address (0.0.0.0: every interface)")
+    port: int = Field(8000, ge=1, le=65535)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: cuda when the replica has a GPU")
+    system_message: str | None = Field(
+        None, description="default system message (None: the Guanaco one the model was "
+        "trained with); a request's own system message replaces it")
+    api_key_env: str | None = Field(
+        None, description="env var holding the API key (on the replicas); set: every /v1 "
+        "request needs 'Authorization: Bearer <key>'. A replica without the variable fails "
+        "to start rather than serve unprotected")
+    wait: bool = Field(True, description="pf-ray run / serve: keep serving until interrupted "
+                                         "(false: deploy and return, for clusters)")
+    deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    image_fetch: ImageFetchSpec = Field(default_factory=ImageFetchSpec)
+    fail_marker: str | None = Field(
+        None, description="testing: a request whose text contains this string raises "
+        "inside generation (proves a model error is a 500 and the replica keeps serving)")
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"must start with '/', received {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _limits(self) -> ServeSpec:
+        if self.limits.default_max_tokens > self.limits.max_tokens:
+            raise ValueError(f"limits.default_max_tokens ({self.limits.default_max_tokens}) "
+                             f"> limits.max_tokens ({self.limits.max_tokens})")
+        return self
