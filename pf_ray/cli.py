@@ -20,6 +20,7 @@ examples:
   pf-ray quickstart --workdir /tmp/pf
   pf-ray validate jobs/*.yaml
   pf-ray convert --preset tiny --out /tmp/tiny-model
+  pf-ray serve jobs/serve.yaml model=/tmp/tiny-model   (chat page + OpenAI API on :8000)
   pf-ray run jobs/synthetic.yaml n=10000 output.path=s3://bucket/synthetic
   RAY_ADDRESS=auto pf-ray run jobs/ingest_llava.yaml      (on a cluster node)
 """
@@ -88,7 +89,73 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     from pf_ray.quickstart import quickstart
 
     return quickstart(Path(args.workdir), n=args.n, executor=args.executor,
-                      progress=not args.no_progress, llm_distort=args.llm_distort)
+                      progress=not args.no_progress, llm_distort=args.llm_distort,
+                      preset=args.preset)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        spec = load_spec(args.spec, args.overrides)
+    except FileNotFoundError:
+        print(f"{args.spec}: no such file", file=sys.stderr)
+        return EXIT_SPEC
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_SPEC
+    if getattr(spec, "kind", None) != "serve":
+        print(f"{args.spec}: kind {getattr(spec, 'kind', None)!r}; pf-ray serve takes kind: "
+              "serve (use pf-ray run for other kinds)", file=sys.stderr)
+        return EXIT_SPEC
+    from pf_ray.serve.launch import run_serve, serve_config
+
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(serve_config(spec), sort_keys=False), end="")
+        return 0
+    from pf_ray.jobs.runner import connect_ray
+
+    if args.detach:
+        spec = spec.model_copy(update={"wait": False})
+    try:
+        connect_ray(spec.ray)
+    except ConnectionError as exc:
+        print(f"{args.spec}: cannot reach Ray ({exc}); check ray.address / RAY_ADDRESS",
+              file=sys.stderr)
+        return EXIT_FAILED
+    print(run_serve(spec).summary())
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pf_ray.report.card import write_card
+    from pf_ray.storage import is_uri
+
+    out = args.out or (None if is_uri(args.dataset) else str(Path(args.dataset) / "card"))
+    if out is None:
+        print(f"{args.dataset}: give --out DIR (a local folder) for a dataset in an object "
+              "store", file=sys.stderr)
+        return EXIT_SPEC
+    try:
+        card = write_card(args.dataset, out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    print(f"dataset card: {card}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pf_ray.export.pf1m_json import export_pf1m_json
+
+    try:
+        counts = export_pf1m_json(args.dataset, args.out, args.images)
+    except (FileNotFoundError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.out}: {counts['samples']} sample(s), {counts['images_written']} image(s) "
+          "written")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="pf-ray-quickstart",
                    help="output folder (default: ./pf-ray-quickstart)")
     p.add_argument("--n", type=int, default=1800, help="synthetic rows (default 1800)")
+    p.add_argument("--preset", choices=("tiny", "smol"), default="tiny",
+                   help="model: tiny (random, ~4M) or smol (SmolLM2-135M-Instruct, real "
+                        "pretrained weights); see the README's quickstart table")
     p.add_argument("--executor", choices=("ray", "local"), default="ray",
                    help="ray (default) or local (no Ray)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
@@ -147,6 +217,44 @@ def build_parser() -> argparse.ArgumentParser:
                                        "weights -> a pf-ray model folder")
     model_convert.build_parser(p)
     p.set_defaults(fn=model_convert.run)
+
+    p = sub.add_parser("serve", help="serve a Clever Flamingo model folder (OpenAI API + chat "
+                                     "page) on Ray Serve",
+                       description="Deploy a kind: serve spec on Ray Serve: POST "
+                                   "/v1/chat/completions (text + images, streaming), "
+                                   "/v1/completions, GET /v1/models, a chat page at /. "
+                                   "Locally it serves until Ctrl-C.")
+    p.add_argument("spec", metavar="SPEC", help="YAML spec file (kind: serve)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted overrides (e.g. model=s3://b/clever port=8080)")
+    p.add_argument("--detach", action="store_true",
+                   help="deploy and return (on a cluster: the app keeps running)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the Serve config (serve run / serve deploy / RayService "
+                        "serveConfigV2) for this spec and exit")
+    p.set_defaults(fn=_cmd_serve)
+
+    p = sub.add_parser("report", help="write a dataset card (README.md + plots) for a dataset",
+                       description="Dataset card of a pf-ray dataset: rows per source and task, "
+                                   "drops per reason and per filter, score summaries and "
+                                   "plots before/after filtering, from the manifest, shards "
+                                   "and rejects.")
+    p.add_argument("dataset", metavar="DATASET", help="dataset root (folder or s3:// URI)")
+    p.add_argument("--out", metavar="DIR", help="card folder (default: DATASET/card)")
+    p.set_defaults(fn=_cmd_report)
+
+    p = sub.add_parser("export", help="export a dataset to another layout (PF-1M JSON)",
+                       description="Write the kept rows of a filter job's dataset as the "
+                                   "released PF-1M JSON (input with <img_path> markers, "
+                                   "output, original and every score); embedded images are "
+                                   "written as files.")
+    p.add_argument("dataset", metavar="DATASET", help="dataset root (folder or s3:// URI)")
+    p.add_argument("--format", choices=("pf1m-json",), default="pf1m-json")
+    p.add_argument("--out", required=True, metavar="FILE", help="JSON file to write")
+    p.add_argument("--images", metavar="DIR",
+                   help="where embedded images go (default: images/ beside FILE); paths in "
+                        "the JSON are relative to it")
+    p.set_defaults(fn=_cmd_export)
     return parser
 
 

@@ -146,8 +146,10 @@ class Dataset:
         return json.loads(read_bytes(self.fs, path)) if exists(self.fs, path) else None
 
     def write_manifest(self, *, kind: str, spec_hash: str, spec: dict[str, Any],
-                       run: dict[str, Any]) -> dict[str, Any]:
-        """Rebuild the manifest from the markers, appending this run's timing."""
+                       run: dict[str, Any], extra: dict[str, Any] | None = None
+                       ) -> dict[str, Any]:
+        """Rebuild the manifest from the markers, appending this run's timing (``extra``:
+        more top-level keys, e.g. a stage's score summary)."""
         previous = self.read_manifest() or {}
         shards = self.committed()
         totals: dict[str, Any] = {"rows": 0, "rejects": 0, "shards": len(shards),
@@ -170,6 +172,7 @@ class Dataset:
                        for n, m in sorted(shards.items())},
             "runs": [*previous.get("runs", []), run],
         }
+        manifest.update(extra or {})
         write_bytes_atomic(self.fs, self.path(MANIFEST),
                            json.dumps(manifest, sort_keys=True, indent=1).encode())
         return manifest

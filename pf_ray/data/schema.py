@@ -103,6 +103,67 @@ COUNT_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+# A rewrite of a raw annotation by the rewriter (rewrite stage, spec §4).
+#   instruction:   the user turn before the first assistant turn (text, no image marker)
+#   original:      the raw annotation as the rewriter got it (the "draft"; boxes appended
+#                  when the row has them and draft_boxes is on)
+#   output:        the rewrite, cut at the first stop string
+#   finish_reason: eos | stop | length
+#   meta:          the input row's meta, unchanged (ground truth included)
+REWRITE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("image", pa.string()),
+        pa.field("image_bytes", pa.binary()),
+        pa.field("instruction", pa.string(), nullable=False),
+        pa.field("original", pa.string(), nullable=False),
+        pa.field("output", pa.string(), nullable=False),
+        pa.field("finish_reason", pa.string(), nullable=False),
+        pa.field("meta", pa.string(), nullable=False),
+    ]
+)
+SCHEMAS["rewrite"] = REWRITE_SCHEMA
+COUNT_COLUMNS["rewrite"] = ("source", "task")
+
+
+# A filtered rewrite (PF-1M, spec §4 release fields + §5 filters): the rewrite stage's
+# columns, then every filter's score (null where the filter does not apply to the row).
+#   output:                the rewrite after paragraph filtering (paragraphs joined by "\n\n")
+#   length:                words of the output (whitespace tokens), length filter
+#   rouge_score:           ROUGE-L F of output vs original (change filter)
+#   sts_similarity:        cosine(original, output), sentence-transformers (captions)
+#   paragraph_clip_scores: CLIPScore of each paragraph of a multi-paragraph output
+#   filtered_paragraphs:   the paragraphs dropped (score < threshold), as PF-1M stores them
+#   nli_similarity:        the NLI cross-encoder's 3 logits (QA tasks)
+#   reward:                the reward model's logit for (instruction, output)
+SCORED_PARAGRAPH = pa.struct([("score", pa.float64()), ("text", pa.string())])
+PF1M_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("image", pa.string()),
+        pa.field("image_bytes", pa.binary()),
+        pa.field("instruction", pa.string(), nullable=False),
+        pa.field("original", pa.string(), nullable=False),
+        pa.field("output", pa.string(), nullable=False),
+        pa.field("finish_reason", pa.string()),
+        pa.field("meta", pa.string(), nullable=False),
+        pa.field("length", pa.int64()),
+        pa.field("rouge_score", pa.float64()),
+        pa.field("sts_similarity", pa.float64()),
+        pa.field("paragraph_clip_scores", pa.list_(pa.float64())),
+        pa.field("filtered_paragraphs", pa.list_(SCORED_PARAGRAPH)),
+        pa.field("nli_similarity", pa.list_(pa.float64())),
+        pa.field("reward", pa.float64()),
+    ]
+)
+SCHEMAS["pf1m"] = PF1M_SCHEMA
+COUNT_COLUMNS["pf1m"] = ("source", "task")
+
+
 class SchemaError(ValueError):
     """A batch does not match the declared schema."""
 

@@ -1,7 +1,9 @@
-"""How well a rewriter reconstructs originals from distorted drafts (mean ROUGE-L)."""
+"""How well a rewriter reconstructs originals from distorted drafts (ROUGE-L), beside the
+baseline of doing nothing: returning the draft unchanged."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from pf_ray.data.images import ImageLoader
@@ -9,10 +11,10 @@ from pf_ray.metrics.rouge import rouge_l
 from pf_ray.specs import StorageConfig
 
 
-def reconstruction_rouge(model: Any, tokenizer: Any, pairs: list[dict[str, Any]], *,
-                         max_new_tokens: int = 96, batch_size: int = 16,
-                         prompt_format: str = "paper") -> float:
-    """Mean ROUGE-L of the rewriter's revision of each draft against the original.
+def revise(model: Any, tokenizer: Any, pairs: list[dict[str, Any]], *,
+           max_new_tokens: int = 96, batch_size: int = 16,
+           prompt_format: str = "paper") -> list[str]:
+    """The rewriter's revision of each pair's draft (greedy).
 
     ``pairs`` are rows of a distort dataset (instruction, distorted, original, image...);
     ``prompt_format`` is the rewriter prompt the model was trained with (``paper`` or
@@ -25,7 +27,7 @@ def reconstruction_rouge(model: Any, tokenizer: Any, pairs: list[dict[str, Any]]
 
     loader = ImageLoader(storage=StorageConfig())
     mode = model.config.xattn.mask
-    scores = []
+    texts: list[str] = []
     model.eval()
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
@@ -38,6 +40,29 @@ def reconstruction_rouge(model: Any, tokenizer: Any, pairs: list[dict[str, Any]]
         with torch.no_grad():
             outs = generate(model, tokenizer, prompts, images, GenerationConfig(
                 max_new_tokens=max_new_tokens, stop_strings=STOP_STRINGS))
-        for p, out in zip(chunk, outs, strict=True):
-            scores.append(rouge_l(clean_response(out.text), p["original"]))
-    return sum(scores) / max(1, len(scores))
+        texts.extend(clean_response(out.text) for out in outs)
+    return texts
+
+
+def reconstruction_rouge(model: Any, tokenizer: Any, pairs: list[dict[str, Any]], *,
+                         max_new_tokens: int = 96, batch_size: int = 16,
+                         prompt_format: str = "paper") -> float:
+    """Mean ROUGE-L of the rewriter's revision of each draft against the original."""
+    texts = revise(model, tokenizer, pairs, max_new_tokens=max_new_tokens,
+                   batch_size=batch_size, prompt_format=prompt_format)
+    return mean_rouge(pairs, texts)["overall"]
+
+
+def mean_rouge(pairs: list[dict[str, Any]], texts: list[str]) -> dict[str, float]:
+    """Mean ROUGE-L of ``texts`` against each pair's original: ``overall`` and per family."""
+    per: dict[str, list[float]] = defaultdict(list)
+    for pair, text in zip(pairs, texts, strict=True):
+        score = rouge_l(text, pair["original"])
+        per["overall"].append(score)
+        per[pair.get("family") or "unknown"].append(score)
+    return {k: sum(v) / len(v) for k, v in per.items()}
+
+
+def copy_baseline(pairs: list[dict[str, Any]]) -> dict[str, float]:
+    """The same scores for returning every draft unchanged (the rewriter's baseline)."""
+    return mean_rouge(pairs, [p["distorted"] for p in pairs])

@@ -151,7 +151,7 @@ def _run_ray(plan: ShardPlan, dataset: Dataset, pending: list[Unit],
             ds = plan.ray_stage(ds)
         ds = map_units(ds, write_unit, dataset=dataset, spec_hash=plan.spec_hash,
                        schema=plan.schema, max_reject_fraction=plan.faults.max_reject_fraction,
-                       expected_reasons=plan.expected_reasons)
+                       expected_reasons=plan.expected_reasons, unit_stats=plan.unit_stats)
         for row in ds.iter_rows():
             done(dict(row))
     finally:

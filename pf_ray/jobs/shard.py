@@ -83,6 +83,12 @@ class ShardPlan:
     faults: FaultPolicy = field(default_factory=FaultPolicy)
     # Reject reasons that are the stage's intent, not a fault (left out of the fraction).
     expected_reasons: tuple[str, ...] = ("not_selected",)
+    # Optional hooks: ``unit_stats(batch, idx)`` summarises the rows ``idx`` of a unit's
+    # block (kept and rejected) into a JSON-able dict stored in the unit's marker under
+    # ``stats`` (a list: one entry per block of the unit); ``summarize(markers)`` merges the
+    # committed markers' stats into the manifest's ``summary``.
+    unit_stats: Callable[[Batch, list[int]], dict[str, Any]] | None = None
+    summarize: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
 
     def shard_name(self, unit: Unit) -> str:
         return f"{unit.key}-{self.spec_hash}"
@@ -152,7 +158,9 @@ def _jsonable_row(batch: Batch, i: int, columns: Sequence[str]) -> str:
 
 def write_unit(batch: Batch, dataset: Dataset, spec_hash: str, schema: str,
                max_reject_fraction: float = 1.0,
-               expected_reasons: Sequence[str] = ("not_selected",)) -> Batch:
+               expected_reasons: Sequence[str] = ("not_selected",),
+               unit_stats: Callable[[Batch, list[int]], dict[str, Any]] | None = None
+               ) -> Batch:
     """Commit the rows and rejects of each unit in ``batch``; one summary row per unit.
 
     Normally a block holds one whole unit, written as ``<name>.parquet``. A block holding
@@ -170,6 +178,8 @@ def write_unit(batch: Batch, dataset: Dataset, spec_hash: str, schema: str,
         name = f"{unit}-{spec_hash}"
         expected = batch[UNIT_ROWS][idx[0]]
         rows, rejects, info = _split(batch, idx, schema)
+        if unit_stats is not None:
+            info["stats"] = [unit_stats(batch, idx)]
         info.update(seconds_total=round(time.time() - batch[UNIT_T0][idx[0]], 4))
         whole = len(idx) == expected
         if whole:  # the whole unit: one file, committed at once
@@ -252,6 +262,8 @@ def _merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
         merged["rejects"] += p["rejects"]
         merged["files"] += p["files"]
         merged["reject_files"] += p["reject_files"]
+        if "stats" in p:
+            merged.setdefault("stats", []).extend(p["stats"])
         for col, values in p["counts"].items():
             target = merged["counts"].setdefault(col, {})
             for k, v in values.items():
@@ -301,7 +313,8 @@ def run_units_locally(plan: ShardPlan, dataset: Dataset, pending: list[Unit],
         batch = read_unit({UNIT: [unit.key], "_params": [json.dumps(unit.params)]},
                           plan.reader)
         out = write_unit(runner(batch), dataset, plan.spec_hash, plan.schema,
-                         plan.faults.max_reject_fraction, plan.expected_reasons)
+                         plan.faults.max_reject_fraction, plan.expected_reasons,
+                         plan.unit_stats)
         done({k: v[0] for k, v in out.items()})
 
 
@@ -343,8 +356,11 @@ def finish(plan: ShardPlan, dataset: Dataset, summaries: list[dict[str, Any]], s
     run = {"started_at": t0, "seconds": round(seconds, 3), "executor": executor,
            "shards_written": len(committed), "shards_skipped": skipped,
            "units_failed": len(failed) + (error is not None)}
+    extra = None
+    if plan.summarize is not None:
+        extra = {"summary": plan.summarize(list(dataset.committed().values()))}
     manifest = dataset.write_manifest(kind=plan.kind, spec_hash=plan.spec_hash,
-                                      spec=plan.spec, run=run)
+                                      spec=plan.spec, run=run, extra=extra)
     if error is not None or failed:
         lines = ([str(error)] if error is not None else []) + failed
         raise JobFailed(f"{plan.kind} job failed: {len(lines)} unit(s) not committed "

@@ -25,7 +25,7 @@ when it has ``num_beams`` finished hypotheses (HF's ``early_stopping=True``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -411,3 +411,124 @@ def _beam_search(model: FlamingoModel, tokenizer: PreTrainedTokenizerBase,
         out.append(Generation(token_ids=best[1], text=stops.text(best[1]), finish_reason=best[2],
                               score=best[0]))
     return out
+
+
+# --------------------------------------------------------------------------- per-row configs
+
+# One decoding step's news, one entry per row still decoding at that step:
+# (batch item, the token it appended or None (EOS), why it finished or None (still going))
+StepEvent = tuple[int, int | None, FinishReason | None]
+StepCallback = Callable[[list[StepEvent]], None]
+
+
+@torch.no_grad()
+def generate_rows(model: FlamingoModel, tokenizer: PreTrainedTokenizerBase,
+                  prompts: Sequence[Sequence[int]],
+                  images: Sequence[Sequence[ImageLike]] | None,
+                  configs: Sequence[GenerationConfig], *,
+                  on_step: StepCallback | None = None) -> list[Generation]:
+    """:func:`generate` (greedy / sampling) with one config per prompt, reporting each step.
+
+    A server batches requests that ask for different ``max_new_tokens``, stop strings,
+    temperatures and seeds: each row decodes with its own config (greedy rows pick the argmax
+    as :func:`generate` does; a sampled row with a ``seed`` draws from its own generator, so
+    its tokens do not depend on what else is in the batch). ``on_step`` is called after every
+    decoding step with that step's :data:`StepEvent` list (streaming servers forward tokens as
+    they come). ``image_batch_size`` is taken from ``configs[0]``; beam search is refused.
+    """
+    if len(configs) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(configs)} generation configs")
+    if any(c.num_beams > 1 for c in configs):
+        raise ValueError("generate_rows: num_beams > 1 is not supported; use generate")
+    if not prompts:
+        return []
+    images = images if images is not None else [[] for _ in prompts]
+    if len(images) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists")
+    was_training = model.training
+    model.eval()
+    try:
+        return _rows(model, tokenizer, prompts, images, configs, on_step)
+    finally:
+        model.train(was_training)
+
+
+def _pick_rows(logits: torch.Tensor, rows: list[int], configs: Sequence[GenerationConfig],
+               generators: list[torch.Generator | None]) -> torch.Tensor:
+    """Next token of each row ``(r,)`` from ``(r, vocab)`` logits, each row by its own config."""
+    tokens = logits.argmax(-1)
+    sampled = [r for r, item in enumerate(rows) if configs[item].do_sample]
+    if not sampled:
+        return tokens
+    groups: dict[tuple[float, int, float], list[int]] = {}
+    for r in sampled:
+        c = configs[rows[r]]
+        groups.setdefault((c.temperature, c.top_k, c.top_p), []).append(r)
+    for group in groups.values():
+        idx = torch.tensor(group, device=logits.device)
+        probs = _filter_logits(logits[idx].float(), configs[rows[group[0]]]).softmax(-1)
+        for j, r in enumerate(group):  # (1, vocab) draws: a seeded row as generate alone
+            tokens[r] = torch.multinomial(probs[j:j + 1], 1,
+                                          generator=generators[rows[r]]).squeeze()
+    return tokens
+
+
+def _rows(model: FlamingoModel, tokenizer: PreTrainedTokenizerBase,
+          prompts: Sequence[Sequence[int]], images: Sequence[Sequence[ImageLike]],
+          configs: Sequence[GenerationConfig], on_step: StepCallback | None) -> list[Generation]:
+    device = model.perceiver.latents.device
+    eos = [set(c.eos_token_ids or (model.config.tokens.eos,)) for c in configs]
+    banned = [_banned(model, tuple(e)) for e in eos]
+    stops = [_StopChecker(tokenizer, c.stop_strings) for c in configs]
+    shared: torch.Generator | None = None
+    generators: list[torch.Generator | None] = []
+    for c in configs:
+        if not c.do_sample:
+            generators.append(None)
+        elif c.seed is not None:
+            generators.append(torch.Generator(device=device).manual_seed(c.seed))
+        else:
+            if shared is None:
+                shared = torch.Generator(device=device)
+                shared.manual_seed(torch.seed())
+            generators.append(shared)
+    st, logits = _prefill(model, prompts, images, configs[0])
+    out_tokens: list[list[int]] = [[] for _ in prompts]
+    reasons: list[FinishReason] = ["length"] * len(prompts)
+    while True:
+        same = all(b == banned[st.rows[0]] for b in (banned[i] for i in st.rows))
+        if same and banned[st.rows[0]]:
+            logits[:, banned[st.rows[0]]] = float("-inf")
+        elif not same:
+            for r, item in enumerate(st.rows):
+                if banned[item]:
+                    logits[r, banned[item]] = float("-inf")
+        tokens = _pick_rows(logits, st.rows, configs, generators)
+        keep: list[int] = []
+        events: list[StepEvent] = []
+        for r, (item, tok) in enumerate(zip(st.rows, tokens.tolist(), strict=True)):
+            if tok in eos[item]:
+                reasons[item] = "eos"
+                events.append((item, None, "eos"))
+                continue
+            out_tokens[item].append(tok)
+            if stops[item].hit(out_tokens[item]):
+                reasons[item] = "stop"
+            elif len(out_tokens[item]) >= configs[item].max_new_tokens:
+                reasons[item] = "length"
+            else:
+                keep.append(r)
+                events.append((item, tok, None))
+                continue
+            events.append((item, tok, reasons[item]))
+        if on_step is not None:
+            on_step(events)
+        if not keep:
+            break
+        if len(keep) < len(st.rows):
+            idx = torch.tensor(keep, device=tokens.device)
+            st.select(idx)
+            tokens = tokens[idx]
+        logits = _step(model, st, *_advance(st, tokens))
+    return [Generation(token_ids=out_tokens[i], text=stops[i].text(out_tokens[i]),
+                       finish_reason=reasons[i]) for i in range(len(prompts))]

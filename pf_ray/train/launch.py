@@ -58,7 +58,7 @@ def run_train(spec: TrainSpec, *, executor: str = "ray") -> TrainResult:
     from pf_ray.train.data import epoch_counts, source_files
     from pf_ray.train.loop import train_loop_per_worker
 
-    files = [source_files(d.path, spec.storage) for d in spec.data]
+    files = [source_files(d.path, spec.storage, d.sources) for d in spec.data]
     counts = epoch_counts(spec, [sum(rows for _, rows in f) for f in files])
     for d, f, count in zip(spec.data, files, counts, strict=True):
         if not f:
@@ -131,7 +131,8 @@ def build_dataset(spec: TrainSpec, files: list[list[tuple[str, int]]],
         raise ValueError("data: every dataset is empty")
     ds = ray.data.from_items([asdict(u) for u in units], override_num_blocks=len(units))
     ds = map_batches_any(ds, read_units, batch_size=1, num_cpus=0.25, columns=columns,
-                         storage=spec.storage, seed=spec.seed)
+                         storage=spec.storage, seed=spec.seed,
+                         select=[d.sources for d in spec.data])
     if spec.shuffle_window > 1:
         ds = map_batches_any(ds, shuffle_rows, batch_size=spec.shuffle_window, num_cpus=0.25,
                              seed=spec.seed)

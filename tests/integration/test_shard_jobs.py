@@ -233,22 +233,3 @@ def test_ingest_from_s3_glob_with_s3_images(ray_session: str, s3_server, s3_buck
     rows = Dataset(spec.output.path, spec.storage).read().to_pylist()
     assert len(rows) == 3
     assert all(r["image_bytes"] for r in rows if r["image"])  # embedded, re-encoded
-
-
-@pytest.mark.timeout(1000)
-def test_quickstart_command(ray_session: str, tmp_path: Path) -> None:
-    env = {**os.environ, "RAY_ADDRESS": ray_session, "RAY_AUTH_MODE": "disabled"}
-    out = subprocess.run([sys.executable, "-m", "pf_ray.cli", "quickstart", "--workdir",
-                          str(tmp_path / "qs"), "--no-progress"], env=env, capture_output=True,
-                         text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "quickstart done" in out.stdout
-    assert "1800 row(s)" in out.stdout
-    # the rewriter measurably learns on the synthetic task
-    line = next(x for x in out.stdout.splitlines() if "reconstruction ROUGE-L" in x)
-    before, after = (float(w) for w in line.split(":")[-1].replace("before ->", "").split()[:2])
-    assert after > before + 0.05, line
-    for stage in ("clever_s1", "clever_s2", "clever_s3"):
-        assert (tmp_path / "qs" / "models" / stage / "model.safetensors").exists()
-    manifest = json.loads((tmp_path / "qs" / "synthetic" / "_manifest.json").read_text())
-    assert manifest["totals"]["rows"] == 1800 and manifest["schema_version"] == 1

@@ -63,7 +63,8 @@ def test_kind_errors() -> None:
     with pytest.raises(SpecError) as info:
         parse_spec({"kind": "distortt"})
     assert info.value.problems == [
-        "kind: unknown kind 'distortt'; allowed: 'synthetic', 'ingest', 'distort', 'train', 'pipeline'"]
+        "kind: unknown kind 'distortt'; allowed: 'synthetic', 'ingest', 'distort', 'rewrite', "
+        "'filter', 'train', 'serve', 'pipeline'"]
     with pytest.raises(SpecError, match="kind: required field is missing"):
         parse_spec({"n": 3})
 

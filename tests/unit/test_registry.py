@@ -107,8 +107,8 @@ def test_toy_kind_errors_name_its_fields(toy_kinds: None) -> None:
 
 def test_unknown_kind_lists_registered_kinds() -> None:
     with pytest.raises(SpecError) as info:
-        parse_spec({"kind": "rewrite"})
-    for kind in ("synthetic", "ingest", "distort", "train", "pipeline"):
+        parse_spec({"kind": "unregistered"})
+    for kind in ("synthetic", "ingest", "distort", "rewrite", "train", "pipeline"):
         assert kind in info.value.problems[0]
     assert "shout" not in info.value.problems[0]
 

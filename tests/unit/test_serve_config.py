@@ -39,7 +39,7 @@ def test_checked_in_serve_config_and_rayservice_match_the_job(spec: ServeSpec) -
     from ray.serve.schema import ServeDeploySchema
 
     expected = serve_config(spec)
-    ServeDeploySchema.parse_obj(expected)  # Serve's own schema accepts it
+    ServeDeploySchema.model_validate(expected)  # Serve's own schema accepts it
     shipped = yaml.safe_load((ROOT / "pf_ray" / "serve" / "serve_config.yaml").read_text())
     assert shipped == expected
     service = yaml.safe_load((ROOT / "infra" / "rayservice.yaml").read_text())
