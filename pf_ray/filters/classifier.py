@@ -8,6 +8,8 @@ the reward filter (OpenAssistant/reward-model-deberta-v3-large-v2): both score a
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from pf_ray.faults import ModelUnavailable
@@ -52,18 +54,46 @@ def nli_pair(template: str, question: str, output: str, original: str,
     Both are ``template`` with ``{question}`` = the instruction; one has the rewrite as
     ``{answer}``, the other the original annotation; ``premise`` says which comes first.
     """
-    def fill(answer: str) -> str:
-        return template.replace("{answer}", answer).replace("{question}", question)
+    def fill(answer: str) -> str:  # one pass: an answer holding "{question}" stays as is
+        values = {"answer": answer, "question": question}
+        return _FIELD.sub(lambda m: values[m.group(1)], template)
 
     a, b = fill(output), fill(original)
     return (a, b) if premise == "output" else (b, a)
 
 
-def load(what: str, path: str, num_labels: int, **kwargs: Any) -> PairClassifier:
+_FIELD = re.compile(r"\{(answer|question)\}")
+_GENERIC_LABEL = re.compile(r"LABEL_\d+")
+
+
+def model_labels(clf: PairClassifier) -> list[str] | None:
+    """The model's ``config.id2label`` names in index order, lower-cased, or ``None`` when
+    they are transformers' placeholders (``LABEL_0``, ...) and say nothing."""
+    id2label = getattr(clf.model.config, "id2label", None) or {}
+    names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(clf.num_labels)]
+    if not all(names) or any(_GENERIC_LABEL.fullmatch(n) for n in names):
+        return None
+    return [n.lower() for n in names]
+
+
+def load(what: str, path: str, num_labels: int, labels: Sequence[str] | None = None,
+         **kwargs: Any) -> PairClassifier:
     """A :class:`PairClassifier` whose model has ``num_labels`` outputs, or
-    :class:`ModelUnavailable` (a wrong model is an infrastructure fault, not a row's)."""
+    :class:`ModelUnavailable` (a wrong model is an infrastructure fault, not a row's).
+
+    With ``labels`` (the spec's order) and a model whose ``id2label`` holds real names,
+    those names, lower-cased and in index order, must equal ``labels`` lower-cased: a
+    different order would read the wrong logit as ``contradiction``.
+    """
     clf = PairClassifier(what, path, **kwargs)
     if clf.num_labels != num_labels:
         raise ModelUnavailable(f"{what} model {path!r} has {clf.num_labels} output label(s), "
                                f"the spec expects {num_labels}")
+    if labels is not None:
+        names = model_labels(clf)
+        expected = [lab.lower() for lab in labels]
+        if names is not None and names != expected:
+            raise ModelUnavailable(f"{what} model {path!r} orders its labels {names} "
+                                   f"(config.id2label), the spec's labels are {expected}: "
+                                   "set the spec's labels to the model's order")
     return clf

@@ -37,7 +37,8 @@ class NLIContradiction(LazyModel):
         self.device, self.max_length, self.storage = device, max_length, storage
 
     def load(self) -> None:
-        self.clf = load("nli", self.model_path, len(self.labels), device=self.device,
+        self.clf = load("nli", self.model_path, len(self.labels), labels=self.labels,
+                        device=self.device,
                         max_length=self.max_length, storage=self.storage)
 
     def __call__(self, batch: Batch) -> Batch:

@@ -127,6 +127,32 @@ class HFEngine:
         return [cut_at_stop(t, params.stop) for t in decoded]
 
 
+# HTTP statuses that say the endpoint (key, URL, method), not the request, is wrong.
+_ENDPOINT_FAULTS = frozenset({401, 403, 404, 405})
+
+
+class HTTPRequestError(RuntimeError):
+    """A 4xx reply about one request (400, 413, 422, ...): a row fault.
+
+    ``status`` is the HTTP status; ``code`` the OpenAI-style ``error.code`` of the reply
+    body when it has one (e.g. ``context_length_exceeded``), else ``""``.
+    """
+
+    def __init__(self, url: str, status: int, detail: str, code: str = ""):
+        super().__init__(f"{url}: HTTP {status}: {detail}")
+        self.url, self.status, self.detail, self.code = url, status, detail, code
+
+
+def _error_code(body: str) -> str:
+    """``error.code`` of an OpenAI-style error body, or ``""``."""
+    try:
+        err = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return ""
+    code = err.get("code") if isinstance(err, dict) else None
+    return code if isinstance(code, str) else ""
+
+
 @dataclass
 class HTTPEngine:
     """An OpenAI-compatible completions endpoint (``POST {base_url}/completions``)."""
@@ -144,8 +170,10 @@ class HTTPEngine:
         of one request.
 
         A refused connection, a timeout, HTTP 429 or 5xx raise :class:`EngineUnavailable`
-        (an infrastructure fault: the step retries with backoff, then fails the job); any
-        other HTTP error is about this request (a row fault).
+        (an infrastructure fault: the step retries with backoff, then fails the job), and so
+        do HTTP 401/403/404/405 (a wrong key, URL or method fails every row alike), without
+        quick retries; any other 4xx is about this request (a row fault) and raises
+        :class:`HTTPRequestError`.
         """
         url = self.base_url.rstrip("/") + path
         headers = {"Content-Type": "application/json"}
@@ -162,9 +190,14 @@ class HTTPEngine:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
                     return json.loads(resp.read())
             except urllib.error.HTTPError as exc:
-                detail = exc.read().decode(errors="replace")[:500]
+                body_text = exc.read().decode(errors="replace")
+                detail = body_text[:500]
+                if exc.code in _ENDPOINT_FAULTS:  # wrong URL, key or method: every row fails
+                    raise EngineUnavailable(f"{url}: HTTP {exc.code} (endpoint refused the "
+                                            f"request, not a row fault): {detail}") from exc
                 if exc.code < 500 and exc.code != 429:  # the request is wrong: no retry
-                    raise RuntimeError(f"{url}: HTTP {exc.code}: {detail}") from exc
+                    raise HTTPRequestError(url, exc.code, detail,
+                                           _error_code(body_text)) from exc
                 last = EngineUnavailable(f"{url}: HTTP {exc.code}: {detail}")
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 reason = getattr(exc, "reason", exc)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -235,11 +236,15 @@ class Quickstart:
         raw_recall, _ = fact_recall(rows, column="original")
         raw_in = sum(self.summary["stages"]["synthetic"]["rows_per_source"].get(s, 0)
                      for s in RAW_SOURCES)
+        # the rewrite job reads every synthetic row: the clean ones are not_selected
+        rewrite_reasons = {k: v for k, v in rewrite["rejects_per_reason"].items()
+                           if k != "not_selected"}
+        reasons = Counter(rewrite_reasons)
+        reasons.update(kept["rejects_per_reason"])
         self.summary["pf1m"] = {
             "rows_in": raw_in, "rewritten": rewrite["rows"], "kept": kept["rows"],
-            "rewrite_rejects": rewrite["rejects"], "filter_drops": kept["rejects"],
-            "rejects_per_reason": {**rewrite["rejects_per_reason"],
-                                   **kept["rejects_per_reason"]},
+            "rewrite_rejects": sum(rewrite_reasons.values()), "filter_drops": kept["rejects"],
+            "rejects_per_reason": dict(sorted(reasons.items())),
             "fact_recall": recall, "fact_recall_raw": raw_recall, "fact_checked": checked,
             "scorers": SCORERS}
         print(f"      {kept['rows']} of {raw_in} raw rows kept; fact recall of the kept "

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from pf_ray.faults import ModelUnavailable
-from pf_ray.llm.engines import Completion, GenParams, HTTPEngine, data_uri
+from pf_ray.llm.engines import Completion, GenParams, HTTPEngine, HTTPRequestError, data_uri
 from pf_ray.rewrite.prompt import chat_messages, rewrite_stops
 from pf_ray.rewrite.spec import (
     DecodingConfig,
@@ -141,12 +141,23 @@ class FlamingoRewriter:
         return [r if r is not None else Result(reject=("exception", "no result")) for r in results]
 
 
-def _mime(data: bytes) -> str:
+# The encodings pf-ray's Serve app decodes (pf_ray.serve.images.FORMATS); others go as PNG.
+SENDABLE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+
+
+def _sendable(data: bytes) -> tuple[bytes, str]:
+    """``(bytes, mime)`` of the image to send: as stored when its format is one the server
+    decodes, else re-encoded to PNG (TIFF, ICO, ... stored rows)."""
     try:
-        fmt = Image.open(io.BytesIO(data)).format or "PNG"
-    except Exception:  # noqa: BLE001 - decoded before; fall back to PNG
-        fmt = "PNG"
-    return Image.MIME.get(fmt.upper(), "image/png")
+        img = Image.open(io.BytesIO(data))
+        fmt = (img.format or "").upper()
+        if fmt in SENDABLE_FORMATS:
+            return data, Image.MIME.get(fmt, "image/png")
+        out = io.BytesIO()
+        img.convert("RGBA" if "A" in img.getbands() else "RGB").save(out, format="PNG")
+        return out.getvalue(), "image/png"
+    except Exception:  # noqa: BLE001 - decoded before; send as stored, the server decides
+        return data, "image/png"
 
 
 class HTTPRewriter:
@@ -167,16 +178,22 @@ class HTTPRewriter:
     def _one(self, r: Request) -> Result:
         from pf_ray.model.prompts import rewrite_text
 
-        uris = [data_uri(r.image_bytes, _mime(r.image_bytes))] if r.image_bytes else []
+        uris = [data_uri(*_sendable(r.image_bytes))] if r.image_bytes else []
         done: Completion
-        if self.cfg.api == "chat":
-            done = self.http.chat_one(chat_messages(r.instruction, r.draft, uris,
-                                                    self.cfg.chat_prompt), self.params)
-        else:
-            prompt = rewrite_text(r.instruction, r.draft, None, images=len(uris),
-                                  mode=self.cfg.image_markers,
-                                  prompt_format=self.prompt_format, bos="")  # type: ignore[arg-type]
-            done = self.http.complete_one(prompt, self.params, images=uris)
+        try:
+            if self.cfg.api == "chat":
+                done = self.http.chat_one(chat_messages(r.instruction, r.draft, uris,
+                                                        self.cfg.chat_prompt), self.params)
+            else:
+                prompt = rewrite_text(r.instruction, r.draft, None, images=len(uris),
+                                      mode=self.cfg.image_markers,
+                                      prompt_format=self.prompt_format,  # type: ignore[arg-type]
+                                      bos="")
+                done = self.http.complete_one(prompt, self.params, images=uris)
+        except HTTPRequestError as exc:  # a 4xx about this row (401/403/404/405 raise)
+            reason = ("prompt_too_long" if exc.code == "context_length_exceeded"
+                      else f"http_{exc.status}")
+            return Result(reject=(reason, str(exc)[:2000]))
         return Result(done.text, done.finish_reason)
 
     def rewrite(self, requests: Sequence[Request]) -> list[Result]:

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pf_ray.data.images import ImageLoader
+from pf_ray.data.io import Dataset
 from pf_ray.data.schema import Batch
 from pf_ray.distort.plan import input_units
 from pf_ray.distort.targets import selected
@@ -99,9 +100,32 @@ def sample_thresholds(spec: RewriteSpec, units: list[Unit]
     return thresholds, report
 
 
+def check_selection(spec: RewriteSpec) -> None:
+    """A selected source or task that no input holds is a spec error, not a job that
+    "succeeds" with every row rejected as not_selected (counts from the inputs' manifests)."""
+    present: dict[str, set[str]] = {"source": set(), "task": set()}
+    for root in spec.inputs:
+        manifest = Dataset(root, spec.storage).read_manifest() or {}
+        counts = manifest.get("totals", {}).get("counts", {})
+        if not counts:
+            return  # an input without counts (older layout): nothing to check against
+        for column in present:
+            present[column].update(counts.get(column, {}))
+    wanted = {"select.sources": ("source", spec.select.sources),
+              "select.tasks": ("task", spec.select.tasks),
+              "select.samples": ("source", list(spec.select.samples or {}))}
+    errors = [f"{field}: {name!r} is in none of the inputs; they hold "
+              f"{sorted(present[column])}"
+              for field, (column, names) in wanted.items() for name in names or ()
+              if name not in present[column]]
+    if errors:
+        raise ValueError("; ".join(errors))
+
+
 def plan_rewrite(spec: RewriteSpec) -> ShardPlan:
     units = [Unit(u.key, {"file": u.params["file"], "storage": u.params["storage"]})
              for u in input_units(spec.inputs, spec.storage)]
+    check_selection(spec)
     recorded = spec.model_dump(mode="json")
     digest = rewrite_hash(spec)
     thresholds: dict[str, int | None] | None = None

@@ -135,10 +135,17 @@ def chat_response(rid: str, model: str, text: str, finish_reason: str, prompt_to
 
 
 def chat_chunk(rid: str, model: str, created: int, delta: dict[str, Any],
-               finish_reason: str | None = None) -> dict[str, Any]:
-    return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason,
-                         "logprobs": None}]}
+               finish_reason: str | None = None, *,
+               include_usage: bool = False) -> dict[str, Any]:
+    """One streamed chunk; with ``include_usage`` (``stream_options.include_usage``) it
+    carries ``"usage": null``, as OpenAI's chunks before the final usage chunk do."""
+    chunk: dict[str, Any] = {
+        "id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason,
+                     "logprobs": None}]}
+    if include_usage:
+        chunk["usage"] = None
+    return chunk
 
 
 def usage_chunk(rid: str, model: str, created: int, prompt_tokens: int,

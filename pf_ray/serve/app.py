@@ -41,6 +41,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve import Application
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pf_ray.serve import images as image_io
 from pf_ray.serve.api import (
@@ -63,6 +64,21 @@ STATIC = Path(__file__).parent / "static"
 DEPLOYMENT = "CleverFlamingo"
 
 api = FastAPI(title="pf-ray: Clever Flamingo", docs_url=None, redoc_url=None)
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Unknown routes (404), wrong methods (405), ...: an OpenAI-style error object too."""
+    if exc.status_code == 404:
+        message = f"no route {request.url.path!r}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} not allowed on {request.url.path!r}"
+    else:
+        message = str(exc.detail)
+    err = APIError(exc.status_code, message, code=_HTTP_CODES.get(exc.status_code))
+    return JSONResponse(err.body(), status_code=exc.status_code,
+                        headers=dict(exc.headers or {}))
 
 
 class _ModelError(Exception):
@@ -178,6 +194,11 @@ class CleverFlamingo:
             return _error_response(APIError(500, f"the model failed on this request (request "
                                                  f"id {rid}); the server keeps serving",
                                             code="model_error"))
+        except Exception:  # noqa: BLE001 - a bug must answer as an API error, not a bare 500
+            log.exception("request %s failed", rid)
+            return _error_response(APIError(500, f"internal error on this request (request "
+                                                 f"id {rid}); the server keeps serving",
+                                            code="internal_error"))
         reason = last.finish_reason or "length"
         build = chat_response if kind == "chat" else completion_response
         oid = ("chatcmpl-" if kind == "chat" else "cmpl-") + rid
@@ -195,22 +216,28 @@ class CleverFlamingo:
         def sse(obj: dict[str, Any]) -> str:
             return f"data: {json.dumps(obj)}\n\n"
 
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
+            return sse(chat_chunk(oid, model, created, delta, finish_reason,
+                                  include_usage=plan.include_usage))
+
         async def events() -> AsyncIterator[str]:
-            yield sse(chat_chunk(oid, model, created, {"role": "assistant", "content": ""}))
+            yield chunk({"role": "assistant", "content": ""})
             u: Update | None = first
             tokens = 0
+            failed = False
             while u is not None:
                 if u.error:
                     yield sse(APIError(500, f"the model failed on this request (request id "
                                             f"{rid})", code="model_error").body())
+                    failed = True
                     break
                 if u.delta:
-                    yield sse(chat_chunk(oid, model, created, {"content": u.delta}))
+                    yield chunk({"content": u.delta})
                 if u.finish_reason:
                     tokens = u.completion_tokens
-                    yield sse(chat_chunk(oid, model, created, {}, u.finish_reason))
+                    yield chunk({}, u.finish_reason)
                 u = await anext(updates, None)
-            if plan.include_usage:
+            if plan.include_usage and not failed:
                 yield sse(usage_chunk(oid, model, created, len(job.prompt_ids), tokens))
             yield "data: [DONE]\n\n"
 

@@ -124,7 +124,10 @@ def test_pf1m_counts_balance_and_fact_recall_is_recomputed(quickstart_run, summa
     rewrite = json.loads((workdir / "pf1m" / "rewritten" / "_manifest.json").read_text())
     kept = json.loads((workdir / "pf1m" / "filtered" / "_manifest.json").read_text())
     raw = sum(r["source"] == "synthetic_vl" for r in _rows(workdir / "synthetic"))
-    assert pf["rows_in"] == raw == rewrite["totals"]["rows"] + rewrite["totals"]["rejects"]
+    not_selected = rewrite["totals"]["rejects_per_reason"].get("not_selected", 0)
+    assert not_selected == 1800 - raw  # the clean rows: not raw annotations
+    assert pf["rows_in"] == raw == rewrite["totals"]["rows"] + pf["rewrite_rejects"]
+    assert pf["rewrite_rejects"] == rewrite["totals"]["rejects"] - not_selected
     assert pf["rewritten"] == rewrite["totals"]["rows"] == kept["totals"]["rows"] + \
         kept["totals"]["rejects"]
     assert pf["kept"] == kept["totals"]["rows"] > 0

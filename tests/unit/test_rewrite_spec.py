@@ -271,3 +271,22 @@ def test_rewrite_step_batches_rows_of_similar_length_in_row_order() -> None:
                 "instruction": ["q"] * 5, "original": drafts})
     assert out["output"] == [f"Well: {d}." for d in drafts]
     assert calls == [["b", "dd"], ["c" * 20, "e" * 49], ["a" * 50]]
+
+
+def test_a_selection_no_input_holds_is_a_spec_error(tmp_path):
+    from pf_ray.config import parse_spec
+    from pf_ray.jobs.runner import run_job
+    from pf_ray.rewrite.plan import plan_rewrite
+
+    syn = str(tmp_path / "syn")
+    run_job(parse_spec({"kind": "synthetic", "n": 18, "output": {"path": syn}}),
+            executor="local")
+    spec = parse_spec({"kind": "rewrite", "inputs": [syn], "output": {"path": str(tmp_path / "o")},
+                       "select": {"sources": ["synthetic_vl", "synthetic_v1"], "tasks": ["vqa2"]},
+                       "engine": {"kind": "flamingo", "model": str(tmp_path / "m")}})
+    with pytest.raises(ValueError) as info:
+        plan_rewrite(spec)
+    msg = str(info.value)
+    assert "select.sources: 'synthetic_v1' is in none of the inputs" in msg
+    assert "select.tasks: 'vqa2' is in none of the inputs" in msg
+    assert "'synthetic_vl' is in none" not in msg  # present sources pass

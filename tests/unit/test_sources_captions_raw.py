@@ -124,3 +124,19 @@ def test_object_store_glob_stays_in_its_segment() -> None:
     assert not glob_match("b/cc3m/*.tar", "b/cc3m/old/00001.tar")
     assert not glob_match("b/cc3m/*.tar", "b/cc3m/00000_stats.json")
     assert glob_match("b/**/*.tar", "b/cc3m/old/00001.tar")
+
+
+def test_double_star_matches_zero_or_more_segments_and_skips_hidden(tmp_path) -> None:
+    from pf_ray.data.sources.base import expand_paths, glob_match
+
+    assert glob_match("b/a/**/*.tar", "b/a/x.tar")  # zero segments, as glob.glob
+    assert glob_match("b/a/**/*.tar", "b/a/c/d/x.tar")
+    assert not glob_match("b/a/**/*.tar", "b/a/.cache/x.tar")
+    assert not glob_match("b/a/*.tar", "b/a/.x.tar")
+    for rel in ("x.tar", "c/d/y.tar"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    from pf_ray.specs import StorageConfig
+
+    found = expand_paths(str(tmp_path / "**" / "*.tar"), StorageConfig())
+    assert [f.removeprefix(str(tmp_path) + "/") for f in found] == ["c/d/y.tar", "x.tar"]

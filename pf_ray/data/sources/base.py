@@ -168,7 +168,7 @@ def expand_paths(path: str | list[str], storage: StorageConfig) -> list[str]:
     if not any(ch in path for ch in "*?["):
         return [path]
     if not is_uri(path):
-        return sorted(glob.glob(path))
+        return sorted(glob.glob(path, recursive=True))
     fs, inner = resolve(path, storage)
     scheme = path.split("://", 1)[0]
     base = inner.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0].rsplit("/", 1)[0]
@@ -190,11 +190,24 @@ def glob_match(pattern: str, path: str) -> bool:
     if hasattr(glob, "translate"):
         return re.fullmatch(glob.translate(pattern, recursive=True, include_hidden=False),
                             path) is not None
-    if "**" in pattern:
-        return fnmatch.fnmatchcase(path, pattern)
-    parts, names = pattern.split("/"), path.split("/")
-    return len(parts) == len(names) and all(
-        fnmatch.fnmatchcase(n, p) for n, p in zip(names, parts, strict=True))
+    return _match_segments(pattern.split("/"), path.split("/"))
+
+
+def _match_segments(parts: list[str], names: list[str]) -> bool:
+    """Segment-wise glob match; a ``**`` segment matches zero or more segments, and no
+    wildcard matches a hidden (dot) segment, as ``glob.glob(recursive=True)``."""
+    if not parts:
+        return not names
+    head, rest = parts[0], parts[1:]
+    if head == "**":
+        return any(_match_segments(rest, names[k:]) for k in range(len(names) + 1)
+                   if not any(n.startswith(".") for n in names[:k]))
+    if not names:
+        return False
+    name = names[0]
+    if name.startswith(".") and not head.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(name, head) and _match_segments(rest, names[1:])
 
 
 def parse_records(data: bytes, where: str) -> Iterator[tuple[int, Any | RecordError]]:

@@ -1,0 +1,113 @@
+"""HTTP engines: which 4xx replies are the endpoint's fault (fail the job) and which are the
+row's (rejects), and the image encodings sent to a server."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from pf_ray.faults import EngineUnavailable, is_infrastructure_fault
+from pf_ray.llm.engines import GenParams, HTTPEngine, HTTPRequestError
+from pf_ray.rewrite.engines import HTTPRewriter, Request, _sendable
+from pf_ray.rewrite.spec import DecodingConfig, HTTPRewriteEngineConfig
+
+REPLY: dict[str, tuple[int, dict[str, Any]]] = {}  # path -> (status, json body)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        status, body = REPLY[self.path]
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def _error(code: str | None) -> dict[str, Any]:
+    return {"error": {"message": "no", "type": "invalid_request_error", "param": None,
+                      "code": code}}
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 405])
+def test_endpoint_statuses_are_infrastructure_faults(base_url: str, status: int) -> None:
+    REPLY["/v1/completions"] = (status, _error(None))
+    engine = HTTPEngine(base_url=base_url, model="m", retries=0)
+    with pytest.raises(EngineUnavailable) as info:
+        engine.complete_one("hi", GenParams())
+    assert f"{base_url}/completions" in str(info.value) and f"HTTP {status}" in str(info.value)
+    assert is_infrastructure_fault(info.value)
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, None), (413, None), (422, "bad"),
+                                              (400, "context_length_exceeded")])
+def test_other_4xx_are_row_faults(base_url: str, status: int, code: str | None) -> None:
+    REPLY["/v1/completions"] = (status, _error(code))
+    with pytest.raises(HTTPRequestError) as info:
+        HTTPEngine(base_url=base_url, model="m", retries=0).complete_one("hi", GenParams())
+    assert info.value.status == status and info.value.code == (code or "")
+    assert not is_infrastructure_fault(info.value)
+
+
+def _rewriter(base_url: str, api: str) -> HTTPRewriter:
+    cfg = HTTPRewriteEngineConfig(kind="http", api=api, base_url=base_url, model="m")
+    return HTTPRewriter(cfg, prompt_format="paper", decoding=DecodingConfig())
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_rewriter_rejects_the_row_on_a_request_4xx(base_url: str, api: str) -> None:
+    path = "/v1/completions" if api == "completions" else "/v1/chat/completions"
+    rw = _rewriter(base_url, api)
+    REPLY[path] = (422, _error(None))
+    (res,) = rw.rewrite([Request("Q?", "draft")])
+    assert res.reject is not None and res.reject[0] == "http_422" and "HTTP 422" in res.reject[1]
+    REPLY[path] = (400, _error("context_length_exceeded"))
+    (res,) = rw.rewrite([Request("Q?", "draft")])
+    assert res.reject is not None and res.reject[0] == "prompt_too_long"
+    REPLY[path] = (401, _error("invalid_api_key"))
+    with pytest.raises(EngineUnavailable, match="HTTP 401"):
+        rw.rewrite([Request("Q?", "draft")])
+
+
+def _encoded(fmt: str, mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (6, 4), "red").save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "mime"), [("PNG", "image/png"), ("JPEG", "image/jpeg"),
+                                           ("WEBP", "image/webp"), ("GIF", "image/gif"),
+                                           ("BMP", "image/bmp")])
+def test_served_formats_are_sent_as_stored(fmt: str, mime: str) -> None:
+    data = _encoded(fmt)
+    assert _sendable(data) == (data, mime)
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "ICO", "PPM"])
+def test_other_formats_are_reencoded_to_png(fmt: str) -> None:
+    data, mime = _sendable(_encoded(fmt))
+    img = Image.open(io.BytesIO(data))
+    assert mime == "image/png" and img.format == "PNG" and img.size == (6, 4)
+    assert img.convert("RGB").getpixel((0, 0)) == (255, 0, 0)
