@@ -42,7 +42,9 @@ def is_infrastructure_fault(exc: BaseException) -> bool:
     if isinstance(exc, InfrastructureError | MemoryError | ConnectionError | TimeoutError):
         return True
     if isinstance(exc, urllib.error.HTTPError):
-        return exc.code >= 500 or exc.code == 429
+        # 5xx and 429: the server; 401/403/404/405: a wrong key, model or URL (every row
+        # would fail the same way). Other 4xx are about the request, hence the row.
+        return exc.code >= 500 or exc.code in (401, 403, 404, 405, 429)
     if isinstance(exc, urllib.error.URLError):  # no HTTP status: the connection failed
         return True
     if type(exc).__name__ in _DEVICE_TYPES:

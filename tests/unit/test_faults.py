@@ -46,13 +46,16 @@ def batch_of(n: int, bad: int | None = None) -> Batch:
     EngineUnavailable("http://x/v1/completions: HTTP 503"), MemoryError(),
     RuntimeError("CUDA error: an illegal memory access was encountered"),
     urllib.error.URLError(ConnectionRefusedError(111, "refused")),
+    urllib.error.HTTPError("u", 401, "unauthorized", {}, None),  # wrong key
+    urllib.error.HTTPError("u", 404, "not found", {}, None),  # wrong model or URL
 ])
 def test_infrastructure_faults_are_classified(exc: Exception) -> None:
     assert is_infrastructure_fault(exc)
 
 
 @pytest.mark.parametrize("exc", [ValueError("bad"), KeyError("x"), RuntimeError("shape"),
-                                 urllib.error.HTTPError("u", 400, "bad request", {}, None)])
+                                 urllib.error.HTTPError("u", 400, "bad request", {}, None),
+                                 urllib.error.HTTPError("u", 413, "too large", {}, None)])
 def test_row_faults_are_classified(exc: Exception) -> None:
     assert not is_infrastructure_fault(exc)
 
