@@ -43,8 +43,10 @@ SETTINGS: dict[str, QuickstartSettings] = {
     "tiny": QuickstartSettings(
         preset="tiny", batch_size=8, max_length=320,
         rewriter=StageRun(steps=150, lr=1e-3),
-        s1=StageRun(steps=120, lr=1e-3), s2=StageRun(steps=120, lr=1e-3),
-        s3=StageRun(steps=60, lr=1e-3, lr_scale=0.1),
+        # ~2 s per step on Ray Train on 2 CPUs (0.6 s in-process, bench/bench_presets.py):
+        # 150 rewriter steps take ~5.5 min, which leaves ~100 steps for the three stages
+        s1=StageRun(steps=50, lr=1e-3), s2=StageRun(steps=30, lr=1e-3),
+        s3=StageRun(steps=20, lr=1e-3, lr_scale=0.1),
         lm_trainable={"lm_full": True}),
     "smol": QuickstartSettings(
         preset="smol", batch_size=4, max_length=320,
