@@ -14,22 +14,12 @@ from typing import Any
 import pyarrow as pa
 
 from pf_ray.data.io import Dataset
-from pf_ray.data.schema import REJECT_SCHEMA, to_table
+from pf_ray.data.schema import PF1M_SCHEMA, REJECT_SCHEMA, REWRITE_SCHEMA, to_table
 from pf_ray.filters.tiny import build_classifier, build_tiny_clip  # noqa: F401 - re-exported
 from pf_ray.specs import StorageConfig
 
-REWRITE_COLUMNS_SCHEMA = pa.schema([
-    pa.field("id", pa.string(), nullable=False),
-    pa.field("source", pa.string(), nullable=False),
-    pa.field("task", pa.string(), nullable=False),
-    pa.field("image", pa.string()),
-    pa.field("image_bytes", pa.binary()),
-    pa.field("instruction", pa.string(), nullable=False),
-    pa.field("original", pa.string(), nullable=False),
-    pa.field("output", pa.string(), nullable=False),
-    pa.field("finish_reason", pa.string()),
-    pa.field("meta", pa.string(), nullable=False),
-])
+# the rewrite stage's columns, finish_reason nullable (as PF-1M inputs may have it)
+REWRITE_COLUMNS_SCHEMA = pa.schema([f for f in PF1M_SCHEMA if f.name in REWRITE_SCHEMA.names])
 
 
 def png(color: tuple[int, int, int], size: int = 64) -> bytes:

@@ -140,17 +140,9 @@ COUNT_COLUMNS["rewrite"] = ("source", "task")
 #   reward:                the reward model's logit for (instruction, output)
 SCORED_PARAGRAPH = pa.struct([("score", pa.float64()), ("text", pa.string())])
 PF1M_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("task", pa.string(), nullable=False),
-        pa.field("image", pa.string()),
-        pa.field("image_bytes", pa.binary()),
-        pa.field("instruction", pa.string(), nullable=False),
-        pa.field("original", pa.string(), nullable=False),
-        pa.field("output", pa.string(), nullable=False),
-        pa.field("finish_reason", pa.string()),
-        pa.field("meta", pa.string(), nullable=False),
+    # the rewrite columns (finish_reason may be null: PF-1M rows from elsewhere lack it)
+    [f.with_nullable(True) if f.name == "finish_reason" else f for f in REWRITE_SCHEMA]
+    + [
         pa.field("length", pa.int64()),
         pa.field("rouge_score", pa.float64()),
         pa.field("sts_similarity", pa.float64()),
