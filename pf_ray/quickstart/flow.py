@@ -294,7 +294,6 @@ class Quickstart:
         print(f"      e.g. {q.question!r} (truth {q.answer!r}): {answers['s3'][0][:100]!r}")
         return model
 
-
     # ------------------------------------------------------------------ serving
 
     def serve(self) -> None:
