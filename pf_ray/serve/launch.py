@@ -50,7 +50,32 @@ def start(spec: ServeSpec) -> str:
     serve.start(http_options={"host": spec.host, "port": spec.port})
     serve.run(app_for(spec), name=spec.app_name, route_prefix=spec.route_prefix,
               blocking=False)
-    return base_url(spec)
+    port = proxy_port(spec.port)
+    if port != spec.port:  # Serve was already running on this cluster: it keeps its proxy
+        print(f"Serve already runs on this Ray cluster with its HTTP proxy on port {port}; "
+              f"the app is served there (port {spec.port} of the spec is not used)",
+              file=sys.stderr, flush=True)
+    return base_url(spec.model_copy(update={"port": port}))
+
+
+def proxy_port(default: int) -> int:
+    """The port of the HTTP proxy Serve runs now (it keeps the one it started with)."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        return int(_get_global_client().http_config.port)
+    except Exception:  # a private API: fall back to what was asked for
+        return default
+
+
+def serve_running() -> bool:
+    """Whether a Serve controller already runs on the connected cluster."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        return _get_global_client() is not None
+    except Exception:
+        return False
 
 
 def _stop_on_signals() -> None:

@@ -25,16 +25,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _proxy_port(default: int) -> int:
-    """The port of the HTTP proxy Serve runs now (it keeps its first one)."""
-    try:
-        from ray.serve.context import _get_global_client
-
-        return int(_get_global_client().http_config.port)
-    except Exception:  # private API: fall back to what we asked for
-        return default
-
-
 def chat_once(model_dir: str, image_png: bytes, question: str, *, max_tokens: int = 32,
               port: int | None = None, cpus_per_replica: float = 0.5) -> dict[str, Any]:
     """Serve ``model_dir``, ask ``question`` about ``image_png``, stop; never raises.
@@ -47,10 +37,11 @@ def chat_once(model_dir: str, image_png: bytes, question: str, *, max_tokens: in
     from openai import OpenAI
     from ray import serve
 
-    from pf_ray.serve.launch import start
+    from pf_ray.serve.launch import serve_running, start
     from pf_ray.serve.spec import ServeSpec
 
     own_ray = not ray.is_initialized()
+    own_serve = False
     out: dict[str, Any] = {"ok": False, "answer": None, "first_token_s": None,
                            "total_s": None, "startup_s": None}
     try:
@@ -58,10 +49,11 @@ def chat_once(model_dir: str, image_png: bytes, question: str, *, max_tokens: in
             ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False,
                      log_to_driver=False)
         t0 = time.perf_counter()
-        port = port or _free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        # Serve started here is shut down here: a later app on the same cluster then gets
+        # the proxy port it asks for (Serve keeps the port it started with)
+        own_serve = not serve_running()
         spec = ServeSpec(kind="serve", model=str(model_dir), app_name=APP,
-                         route_prefix=f"/{APP}", port=_proxy_port(port),
+                         route_prefix=f"/{APP}", port=port or _free_port(),
                          deployment={"cpus_per_replica": cpus_per_replica})
         url = start(spec)
         out["startup_s"] = round(time.perf_counter() - t0, 3)
@@ -91,7 +83,7 @@ def chat_once(model_dir: str, image_png: bytes, question: str, *, max_tokens: in
     finally:
         try:
             serve.delete(APP)
-            if own_ray:
+            if own_ray or own_serve:
                 serve.shutdown()
         except Exception:
             pass
