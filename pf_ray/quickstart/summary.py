@@ -76,7 +76,9 @@ def table(summary: dict[str, Any]) -> str:
         rows.append(("serve: one image chat (openai client)", "ok" if sv.get("ok") else "FAILED",
                      f"first token {_fmt(sv.get('first_token_s'))} s, "
                      f"total {_fmt(sv.get('total_s'))} s"))
-    rows.append(("wall time (s)", _fmt(summary.get("wall_s")), f"preset {summary.get('preset')}"))
+    wall = summary.get("wall_s")
+    rows.append(("wall time (s)", "-" if wall is None else f"{wall:.0f}",
+                 f"preset {summary.get('preset')}"))
     width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)
     lines = [f"{'measure'.ljust(width)}  {'value'.rjust(value_width)}  baseline / detail"]
