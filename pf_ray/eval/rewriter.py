@@ -44,15 +44,6 @@ def revise(model: Any, tokenizer: Any, pairs: list[dict[str, Any]], *,
     return texts
 
 
-def reconstruction_rouge(model: Any, tokenizer: Any, pairs: list[dict[str, Any]], *,
-                         max_new_tokens: int = 96, batch_size: int = 16,
-                         prompt_format: str = "paper") -> float:
-    """Mean ROUGE-L of the rewriter's revision of each draft against the original."""
-    texts = revise(model, tokenizer, pairs, max_new_tokens=max_new_tokens,
-                   batch_size=batch_size, prompt_format=prompt_format)
-    return mean_rouge(pairs, texts)["overall"]
-
-
 def mean_rouge(pairs: list[dict[str, Any]], texts: list[str]) -> dict[str, float]:
     """Mean ROUGE-L of ``texts`` against each pair's original: ``overall`` and per family."""
     per: dict[str, list[float]] = defaultdict(list)
