@@ -43,17 +43,23 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def _load_or_report(path: str, overrides: list[str] | None) -> Any | None:
+    """The spec, or None after printing why it cannot be loaded (missing file, errors)."""
+    try:
+        return load_spec(path, overrides)
+    except FileNotFoundError:
+        print(f"{path}: no such file", file=sys.stderr)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+    return None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from pf_ray.jobs.runner import run_job
     from pf_ray.jobs.shard import JobFailed, OutputExistsError
 
-    try:
-        spec = load_spec(args.spec, args.overrides)
-    except FileNotFoundError:
-        print(f"{args.spec}: no such file", file=sys.stderr)
-        return EXIT_SPEC
-    except SpecError as exc:
-        print(exc, file=sys.stderr)
+    spec = _load_or_report(args.spec, args.overrides)
+    if spec is None:
         return EXIT_SPEC
     if args.no_progress:
         spec = _without_progress(spec)
@@ -94,13 +100,8 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        spec = load_spec(args.spec, args.overrides)
-    except FileNotFoundError:
-        print(f"{args.spec}: no such file", file=sys.stderr)
-        return EXIT_SPEC
-    except SpecError as exc:
-        print(exc, file=sys.stderr)
+    spec = _load_or_report(args.spec, args.overrides)
+    if spec is None:
         return EXIT_SPEC
     if getattr(spec, "kind", None) != "serve":
         print(f"{args.spec}: kind {getattr(spec, 'kind', None)!r}; pf-ray serve takes kind: "
