@@ -12,7 +12,8 @@ scheduler, step, epoch, data position, the running counts below and each rank's 
 worker failure) resumes from the latest checkpoint.
 
 Metrics per optimizer step (``ray.train.report`` and ``metrics.json``) are rank 0's: loss,
-lr, grad_norm, tokens/s, and ``images_unreadable``, the running total of images that failed
+lr, grad_norm, tokens/s, ``step_s`` (wall seconds since the previous step) and
+``data_wait_s`` (of which blocked on the data stream), and ``images_unreadable``, the running total of images that failed
 to load in the examples rank 0 trained on (its slice of each global batch, not all ranks'),
 ``examples_skipped``, the examples the builder dropped from the stream because truncation
 left them no label token (counted over whole global batches: the same on every rank), and
@@ -260,12 +261,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     counts = {k: progress.get(k, 0) for k in ("images_unreadable", "examples_skipped",
                                               "empty_batches")}
     accum = 0
-    t_last, tokens = time.time(), 0
+    t_last, tokens, waited = time.time(), 0, 0.0
     while epoch < spec.epochs and step < total:
         batches = shard.iter_batches(batch_size=spec.batch_size * world,
                                      batch_format="pyarrow", drop_last=True)
+        t_wait = time.time()
         for k, table in enumerate(batches):
+            waited += time.time() - t_wait
             if k < position:
+                t_wait = time.time()
                 continue  # consumed before the checkpoint this run resumed from
             mine = table.slice(rank * spec.batch_size, spec.batch_size).to_pydict()
             batch = collate(mine, pad_id, image_size, device)
@@ -282,6 +286,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             accum += 1
             position = k + 1
             if accum < spec.grad_accum:
+                t_wait = time.time()
                 continue
             accum = 0
             grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -296,8 +301,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                        "grad_norm": float(grad_norm.full_tensor() if hasattr(
                            grad_norm, "full_tensor") else grad_norm),
                        "tokens_per_s": tokens / max(now - t_last, 1e-9),
+                       "step_s": now - t_last, "data_wait_s": waited,
                        **counts, "resumed_from": resumed_from}
-            t_last, tokens = now, 0
+            t_last, tokens, waited = now, 0, 0.0
             if step == progress["step"] + 1:  # memory held by this rank (FSDP shards it)
                 metrics.update(rank_memory_bytes(model, optimizer))
             history.append(metrics)
@@ -315,6 +321,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 ray.train.report(metrics)
             if step >= total:
                 break
+            t_wait = time.time()
         else:
             epoch, position = epoch + 1, 0
             continue
