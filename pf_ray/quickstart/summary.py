@@ -5,8 +5,9 @@ Keys (later stages add theirs): ``preset``, ``n``, ``wall_s``, ``stages.<name>``
 path, rows, rejects per reason / steps and losses), ``rewriter.*`` (held-out ROUGE-L of the
 trained rewriter, the copy baseline and the untrained model, overall and per family),
 ``clever.heldout_accuracy.{base,s1,s2,s3,blind}``, ``pf1m.*`` (rows kept, rejects per
-reason, fact recall), ``serve.*``. Every number is computed by the run that writes the
-file, from the outputs it just wrote.
+reason, fact recall), ``eval.*`` (raw vs rewriter vs Clever on the held-out set: reward
+win rates and medians, answer accuracy, captions ROUGE-L), ``serve.*``. Every number is
+computed by the run that writes the file, from the outputs it just wrote.
 """
 
 from __future__ import annotations
@@ -71,6 +72,18 @@ def table(summary: dict[str, Any]) -> str:
         rows.append((f"Clever: held-out VQA accuracy ({cl['questions']} q)", _fmt(acc["s3"]),
                      f"image withheld {_fmt(acc['blind'])}, base {_fmt(acc['base'])}, "
                      f"S1 {_fmt(acc['s1'])}, S2 {_fmt(acc['s2'])}"))
+    ev = summary.get("eval")
+    if ev:
+        acc, rouge, wins = ev["answer_accuracy"], ev["captions_rougeL"], ev["reward_win_rate"]
+        rows.append((f"eval: VQA answer accuracy ({ev['sets']['VQA']['taken']} q)",
+                     _fmt(acc.get("clever")),
+                     f"raw annotations {_fmt(acc.get('raw'))}, rewriter "
+                     f"{_fmt(acc.get('rewriter'))}"))
+        rows.append(("eval: captions ROUGE-L (clever)", _fmt(rouge.get("clever")),
+                     f"raw {_fmt(rouge.get('raw'))}, rewriter {_fmt(rouge.get('rewriter'))}"))
+        rows.append(("eval: reward win rate clever vs raw", _fmt(wins.get("clever_vs_raw")),
+                     f"rewriter vs raw {_fmt(wins.get('rewriter_vs_raw'))} (random tiny "
+                     "reward model: noise)"))
     sv = summary.get("serve")
     if sv:
         rows.append(("serve: one image chat (openai client)", "ok" if sv.get("ok") else "FAILED",

@@ -216,6 +216,10 @@ def write_card(root: str, out: str | Path, storage: StorageConfig | None = None)
            "split=\"train\")", "```", "",
            f"PF-1M JSON (the released layout): `pf-ray export {root} --format pf1m-json "
            "--out PF-1M.json`.", ""]
+    if manifest["kind"] == "eval":  # its tables and plots (pf_ray.eval.run)
+        from pf_ray.report.eval_card import eval_section
+
+        md += eval_section(root, out, storage or StorageConfig())
     card = out / "README.md"
     card.write_text("\n".join(md), encoding="utf-8")
     return card

@@ -140,3 +140,37 @@ def test_the_served_model_answered_through_the_openai_client(summary):
     serve = summary["serve"]
     assert serve["ok"], serve
     assert serve["answer"] and 0 < serve["first_token_s"] <= serve["total_s"]
+
+
+def test_eval_compares_raw_rewriter_and_clever_on_the_same_items(quickstart_run, summary):
+    """``eval.*``: the eval job's numbers, recomputed from the answers it committed."""
+    import statistics
+
+    from pf_ray.eval.aggregate import pair_counts
+    from pf_ray.eval.facts import states_fact
+    from pf_ray.metrics.rouge import rouge_l
+
+    workdir, out = quickstart_run
+    ev = summary["eval"]
+    rows = _rows(workdir / "eval")
+    items: dict[str, set] = {}
+    for r in rows:
+        items.setdefault(r["answerer"], set()).add((r["set"], r["item"]))
+    assert set(items) == {"raw", "rewriter", "clever"}
+    assert items["raw"] == items["rewriter"] == items["clever"]  # the same questions
+    assert len(items["raw"]) == ev["sets"]["VQA"]["taken"] + ev["sets"]["Captions"]["taken"]
+    for source in items:
+        mine = [r for r in rows if r["answerer"] == source]
+        facts = [f for r in mine if r["set"] == "VQA" and (
+            f := states_fact(r["output"], r["task"], json.loads(r["meta"]))) is not None]
+        assert ev["answer_accuracy"][source] == pytest.approx(sum(facts) / len(facts))
+        caps = [rouge_l(r["output"], r["references"]) for r in mine if r["set"] == "Captions"]
+        assert ev["captions_rougeL"][source] == pytest.approx(statistics.fmean(caps))
+    assert ev["answer_accuracy"]["raw"] == 1.0  # the raw annotations are the ground truth
+    reward = {a: {(r["set"], r["item"]): r["reward"] for r in rows if r["answerer"] == a}
+              for a in items}
+    assert ev["reward_win_rate"]["clever_vs_raw"] == pytest.approx(
+        pair_counts(reward["clever"], reward["raw"])["win_rate"])
+    assert "random" in ev["reward_model"]
+    assert (workdir / "eval" / "tables.md").read_text().count("| clever |") >= 2
+    assert "eval: VQA answer accuracy" in out.stdout[out.stdout.index("[7/7] summary"):]

@@ -64,7 +64,7 @@ def test_kind_errors() -> None:
         parse_spec({"kind": "distortt"})
     assert info.value.problems == [
         "kind: unknown kind 'distortt'; allowed: 'synthetic', 'ingest', 'distort', 'rewrite', "
-        "'filter', 'train', 'serve', 'pipeline'"]
+        "'filter', 'train', 'serve', 'eval', 'pipeline'"]
     with pytest.raises(SpecError, match="kind: required field is missing"):
         parse_spec({"n": 3})
 

@@ -1,0 +1,221 @@
+"""Answer sources as steps: an exported pf-ray model or an OpenAI-compatible endpoint.
+
+Each ``model`` / ``http`` source is one step (an actor pool: the model loads once per
+actor) that answers the rows of its own source and passes the others through, so every
+source runs in its own pool over the same units. The engines are the rewrite stage's:
+
+* :class:`FlamingoAnswerer` extends :class:`pf_ray.rewrite.engines.FlamingoRewriter`
+  (model loading, ``ModelUnavailable`` on a missing model, batched generation with each
+  distinct image encoded once). ``prompt: chat`` encodes the question in Clever Flamingo's
+  chat format with :func:`pf_ray.model.prompts.encode_chat`, exactly as the Serve app does
+  for a chat request (same system message, same image marker), so under greedy decoding the
+  served model and its checkpoint give the same answers; ``prompt: rewrite`` is the
+  rewriter itself, with the item's raw annotation as the draft.
+* ``http`` goes through :class:`pf_ray.llm.engines.HTTPEngine`'s ``chat_one``: a user
+  message of an image_url part (the stored bytes as a data URI) and the question text.
+  A 4xx about one request is that row's reject (``http_<status>``); a dead endpoint or a
+  refused key raises :class:`~pf_ray.faults.EngineUnavailable` and fails the unit.
+
+Answers are cleaned alike (cut at the first stop string, stripped) so sources compare on
+their text only. Unreadable images are rejects with the image loader's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from PIL import Image
+
+from pf_ray.data.images import ImageError, ImageLoader, synthetic_bytes
+from pf_ray.eval.spec import EvalSpec, HTTPSource, ModelSource
+from pf_ray.llm.engines import GenParams, HTTPEngine, HTTPRequestError, data_uri
+from pf_ray.rewrite.engines import FlamingoRewriter, Request, Result, _sendable
+from pf_ray.rewrite.spec import DecodingConfig
+from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, Batch, Resources, StepDef
+
+ANSWER_INPUTS = ("id", "answerer", "image", "image_bytes", "instruction", "original",
+                 "output", "finish_reason")
+ANSWER_OUTPUTS = ("output", "finish_reason")
+
+
+def _stops() -> tuple[str, ...]:
+    from pf_ray.model.prompts import STOP_STRINGS
+
+    return STOP_STRINGS
+
+
+def clean(text: str, stops: Sequence[str]) -> str:
+    """``text`` cut at the first stop string, stripped."""
+    for s in stops:
+        text = text.split(s, 1)[0]
+    return text.strip()
+
+
+class FlamingoAnswerer(FlamingoRewriter):
+    """pf-ray's Flamingo model answering questions (``chat``) or rewriting (``rewrite``)."""
+
+    def __init__(self, model: str, *, prompt: str = "chat", **kwargs: Any):
+        super().__init__(model, **kwargs)
+        self.prompt = prompt
+
+    def answer(self, requests: Sequence[Request]) -> list[Result]:
+        if self.prompt == "rewrite":
+            done = self.rewrite(requests)
+            return [r if r.reject else Result(clean(r.text, _stops()), r.finish_reason)
+                    for r in done]
+        from pf_ray.model.generate import GenerationConfig, generate
+        from pf_ray.model.prompts import STOP_STRINGS, Turn, encode_chat
+
+        self.load()
+        d, mode, limit = self.decoding, self._model.config.xattn.mask, self._limit()
+        results: list[Result | None] = [None] * len(requests)
+        prompts, images, where = [], [], []
+        for i, r in enumerate(requests):
+            imgs = [r.image] if r.image is not None else []
+            ids = encode_chat(self._tok, [Turn(r.instruction, None, images=len(imgs))],
+                              mode).input_ids
+            if len(ids) > limit:
+                results[i] = Result(reject=("prompt_too_long", f"{len(ids)} prompt tokens > "
+                                            f"{limit} (max_prompt_tokens)"))
+                continue
+            prompts.append(ids)
+            images.append(imgs)
+            where.append(i)
+        if prompts:
+            cfg = GenerationConfig(max_new_tokens=d.max_new_tokens, do_sample=d.do_sample,
+                                   temperature=d.temperature, top_k=d.top_k, top_p=d.top_p,
+                                   num_beams=d.num_beams, length_penalty=d.length_penalty,
+                                   stop_strings=STOP_STRINGS,
+                                   seed=d.seed if d.do_sample else None)
+            for i, g in zip(where, generate(self._model, self._tok, prompts, images, cfg),
+                            strict=True):
+                results[i] = Result(clean(g.text, STOP_STRINGS), g.finish_reason)
+        return [r if r is not None else Result(reject=("exception", "no result"))
+                for r in results]
+
+
+class HTTPAnswerer:
+    """An OpenAI-compatible chat endpoint answering one request per item, concurrently."""
+
+    def __init__(self, cfg: HTTPSource, decoding: DecodingConfig):
+        self.cfg = cfg
+        self.http = HTTPEngine(base_url=cfg.base_url, model=cfg.model,
+                               api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,
+                               max_concurrency=cfg.max_concurrency)
+        d = decoding
+        self.params = GenParams(max_new_tokens=d.max_new_tokens,
+                                temperature=d.temperature if d.do_sample else 0.0,
+                                top_p=d.top_p, top_k=d.top_k, stop=_stops(), seed=d.seed)
+
+    def messages(self, question: str, image: bytes | None) -> list[dict[str, Any]]:
+        parts: list[dict[str, Any]] = []
+        if image is not None:
+            parts.append({"type": "image_url", "image_url": {"url": data_uri(*_sendable(image))}})
+        parts.append({"type": "text", "text": question})
+        system = [{"role": "system", "content": self.cfg.system}] if self.cfg.system else []
+        return [*system, {"role": "user", "content": parts}]
+
+    def _one(self, r: Request) -> Result:
+        try:
+            done = self.http.chat_one(self.messages(r.instruction, r.image_bytes), self.params)
+        except HTTPRequestError as exc:  # a 4xx about this row (401/403/404/405 raise)
+            reason = "prompt_too_long" if exc.code == "context_length_exceeded" \
+                else f"http_{exc.status}"
+            return Result(reject=(reason, str(exc)[:2000]))
+        return Result(clean(done.text, self.params.stop), done.finish_reason)
+
+    def answer(self, requests: Sequence[Request]) -> list[Result]:
+        return self.http.map(self._one, list(requests))
+
+
+class Answer:
+    """One answer source over a micro-batch: its rows' images read, the engine called."""
+
+    name = "answer"
+    inputs = ANSWER_INPUTS
+    outputs = ANSWER_OUTPUTS
+    resources = Resources()
+
+    def __init__(self, source: str, engine_factory: Any, loader: ImageLoader,
+                 needs_bytes: bool = False, fetch_threads: int = 8):
+        self.source, self.factory, self.loader = source, engine_factory, loader
+        self.needs_bytes, self.fetch_threads = needs_bytes, fetch_threads
+        self._engine: Any = None
+
+    @property
+    def engine(self) -> Any:
+        if self._engine is None:  # once per actor; the model loads on first use
+            self._engine = self.factory()
+        return self._engine
+
+    def _image(self, ref: str | None, data: bytes | None
+               ) -> tuple[Image.Image | None, bytes | None] | ImageError:
+        if ref is None and data is None:
+            return None, None
+        try:
+            if data is None and self.needs_bytes:
+                data = synthetic_bytes(ref) if ref and ref.startswith("synthetic://") else \
+                    self.loader.fetch(ref or "")
+            return self.loader.load(ref, data), data
+        except ImageError as exc:
+            return exc
+
+    def __call__(self, batch: Batch) -> Batch:
+        n = len(batch["id"])
+        out: Batch = {"output": list(batch["output"]),
+                      "finish_reason": list(batch["finish_reason"]),
+                      REJECT_REASON: [None] * n, REJECT_DETAIL: [None] * n}
+        mine = [i for i in range(n) if batch["answerer"][i] == self.source]
+        if not mine:
+            return out
+        workers = max(1, min(self.fetch_threads, len(mine)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            got = list(pool.map(lambda i: self._image(batch["image"][i],
+                                                      batch["image_bytes"][i]), mine))
+        requests, idx = [], []
+        for i, g in zip(mine, got, strict=True):
+            if isinstance(g, ImageError):
+                out[REJECT_REASON][i], out[REJECT_DETAIL][i] = g.reason, g.detail
+                continue
+            requests.append(Request(batch["instruction"][i], batch["original"][i], g[0],
+                                    g[1] if self.needs_bytes else None))
+            idx.append(i)
+        for i, res in zip(idx, self.engine.answer(requests) if requests else [], strict=True):
+            if res.reject is not None:
+                out[REJECT_REASON][i], out[REJECT_DETAIL][i] = res.reject
+            else:
+                out["output"][i], out["finish_reason"][i] = res.text, res.finish_reason
+        return out
+
+
+def engine_factory(source: ModelSource | HTTPSource, spec: EvalSpec) -> Any:
+    """A picklable zero-argument callable that builds the source's engine."""
+    if isinstance(source, ModelSource):
+        return partial(FlamingoAnswerer, source.model, prompt=source.prompt,
+                       prompt_format=source.prompt_format, decoding=spec.decoding,
+                       device=source.device, dtype=source.dtype,
+                       num_threads=source.num_threads,
+                       max_prompt_tokens=source.max_prompt_tokens, storage=spec.storage)
+    return partial(HTTPAnswerer, source, spec.decoding)
+
+
+def answer_steps(spec: EvalSpec) -> list[StepDef]:
+    """One step per model / http source, each in its own actor pool."""
+    loader = ImageLoader(storage=spec.storage, max_pixels=spec.images.max_pixels,
+                         allowed_hosts=tuple(spec.images.allowed_hosts))
+    steps = []
+    for s in spec.sources:
+        if isinstance(s, ModelSource | HTTPSource):
+            steps.append(StepDef(
+                f"answer_{s.name}", Answer, ANSWER_INPUTS, ANSWER_OUTPUTS,
+                Resources(num_cpus=s.num_cpus, num_gpus=getattr(s, "num_gpus", 0.0),
+                          # the micro-batch holds every source's rows: ~batch_size are its own
+                          batch_size=s.batch_size * len(spec.sources), min_actors=s.min_actors,
+                          max_actors=s.max_actors),
+                {"source": s.name, "engine_factory": engine_factory(s, spec),
+                 "loader": loader, "needs_bytes": s.kind == "http",
+                 "fetch_threads": spec.images.fetch_threads}))
+    return steps
