@@ -11,6 +11,7 @@ with their images:
    token per row, with the image latents and the number of ``<image>`` tokens already in
    the cache (``past_images``), so cross-attention stays the one of a full forward:
    ``next_image`` decode steps see no image, ``previous_image`` ones see the last image.
+   The cache grows by doubling (:mod:`pf_ray.model.kv_cache`), not by a copy per step.
 4. Rows that finish (EOS, a stop string, their token budget) leave the batch (the cache is
    index-selected), so the rest decode at the size still needed.
 
@@ -34,6 +35,7 @@ from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
 from pf_ray.model.flamingo import FlamingoModel
+from pf_ray.model.kv_cache import growing_cache
 
 ImageLike = Image.Image | torch.Tensor  # PIL image, or a preprocessed (C, H, W) tensor
 FinishReason = Literal["eos", "stop", "length"]
@@ -240,7 +242,7 @@ def _prefill(model: FlamingoModel, prompts: Sequence[Sequence[int]],
     st = _Batch(rows=list(range(len(prompts))), attention_mask=mask,
                 positions=position_ids[:, -1], past_images=torch.zeros(len(prompts), dtype=torch.long,
                                                                        device=device),
-                media=media, image_mask=image_mask.to(device), cache=None)
+                media=media, image_mask=image_mask.to(device), cache=growing_cache())
     logits = _step(model, st, ids, position_ids)
     return st, logits
 
