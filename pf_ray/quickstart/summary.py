@@ -2,7 +2,8 @@
 baseline; the same numbers close the console output as a table.
 
 Keys (later stages add theirs): ``preset``, ``n``, ``wall_s``, ``stages.<name>`` (output
-path, rows, rejects per reason / steps and losses), ``rewriter.*`` (held-out ROUGE-L of the
+path, rows, rejects per reason / steps and losses), ``vision.*`` (the CLIP-pretrained image
+tower: held-out retrieval@1 beside the untrained tower and chance), ``rewriter.*`` (held-out ROUGE-L of the
 trained rewriter, the copy baseline and the untrained model, overall and per family),
 ``clever.heldout_accuracy.{base,s1,s2,s3,blind}``, ``pf1m.*`` (rows kept, rejects per
 reason, fact recall), ``eval.*`` (raw vs rewriter vs Clever on the held-out set: reward
@@ -50,6 +51,11 @@ def _fmt(value: Any) -> str:
 def table(summary: dict[str, Any]) -> str:
     """The headline numbers, each beside its baseline, as an aligned text table."""
     rows: list[tuple[str, str, str]] = []
+    vi = summary.get("vision")
+    if vi:
+        rows.append(("base: image tower held-out retrieval@1", _fmt(vi["heldout_retrieval_at_1"]),
+                     f"untrained {_fmt(vi['untrained_retrieval_at_1'])}, chance "
+                     f"{_fmt(vi['chance'])}"))
     rw = summary.get("rewriter")
     if rw:
         rows.append(("rewriter: held-out ROUGE-L (vs original)", _fmt(rw["heldout_rougeL"]),

@@ -65,7 +65,7 @@ class TrainSpec(SpecBase):
     """Rewriter SFT or one Clever Flamingo stage on Ray Train (spec §3 Table 4, §6)."""
 
     kind: Literal["train"]
-    stage: Literal["rewriter", "clever_s1", "clever_s2", "clever_s3"]
+    stage: Literal["rewriter", "clever_s1", "clever_s2", "clever_s3", "flamingo_pretrain"]
     model: str = Field(..., description="a preset name (tiny, openflamingo-9b-v1...) or a "
                                         "pf-ray model folder / URI (a previous stage's export)")
     data: list[TrainData] = Field(..., min_length=1)

@@ -51,7 +51,7 @@ def test_console_ends_with_the_summary_table(quickstart_run):
     _, out = quickstart_run
     assert "quickstart done" in out.stdout
     assert "1800 row(s)" in out.stdout
-    tail = out.stdout[out.stdout.index("[7/7] summary"):]
+    tail = out.stdout[out.stdout.index("summary ->"):]
     for label in ("rewriter: held-out ROUGE-L", "copy draft", "Clever: held-out VQA accuracy",
                   "image withheld", "wall time"):
         assert label in tail
@@ -63,8 +63,29 @@ def test_summary_has_every_key_and_is_this_runs(summary):
     for key in ("heldout_rougeL", "copy_baseline_rougeL", "untrained_rougeL", "per_family"):
         assert key in summary["rewriter"]
     assert set(summary["clever"]["heldout_accuracy"]) == {"base", "s1", "s2", "s3", "blind"}
-    for stage in ("synthetic", "distort", "rewriter", "clever_s1", "clever_s2", "clever_s3"):
+    for stage in ("synthetic", "distort", "flamingo_pretrain", "rewriter", "clever_s1",
+                  "clever_s2", "clever_s3"):
         assert summary["stages"][stage]["output"], stage
+    for key in ("heldout_retrieval_at_1", "untrained_retrieval_at_1", "chance", "file"):
+        assert key in summary["vision"]
+
+
+def test_the_image_tower_is_pretrained_and_its_retrieval_is_recomputed(summary):
+    import open_clip
+
+    from pf_ray.data.synthetic import caption_pairs
+    from pf_ray.model.clip_pretrain import CaptionPair, retrieval_at_1
+    from pf_ray.model.vision import register_tiny_configs
+    from pf_ray.quickstart.flow import CLIP_HELDOUT, HELDOUT_SEED
+
+    vision = summary["vision"]
+    register_tiny_configs()
+    model = open_clip.create_model(vision["model"], pretrained=vision["file"])
+    held = [CaptionPair(img, caps) for img, caps in caption_pairs(HELDOUT_SEED, 0, CLIP_HELDOUT)]
+    assert vision["heldout_retrieval_at_1"] == pytest.approx(
+        retrieval_at_1(model, vision["model"], held))
+    assert vision["heldout_retrieval_at_1"] > 10 * vision["chance"]
+    assert vision["heldout_retrieval_at_1"] > vision["untrained_retrieval_at_1"]
 
 
 def test_stage_counts_are_the_manifests(quickstart_run, summary):
@@ -111,9 +132,8 @@ def test_clever_uses_the_image_and_its_accuracy_is_recomputed(quickstart_run, su
                                                questions))
     assert acc["blind"] == pytest.approx(accuracy(answer_questions(model, tok, questions,
                                                                    blind=True), questions))
-    # the issue's bar (s3 >= blind + 0.10) is not met by the tiny preset in the budget:
-    # README "Quickstart" and the closing note of issue 9 give the measurements
-    assert acc["s3"] > acc["base"], acc  # the tuned model answers; the random base cannot
+    # issue 9's bar: the vision path matters (measured 0.512 vs 0.300 on 2 CPUs)
+    assert acc["s3"] >= acc["blind"] + 0.10, acc
 
 
 def test_pf1m_counts_balance_and_fact_recall_is_recomputed(quickstart_run, summary):
@@ -173,4 +193,4 @@ def test_eval_compares_raw_rewriter_and_clever_on_the_same_items(quickstart_run,
         pair_counts(reward["clever"], reward["raw"])["win_rate"])
     assert "random" in ev["reward_model"]
     assert (workdir / "eval" / "tables.md").read_text().count("| clever |") >= 2
-    assert "eval: VQA answer accuracy" in out.stdout[out.stdout.index("[7/7] summary"):]
+    assert "eval: VQA answer accuracy" in out.stdout[out.stdout.index("summary ->"):]
