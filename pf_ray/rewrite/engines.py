@@ -100,6 +100,10 @@ class FlamingoRewriter:
                                    f"{type(exc).__name__}: {exc}"[:2000]) from exc
         if self.dtype != "auto":
             model = model.to(getattr(torch, self.dtype))
+        if model.config.lora is not None:  # generation only: fold LoRA into the weights
+            from pf_ray.model.lora import merge_for_inference
+
+            merge_for_inference(model.lang_encoder)
         self._model, self._tok = model.eval(), tok
 
     def _limit(self) -> int:

@@ -65,7 +65,8 @@ def test_each_stage_trains_exactly_its_parts(stage: str) -> None:
     declared = set(STAGE_TRAINABILITY[stage].trainable_parts)
     assert {p for p, names in by_part.items() if names} == declared
     expected = {"rewriter": {"lm_lora", "lm_embeddings"}, "clever_s1": {"lm_lora", "lm_embeddings"},
-                "clever_s2": {"perceiver", "xattn_attn"}, "clever_s3": {"lm_lora", "lm_embeddings"}}
+                "clever_s2": {"perceiver", "xattn_attn"}, "clever_s3": {"lm_lora", "lm_embeddings"},
+                "flamingo_pretrain": {"perceiver", "xattn_attn", "xattn_ffn", "lm_embeddings"}}
     assert declared == expected[stage]
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {n for names in by_part.values() for n in names}
