@@ -66,35 +66,14 @@ class FlamingoAnswerer(FlamingoRewriter):
             done = self.rewrite(requests)
             return [r if r.reject else Result(clean(r.text, _stops()), r.finish_reason)
                     for r in done]
-        from pf_ray.model.generate import GenerationConfig, generate
         from pf_ray.model.prompts import STOP_STRINGS, Turn, encode_chat
 
-        self.load()
-        d, mode, limit = self.decoding, self._model.config.xattn.mask, self._limit()
-        results: list[Result | None] = [None] * len(requests)
-        prompts, images, where = [], [], []
-        for i, r in enumerate(requests):
-            imgs = [r.image] if r.image is not None else []
-            ids = encode_chat(self._tok, [Turn(r.instruction, None, images=len(imgs))],
-                              mode).input_ids
-            if len(ids) > limit:
-                results[i] = Result(reject=("prompt_too_long", f"{len(ids)} prompt tokens > "
-                                            f"{limit} (max_prompt_tokens)"))
-                continue
-            prompts.append(ids)
-            images.append(imgs)
-            where.append(i)
-        if prompts:
-            cfg = GenerationConfig(max_new_tokens=d.max_new_tokens, do_sample=d.do_sample,
-                                   temperature=d.temperature, top_k=d.top_k, top_p=d.top_p,
-                                   num_beams=d.num_beams, length_penalty=d.length_penalty,
-                                   stop_strings=STOP_STRINGS,
-                                   seed=d.seed if d.do_sample else None)
-            for i, g in zip(where, generate(self._model, self._tok, prompts, images, cfg),
-                            strict=True):
-                results[i] = Result(clean(g.text, STOP_STRINGS), g.finish_reason)
-        return [r if r is not None else Result(reject=("exception", "no result"))
-                for r in results]
+        def encode(r: Request, images: int, mode: Any) -> list[int]:
+            return encode_chat(self._tok, [Turn(r.instruction, None, images=images)],
+                               mode).input_ids
+
+        return [r if r.reject else Result(clean(r.text, STOP_STRINGS), r.finish_reason)
+                for r in self.generate_batch(requests, encode, STOP_STRINGS)]
 
 
 class HTTPAnswerer:

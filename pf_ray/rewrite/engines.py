@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -113,8 +113,23 @@ class FlamingoRewriter:
         return max(1, int(positions) - self.decoding.max_new_tokens)
 
     def rewrite(self, requests: Sequence[Request]) -> list[Result]:
-        from pf_ray.model.generate import GenerationConfig, generate
         from pf_ray.model.prompts import encode_rewrite
+
+        def encode(r: Request, images: int, mode: Any) -> list[int]:
+            return encode_rewrite(self._tok, r.instruction, r.draft, None, images=images,
+                                  mode=mode, prompt_format=self.prompt_format).input_ids  # type: ignore[arg-type]
+
+        return [r if r.reject else Result(r.text.strip(), r.finish_reason)
+                for r in self.generate_batch(requests, encode,
+                                             rewrite_stops(self.prompt_format))]
+
+    def generate_batch(self, requests: Sequence[Request],
+                       encode: Callable[[Request, int, Any], list[int]],
+                       stops: Sequence[str]) -> list[Result]:
+        """One batched ``generate`` over the requests whose prompt (``encode(request,
+        images, mask mode)``) fits; longer prompts are ``prompt_too_long`` rejects. Texts
+        are returned as generated (cut before the first stop string)."""
+        from pf_ray.model.generate import GenerationConfig, generate
 
         self.load()
         d = self.decoding
@@ -124,8 +139,7 @@ class FlamingoRewriter:
         prompts, images, where = [], [], []
         for i, r in enumerate(requests):
             imgs = [r.image] if r.image is not None else []
-            ids = encode_rewrite(self._tok, r.instruction, r.draft, None, images=len(imgs),
-                                 mode=mode, prompt_format=self.prompt_format).input_ids  # type: ignore[arg-type]
+            ids = encode(r, len(imgs), mode)
             if len(ids) > limit:
                 results[i] = Result(reject=("prompt_too_long", f"{len(ids)} prompt tokens > "
                                             f"{limit} (engine.max_prompt_tokens)"))
@@ -137,11 +151,11 @@ class FlamingoRewriter:
             cfg = GenerationConfig(max_new_tokens=d.max_new_tokens, do_sample=d.do_sample,
                                    temperature=d.temperature, top_k=d.top_k, top_p=d.top_p,
                                    num_beams=d.num_beams, length_penalty=d.length_penalty,
-                                   stop_strings=rewrite_stops(self.prompt_format),
+                                   stop_strings=tuple(stops),
                                    seed=d.seed if d.do_sample else None)
             for i, g in zip(where, generate(self._model, self._tok, prompts, images, cfg),
                             strict=True):
-                results[i] = Result(g.text.strip(), g.finish_reason)
+                results[i] = Result(g.text, g.finish_reason)
         return [r if r is not None else Result(reject=("exception", "no result")) for r in results]
 
 
