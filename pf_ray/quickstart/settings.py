@@ -71,5 +71,7 @@ SETTINGS: dict[str, QuickstartSettings] = {
         rewriter=StageRun(steps=40, lr=5e-4),
         s1=StageRun(steps=20, lr=5e-4), s2=StageRun(steps=30, lr=1e-3),
         s3=StageRun(steps=10, lr=5e-4, lr_scale=0.1), rewrite_batch=16,
-        pretrain=StageRun(steps=40, lr=1e-3), clip_steps=600),
+        # a pretrained LM: OpenFlamingo v1's mask and closed gates, as the paper
+        pretrain=StageRun(steps=40, lr=1e-3), clip_steps=600, mask="next_image",
+        gate_init=0.0),
 }
