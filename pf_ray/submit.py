@@ -43,8 +43,10 @@ from pf_ray.jobs import registry
 
 DRIVER_RESOURCE = "pf_driver"  # declared by the CPU node groups in cluster/ and infra/
 # env vars every S3 client reads besides the credentials a spec names
+# (not AWS_PROFILE or PF_RAY_CACHE: a laptop's profile or cache path does not exist on the
+# nodes; pass them with --env when they do)
 STANDARD_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
-                "AWS_PROFILE", "PF_RAY_CACHE", "HF_TOKEN")
+                "HF_TOKEN")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -73,7 +75,8 @@ class Submission:
 
 
 def spec_env_names(spec_path: Path, spec: Any) -> list[str]:
-    """Env var names the spec depends on: ``${VAR}``s of its files, storage credentials."""
+    """Env var names the spec depends on: ``${VAR}``s of its files, storage credentials,
+    and every other ``*_env`` field (API keys of HTTP engines and answer sources...)."""
     names: list[str] = []
     for path in _spec_files(spec_path):
         names += _VAR.findall(path.read_text(encoding="utf-8"))
@@ -81,7 +84,18 @@ def spec_env_names(spec_path: Path, spec: Any) -> list[str]:
         st = job.storage
         names += [st.access_key_env, st.secret_key_env, st.session_token_env]
         names += list((job.ray.runtime_env or {}).get("env_vars", {}))
-    return list(dict.fromkeys(names))
+        names += _env_fields(job.model_dump())
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _env_fields(value: Any) -> list[str]:
+    """The values of every ``*_env`` key in a dumped spec (nested lists and dicts)."""
+    if isinstance(value, dict):
+        return [n for k, v in value.items() for n in (
+            [v] if k.endswith("_env") and isinstance(v, str) else _env_fields(v))]
+    if isinstance(value, list):
+        return [n for v in value for n in _env_fields(v)]
+    return []
 
 
 def _jobs(spec: Any) -> list[Any]:

@@ -96,6 +96,12 @@ def plan_units(spec: EvalSpec) -> tuple[list[Unit], dict[str, dict[str, int]]]:
     units: list[Unit] = []
     report: dict[str, dict[str, int]] = {}
     sources = [s.model_dump(mode="json") for s in spec.sources]
+    for k, source in enumerate(spec.sources):  # stored answers that are not there: a
+        # missing input (fails the job), not one no_answer reject per row
+        if source.kind == "dataset" and source.path is not None \
+                and not Dataset(source.path, spec.storage).shard_files():
+            raise FileNotFoundError(f"sources.{k} ({source.name}): {source.path} holds no "
+                                    "committed shards")
     for k, eset in enumerate(spec.sets):
         files = _files(eset, spec.storage, k)
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -149,7 +155,9 @@ def read_items(*, file: str, storage: dict[str, Any], seed: int, eset: dict[str,
     for r in rows:
         got = item_of(r)
         for s in sources:
-            rec = {"id": f"{r['id']}@{s['name']}", "item": r["id"], "set": eset["name"],
+            # the set is part of the id: two sets may hold the same item
+            rec = {"id": f"{eset['name']}/{r['id']}@{s['name']}", "item": r["id"],
+                   "set": eset["name"],
                    "answerer": s["name"], "task": r["task"], "image": r.get("image"),
                    "image_bytes": r.get("image_bytes"), "instruction": "", "original": "",
                    "references": [], "output": None, "finish_reason": None,

@@ -360,7 +360,7 @@ class Quickstart:
     def evaluate(self, rewriter: str) -> None:
         """``kind: eval`` on the held-out set: the raw annotations vs the rewriter (their
         rewrites) vs the Clever S3 model (its answers), on the same items. Reward win
-        rates and medians (the tiny random reward model of step 4: noise, and said so),
+        rates and medians (the tiny random reward model of step 6: noise, and said so),
         answer accuracy from the synthetic ground truth, ROUGE-L of the captions."""
         clever = self.summary["stages"]["clever_s3"]["output"]
         reward = self.workdir / "models" / "scorers" / "reward"

@@ -84,3 +84,12 @@ def test_an_unreachable_head_exits_1(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.chdir(ROOT)
     assert main(["submit", "jobs/synthetic.yaml", "--address", "http://127.0.0.1:9"]) == 1
     assert "cannot submit to http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_api_key_env_fields_are_passed_by_name() -> None:
+    key = "sk-" + "k" * 20
+    sub = build_submission(ROOT / "jobs" / "eval_politeness.yaml", working_dir=ROOT,
+                           environ={"LLAVA_API_KEY": key, "PF_RAY_CACHE": "/Users/x/.cache"})
+    assert sub.runtime_env["env_vars"]["LLAVA_API_KEY"] == key
+    assert "LLAVA_API_KEY" in sub.env_names and key not in sub.describe()
+    assert "PF_RAY_CACHE" not in sub.runtime_env["env_vars"]  # a laptop path stays home
