@@ -98,3 +98,24 @@ def test_units_sample_and_rows_per_source(synthetic: str, tmp_path: Path) -> Non
                       "sets": [{"name": "V", "path": synthetic, "tasks": ["vqa"],
                                 "samples": 1, "metric": "answer_match"}]})
     assert len(plan_units(one)[0]) == 1
+
+
+def test_stored_answers_that_are_not_there_fail_the_plan(synthetic: str, tmp_path: Path) -> None:
+    spec = parse_spec({"kind": "eval", "output": {"path": str(tmp_path / "out")},
+                       "sets": [{"name": "V", "path": synthetic, "tasks": ["vqa"],
+                                 "metric": "answer_match"}],
+                       "sources": [{"kind": "dataset", "name": "raw"},
+                                   {"kind": "dataset", "name": "pf",
+                                    "path": str(tmp_path / "never_written"),
+                                    "column": "output"}]})
+    with pytest.raises(FileNotFoundError, match=r"sources.1 \(pf\): .*never_written holds no"):
+        plan_units(spec)
+
+
+def test_two_sets_on_the_same_rows_give_distinct_ids(synthetic: str, tmp_path: Path) -> None:
+    spec = parse_spec({"kind": "eval", "output": {"path": str(tmp_path / "out")},
+                       "sets": [{"name": name, "path": synthetic, "tasks": ["vqa"],
+                                 "samples": 3, "metric": "answer_match"} for name in "AB"],
+                       "sources": [{"kind": "dataset", "name": "raw"}]})
+    ids = [i for u in plan_units(spec)[0] for i in read_items(**u.params)["id"]]
+    assert len(ids) == 6 and len(set(ids)) == 6
