@@ -31,8 +31,8 @@ from PIL import Image
 
 from pf_ray.data.images import ImageError, ImageLoader, synthetic_bytes
 from pf_ray.eval.spec import EvalSpec, HTTPSource, ModelSource
-from pf_ray.llm.engines import GenParams, HTTPEngine, HTTPRequestError, data_uri
-from pf_ray.rewrite.engines import FlamingoRewriter, Request, Result, _sendable
+from pf_ray.llm.engines import HTTPEngine, HTTPRequestError, data_uri
+from pf_ray.rewrite.engines import FlamingoRewriter, Request, Result, _sendable, http_params
 from pf_ray.rewrite.spec import DecodingConfig
 from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, Batch, Resources, StepDef
 
@@ -84,10 +84,7 @@ class HTTPAnswerer:
         self.http = HTTPEngine(base_url=cfg.base_url, model=cfg.model,
                                api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,
                                max_concurrency=cfg.max_concurrency)
-        d = decoding
-        self.params = GenParams(max_new_tokens=d.max_new_tokens,
-                                temperature=d.temperature if d.do_sample else 0.0,
-                                top_p=d.top_p, top_k=d.top_k, stop=_stops(), seed=d.seed)
+        self.params = http_params(decoding, _stops())
 
     def messages(self, question: str, image: bytes | None) -> list[dict[str, Any]]:
         parts: list[dict[str, Any]] = []

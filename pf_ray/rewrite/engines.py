@@ -159,6 +159,13 @@ class FlamingoRewriter:
         return [r if r is not None else Result(reject=("exception", "no result")) for r in results]
 
 
+def http_params(d: DecodingConfig, stops: Sequence[str]) -> GenParams:
+    """A decoding config as an HTTP engine's request parameters (greedy = temperature 0)."""
+    return GenParams(max_new_tokens=d.max_new_tokens,
+                     temperature=d.temperature if d.do_sample else 0.0,
+                     top_p=d.top_p, top_k=d.top_k, stop=tuple(stops), seed=d.seed)
+
+
 # The encodings pf-ray's Serve app decodes (pf_ray.serve.images.FORMATS); others go as PNG.
 SENDABLE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 
@@ -187,11 +194,7 @@ class HTTPRewriter:
         self.http = HTTPEngine(base_url=cfg.base_url, model=cfg.model,
                                api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,
                                max_concurrency=cfg.max_concurrency)
-        d = decoding
-        self.params = GenParams(max_new_tokens=d.max_new_tokens,
-                                temperature=d.temperature if d.do_sample else 0.0,
-                                top_p=d.top_p, top_k=d.top_k,
-                                stop=rewrite_stops(prompt_format), seed=d.seed)
+        self.params = http_params(decoding, rewrite_stops(prompt_format))
 
     def _one(self, r: Request) -> Result:
         from pf_ray.model.prompts import rewrite_text
