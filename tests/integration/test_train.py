@@ -116,6 +116,17 @@ def weights_of_fresh_tiny() -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in build_model("tiny", seed=0).state_dict().items()}
 
 
+def committed_step(run: Path) -> int | None:
+    """The step of the latest checkpoint Ray Train committed in ``run``, if any."""
+    from ray.train import Result
+
+    try:
+        metrics = Result.from_path(str(run)).metrics
+    except (RuntimeError, ValueError):  # no snapshot yet, or one being written
+        return None
+    return int(metrics["step"]) if metrics else None
+
+
 def test_killed_run_resumes_mid_epoch(ray_session: str, pairs: str, tmp_path: Path) -> None:
     spec_file = tmp_path / "train.yaml"
     spec_file.write_text(json.dumps({
@@ -128,21 +139,26 @@ def test_killed_run_resumes_mid_epoch(ray_session: str, pairs: str, tmp_path: Pa
                              "--no-progress"], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = tmp_path / "runs" / "killed"
+    # A checkpoint's files land in storage when a worker reports it; Ray Train commits it
+    # (checkpoint_manager_snapshot.json) when the controller next drains the reports, up
+    # to RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s) later. Only committed checkpoints are
+    # resumed, so kill once Ray has committed one (files alone raced: CI resumed from 0).
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(run.glob("checkpoint_*/train_state.json"))) < 2:
+    while time.time() < deadline and committed_step(run) is None:
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(3)  # let Ray reap the dead driver's workers
+    committed = committed_step(run)  # re-read: one more may have been committed meanwhile
     saved = {json.loads(p.read_text())["step"] for p in run.glob("checkpoint_*/train_state.json")}
-    assert saved and max(saved) < 10
+    assert committed is not None and committed in saved and max(saved) < 10
     spec = parse_spec(json.loads(spec_file.read_text()))
     (result,) = run_job(spec)
     assert result.steps == 10
     history = read_history(spec)
     start = history[-1]["resumed_from"]
-    assert start in saved  # resumed from a checkpoint of the killed run, not from scratch
+    assert start == committed  # the killed run's last committed checkpoint, not scratch
     resumed = [r for r in history if r["resumed_from"] == start]
     assert resumed[0]["step"] == start + 1  # the step counter continued
     assert resumed[0]["position"] == start + 1  # and so did the data position (mid-epoch)
