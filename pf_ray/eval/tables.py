@@ -120,7 +120,7 @@ def plots(rewards: dict[str, list[float]], medians: dict[str, float | None]
     hist.set_ylabel("answers")
     hist.set_title("Reward distribution per source")
     hist.legend(fontsize=8)
-    box.boxplot([rewards[a] for a in names], tick_labels=names, vert=False)
+    box.boxplot([rewards[a] for a in names], tick_labels=names, orientation="horizontal")
     box.set_xlabel("reward")
     box.set_title("Reward per source")
     out["reward_distributions.png"] = _png(fig)

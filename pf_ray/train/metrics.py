@@ -7,31 +7,34 @@ import io
 import json
 from typing import Any
 
-from PIL import Image, ImageDraw
-
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import join, resolve, write_bytes_atomic
 
 
-def loss_png(losses: list[float], width: int = 640, height: int = 360) -> bytes:
-    """A plain line plot of the loss per step (PIL only; no plotting library needed)."""
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    left, right, top, bottom = 60, width - 20, 20, height - 40
-    draw.rectangle((left, top, right, bottom), outline="black")
-    if losses:
-        lo, hi = min(losses), max(losses)
-        span = (hi - lo) or 1.0
-        n = max(1, len(losses) - 1)
-        pts = [(left + (right - left) * i / n, bottom - (bottom - top) * (v - lo) / span)
-               for i, v in enumerate(losses)]
-        if len(pts) > 1:
-            draw.line(pts, fill=(30, 90, 200), width=2)
-        draw.text((5, top), f"{hi:.3f}", fill="black")
-        draw.text((5, bottom - 10), f"{lo:.3f}", fill="black")
-        draw.text((left, bottom + 10), f"step 1 .. {len(losses)}  (loss)", fill="black")
+def loss_png(rows: list[dict[str, Any]]) -> bytes:
+    """The loss per step (and the learning rate on a second axis, when rows carry it).
+
+    A resumed run's rows start at the step it resumed from, so the x axis is ``step``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(steps, [r["loss"] for r in rows], color="tab:blue", linewidth=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss", color="tab:blue")
+    if all("lr" in r for r in rows):
+        lr = ax.twinx()
+        lr.plot(steps, [r["lr"] for r in rows], color="tab:orange", linewidth=1, alpha=0.7)
+        lr.set_ylabel("learning rate", color="tab:orange")
+    ax.set_title("Training loss")
+    fig.tight_layout()
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
     return buf.getvalue()
 
 
@@ -49,4 +52,4 @@ def write_metrics(rows: list[dict[str, Any]], folder: str, storage: StorageConfi
     writer.writerows(rows)
     write_bytes_atomic(fs, join(base, "metrics.csv"), text.getvalue().encode())
     write_bytes_atomic(fs, join(base, "metrics.json"), json.dumps(rows, indent=1).encode())
-    write_bytes_atomic(fs, join(base, "loss.png"), loss_png([r["loss"] for r in rows]))
+    write_bytes_atomic(fs, join(base, "loss.png"), loss_png(rows))
