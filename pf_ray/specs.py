@@ -11,9 +11,28 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+
+def _base_url(v: str) -> str:
+    if not re.match(r"^https?://", v):
+        raise ValueError(f"must start with http:// or https://, received {v!r}")
+    return v.rstrip("/")
+
+
+def _qa_template(v: str) -> str:
+    if "{answer}" not in v or "{question}" not in v:
+        raise ValueError(f"must contain {{answer}} and {{question}}, received {v!r}")
+    return v
+
+
+BaseURL = Annotated[str, AfterValidator(_base_url)]
+"""An OpenAI-compatible server's URL (``http(s)://host:port/v1``), trailing ``/`` removed."""
+
+QATemplate = Annotated[str, AfterValidator(_qa_template)]
+"""The spec §5 NLI sentence: a template with ``{answer}`` and ``{question}``."""
 
 
 class Strict(BaseModel):

@@ -21,7 +21,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from pf_ray.filters.spec import NLI_LABELS, PoolConfig
 from pf_ray.rewrite.spec import DecodingConfig, EnginePool, ImageLimits
-from pf_ray.specs import OutputConfig, SpecBase, Strict
+from pf_ray.specs import BaseURL, OutputConfig, QATemplate, SpecBase, Strict
 
 Metric = Literal["rouge_l", "nli", "sts", "answer_match", "none"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -86,20 +86,13 @@ class HTTPSource(EnginePool):
 
     kind: Literal["http"]
     name: Name
-    base_url: str = Field(..., description="e.g. http://10.0.0.5:8000/v1")
+    base_url: BaseURL = Field(..., description="e.g. http://10.0.0.5:8000/v1")
     model: str = Field(..., description="model name the server knows")
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = Field(120.0, gt=0)
     max_concurrency: int = Field(8, ge=1, description="requests in flight per actor")
     system: str | None = Field(None, description="a system message to send (None: none; "
                                "the server's default applies)")
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://", v):
-            raise ValueError(f"must start with http:// or https://, received {v!r}")
-        return v.rstrip("/")
 
 
 class DatasetSource(Strict):
@@ -143,7 +136,7 @@ class NLIJudge(Strict):
 
     model: str | None = Field(None, description="cross-encoder folder or URI; required when "
                               "a set uses metric nli")
-    template: str = '"{answer}" is the answer to the question: "{question}"'
+    template: QATemplate = '"{answer}" is the answer to the question: "{question}"'
     labels: list[str] = Field(default_factory=lambda: list(NLI_LABELS),
                               description="the model's label order (logit index -> label)")
     max_references: int = Field(10, ge=1, description="unique references judged per answer")
@@ -154,13 +147,6 @@ class NLIJudge(Strict):
     def _labels(cls, v: list[str]) -> list[str]:
         if "entailment" not in v or len(set(v)) != len(v):
             raise ValueError(f"must be distinct labels including 'entailment', received {v}")
-        return v
-
-    @field_validator("template")
-    @classmethod
-    def _fields(cls, v: str) -> str:
-        if "{answer}" not in v or "{question}" not in v:
-            raise ValueError(f"must contain {{answer}} and {{question}}, received {v!r}")
         return v
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pf_ray.specs import OutputConfig, SpecBase, Strict
+from pf_ray.specs import OutputConfig, QATemplate, SpecBase, Strict
 
 # Task families of the rewrite stage's rows (spec §4 templates).
 QA_TASKS = ["vqa", "multiple_choice"]
@@ -114,7 +114,7 @@ class NLIFilter(ModelFilter):
     tasks: list[str] | None = Field(default_factory=lambda: list(QA_TASKS))
     model: str | None = Field(None, description="cross-encoder folder or URI (transformers "
                               "sequence classifier + tokenizer); required")
-    template: str = '"{answer}" is the answer to the question: "{question}"'
+    template: QATemplate = '"{answer}" is the answer to the question: "{question}"'
     premise: Literal["output", "original"] = "output"
     labels: list[str] = Field(default_factory=lambda: list(NLI_LABELS),
                               description="the model's label order (logit index -> label)")
@@ -125,13 +125,6 @@ class NLIFilter(ModelFilter):
     def _has_contradiction(cls, v: list[str]) -> list[str]:
         if "contradiction" not in v or len(set(v)) != len(v):
             raise ValueError(f"must be distinct labels including 'contradiction', received {v}")
-        return v
-
-    @field_validator("template")
-    @classmethod
-    def _fields(cls, v: str) -> str:
-        if "{answer}" not in v or "{question}" not in v:
-            raise ValueError(f"must contain {{answer}} and {{question}}, received {v!r}")
         return v
 
 

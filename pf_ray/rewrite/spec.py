@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from pf_ray.distort.spec import SelectConfig
-from pf_ray.specs import OutputConfig, SpecBase, Strict
+from pf_ray.specs import BaseURL, OutputConfig, SpecBase, Strict
 
 # The user message of the ``chat`` api (generic VLM servers, which do not know the rewriter
 # prompt): the image travels as an image_url part before this text.
@@ -143,7 +142,7 @@ class HTTPRewriteEngineConfig(EnginePool):
 
     kind: Literal["http"]
     api: Literal["completions", "chat"] = "completions"
-    base_url: str = Field(..., description="e.g. http://10.0.0.5:8000/v1")
+    base_url: BaseURL = Field(..., description="e.g. http://10.0.0.5:8000/v1")
     model: str = Field(..., description="model name the server knows")
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = Field(120.0, gt=0, description="per request")
@@ -153,13 +152,6 @@ class HTTPRewriteEngineConfig(EnginePool):
         "model's cross-attention mask; released v1 models: next_image)")
     chat_prompt: str = Field(DEFAULT_CHAT_PROMPT, description="chat: the user text, with "
                              "{instruction} and {draft}")
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://", v):
-            raise ValueError(f"must start with http:// or https://, received {v!r}")
-        return v.rstrip("/")
 
     @field_validator("chat_prompt")
     @classmethod
