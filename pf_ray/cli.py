@@ -256,14 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_submit)
 
     p = sub.add_parser("quickstart", help="run the whole offline pipeline on synthetic data",
-                       description="Run every pipeline stage that exists on a local Ray "
-                                   "instance, offline, under WORKDIR: synthetic data -> "
-                                   "distortion pairs; print a summary per stage.")
+                       description="Run the whole pipeline on a local Ray instance, "
+                                   "offline, under WORKDIR: synthetic data -> distortion "
+                                   "pairs -> CLIP + base pretraining -> rewriter -> PF-1M "
+                                   "rewrite + filter -> Clever Flamingo S1/S2/S3 -> eval -> "
+                                   "serve; each beside its baseline in summary.json and "
+                                   "report.html.")
     p.add_argument("--workdir", default="pf-ray-quickstart",
                    help="output folder (default: ./pf-ray-quickstart)")
     p.add_argument("--n", type=int, default=1800, help="synthetic rows (default 1800)")
     p.add_argument("--preset", choices=("tiny", "smol"), default="tiny",
-                   help="model: tiny (random, ~4M) or smol (SmolLM2-135M-Instruct, real "
+                   help="model: tiny (~4M, trained from scratch here) or smol (SmolLM2-135M-Instruct, real "
                         "pretrained weights); see the README's quickstart table")
     p.add_argument("--executor", choices=("ray", "local"), default="ray",
                    help="ray (default) or local (no Ray)")

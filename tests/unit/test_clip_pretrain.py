@@ -38,6 +38,17 @@ def test_training_beats_the_untrained_tower_and_flamingo_loads_it(tmp_path):
     saved = torch.load(run.path)
     assert torch.equal(model.vision_encoder.conv1.weight, saved["visual.conv1.weight"])
 
+    # the PF-1M CLIPScore filter loads the same file (the quickstart's filter does): an
+    # image's own caption scores above another image's caption, on average
+    from pf_ray.filters.clipscore import ParagraphCLIPScore
+
+    scorer = ParagraphCLIPScore("pf-tiny-vit", run.path)
+    held = _pairs(1, 32)
+    own = [scorer.score_paragraphs(p.image, [p.captions[0]])[0] for p in held]
+    other = [scorer.score_paragraphs(p.image, [q.captions[0]])[0]
+             for p, q in zip(held, held[1:] + held[:1], strict=True)]
+    assert sum(own) / len(own) > sum(other) / len(other) + 20.0, (own, other)
+
 
 def test_retrieval_of_an_empty_set_and_too_few_pairs(tmp_path):
     import open_clip
