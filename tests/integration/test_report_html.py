@@ -3,7 +3,7 @@ Chromium.
 
 The small pipeline (``jobs/quickstart_pipeline.yaml``: synthetic -> distort -> tiny
 rewriter -> rewrite -> filter -> eval, ~1-2 min) runs once on the session's Ray; the page is then
-opened from disk through chromedriver (the approach of ``test_serve_app``'s chat-page test):
+opened from disk in headless Chromium (``tests/chromium.py``, as ``test_serve_app``'s chat page):
 it loads, the console shows no error, every image (plots and the sample's embedded PNGs)
 decoded (naturalWidth > 0), and the tables show the manifests' and the eval's numbers.
 """
@@ -11,14 +11,12 @@ decoded (naturalWidth > 0), and the tables show the manifests' and the eval's nu
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
+from chromium import chromium
 
 from pf_ray.cli import main
 from pf_ray.config import load_spec
@@ -26,14 +24,6 @@ from pf_ray.config import load_spec
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -80,41 +70,11 @@ def test_a_folder_without_datasets_is_an_error(tmp_path: Path,
     assert "no dataset" in capsys.readouterr().err
 
 
-def _webdriver(port: int, method: str, path: str, body: Any = None) -> Any:
-    r = requests.request(method, f"http://127.0.0.1:{port}{path}", json=body, timeout=60)
-    assert r.status_code == 200, (path, r.text[:500])
-    return r.json().get("value")
-
-
 def test_the_page_in_headless_chromium(page: Path, workdir: Path, tmp_path: Path) -> None:
-    assert shutil.which("chromium") and shutil.which("chromedriver"), \
-        "needs Debian's chromium and chromium-driver (scripts/setup.sh --dev installs them)"
-    port = _free_port()
-    driver = subprocess.Popen([shutil.which("chromedriver"), f"--port={port}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    session = None
-    try:
-        for _ in range(100):
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/status", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        caps = {"capabilities": {"alwaysMatch": {
-            "browserName": "chrome", "goog:loggingPrefs": {"browser": "ALL"},
-            "goog:chromeOptions": {
-                "binary": shutil.which("chromium"),
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                         "--disable-background-networking", "--disable-dev-shm-usage",
-                         "--allow-file-access-from-files",
-                         f"--user-data-dir={tmp_path / 'profile'}"]}}}}
-        session = _webdriver(port, "POST", "/session", caps)["sessionId"]
-        s = f"/session/{session}"
-
-        def js(script: str) -> Any:
-            return _webdriver(port, "POST", f"{s}/execute/sync", {"script": script, "args": []})
-
-        _webdriver(port, "POST", f"{s}/url", {"url": page.as_uri()})
+    with chromium(tmp_path / "profile", args=["--allow-file-access-from-files"],
+                  console_log=True) as browser:
+        js = browser.js
+        browser.open(page.as_uri())
         state = None
         for _ in range(100):  # until the document and every image finished loading
             state = js("return {ready: document.readyState, imgs: Array.from("
@@ -129,7 +89,7 @@ def test_the_page_in_headless_chromium(page: Path, workdir: Path, tmp_path: Path
         assert len(plots) >= 4 and len(samples) >= 3, state["imgs"]
         assert all(i["w"] > 0 for i in state["imgs"]), [i for i in state["imgs"] if not i["w"]]
         # the console: no error (a missing image or a script error would log one)
-        logs = _webdriver(port, "POST", f"{s}/se/log", {"type": "browser"})
+        logs = browser.console()
         assert not [e for e in logs if e.get("level") == "SEVERE"], logs
         # the stage table shows each manifest's numbers, as a reader sees them (cell text)
         rows = js("return Array.from(document.querySelectorAll('#stages tr[data-stage]'))"
@@ -164,8 +124,3 @@ def test_the_page_in_headless_chromium(page: Path, workdir: Path, tmp_path: Path
                         ".map(r => Array.from(r.cells).map(c => c.textContent));")
         assert shown_eval == md[:len(shown_eval)] and len(shown_eval) >= 4  # header + 3 sources
         assert [r[0] for r in shown_eval[1:4]] == ["raw", "pf-rewrite", "rewriter"]
-    finally:
-        if session:
-            requests.delete(f"http://127.0.0.1:{port}/session/{session}", timeout=30)
-        driver.terminate()
-        driver.wait(timeout=30)

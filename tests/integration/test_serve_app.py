@@ -9,9 +9,7 @@ import http.server
 import io
 import json
 import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 import torch
+from chromium import chromium
 from PIL import Image
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -417,53 +416,18 @@ def test_200_requests_at_concurrency_32(served: Served) -> None:
     print(f"200 requests at concurrency 32: {took:.1f} s ({200 / took:.1f} req/s)")
 
 
-def _webdriver(port: int, method: str, path: str, body: Any = None) -> Any:
-    r = requests.request(method, f"http://127.0.0.1:{port}{path}", json=body, timeout=60)
-    value = r.json().get("value")
-    assert r.status_code == 200, (path, r.text[:500])
-    return value
-
-
 def test_chat_page_in_headless_chromium(served: Served, tmp_path: Path) -> None:
-    assert shutil.which("chromium") and shutil.which("chromedriver"), \
-        "needs Debian's chromium and chromium-driver (scripts/setup.sh --dev installs them)"
     image = tmp_path / "upload.png"
     image.write_bytes(png_bytes((200, 40, 40)))
-    port = free_port()
-    driver = subprocess.Popen([shutil.which("chromedriver"), f"--port={port}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    session = None
-    try:
-        for _ in range(100):
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/status", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": shutil.which("chromium"),
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                     "--disable-background-networking", "--disable-dev-shm-usage",
-                     f"--user-data-dir={tmp_path / 'profile'}"]}}}}
-        session = _webdriver(port, "POST", "/session", caps)["sessionId"]
-        s = f"/session/{session}"
-
-        def find(css: str) -> str:
-            el = _webdriver(port, "POST", f"{s}/element", {"using": "css selector",
-                                                           "value": css})
-            return next(iter(el.values()))
-
-        def js(script: str) -> Any:
-            return _webdriver(port, "POST", f"{s}/execute/sync", {"script": script, "args": []})
-
-        _webdriver(port, "POST", f"{s}/url", {"url": served.url + "/"})
-        _webdriver(port, "POST", f"{s}/element/{find('#key')}/value", {"text": KEY})
+    with chromium(tmp_path / "profile") as browser:
+        js = browser.js
+        browser.open(served.url + "/")
+        browser.type("#key", KEY)
         js("document.getElementById('temperature').value = '0';"
            "document.getElementById('max_tokens').value = '12';")
-        _webdriver(port, "POST", f"{s}/element/{find('#text')}/value",
-                   {"text": "What is in this picture?"})
-        _webdriver(port, "POST", f"{s}/element/{find('#image')}/value", {"text": str(image)})
-        _webdriver(port, "POST", f"{s}/element/{find('#send')}/click", {})
+        browser.type("#text", "What is in this picture?")
+        browser.type("#image", str(image))
+        browser.click("#send")
         state = None
         for _ in range(600):
             state = js("const m = document.querySelector('.msg.assistant, .msg.error');"
@@ -485,11 +449,6 @@ def test_chat_page_in_headless_chromium(served: Served, tmp_path: Path) -> None:
         assert api.status_code == 200
         assert state["text"] == api.json()["choices"][0]["message"]["content"]
         assert state["finish"] == api.json()["choices"][0]["finish_reason"]
-    finally:
-        if session:
-            requests.delete(f"http://127.0.0.1:{port}/session/{session}", timeout=30)
-        driver.terminate()
-        driver.wait(timeout=30)
 
 
 def test_a_replica_killed_under_load_comes_back(served: Served) -> None:
