@@ -266,8 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default: ./pf-ray-quickstart)")
     p.add_argument("--n", type=int, default=1800, help="synthetic rows (default 1800)")
     p.add_argument("--preset", choices=("tiny", "smol"), default="tiny",
-                   help="model: tiny (~4M, trained from scratch here) or smol (SmolLM2-135M-Instruct, real "
-                        "pretrained weights); see the README's quickstart table")
+                   help="model: tiny (~4M, trained from scratch here) or smol "
+                        "(SmolLM2-135M-Instruct, real pretrained weights); see the README's "
+                        "quickstart table")
     p.add_argument("--executor", choices=("ray", "local"), default="ray",
                    help="ray (default) or local (no Ray)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
