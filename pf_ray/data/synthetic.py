@@ -21,7 +21,7 @@ import io
 import random
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from PIL import Image, ImageDraw
 
@@ -237,8 +237,12 @@ TEXT_FACTS = (
 )
 
 
-def caption_pairs(seed: int, start: int, stop: int,
-                  size: int = 64) -> list[tuple[Image.Image, tuple[str, ...]]]:
+class CaptionPair(NamedTuple):
+    image: Image.Image
+    captions: tuple[str, ...]  # contrastive training draws one per step
+
+
+def caption_pairs(seed: int, start: int, stop: int, size: int = 64) -> list[CaptionPair]:
     """Images ``start..stop-1`` of seed ``seed`` with their captions, for contrastive
     pretraining (:mod:`pf_ray.model.clip_pretrain`): the full caption ("red circle and blue
     square on a white background") first, then the other caption styles."""
@@ -248,7 +252,7 @@ def caption_pairs(seed: int, start: int, stop: int,
         names = [s.name for s in scene.shapes]
         full = f"{_list(names)} on a {scene.background} background"
         others = [c for c in _captions(scene, _rng(seed, "captions", i)) if c != full]
-        out.append((render(scene, size), (full, *others)))
+        out.append(CaptionPair(render(scene, size), (full, *others)))
     return out
 
 

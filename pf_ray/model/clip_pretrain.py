@@ -23,13 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-
-@dataclass(frozen=True)
-class CaptionPair:
-    image: Image.Image
-    captions: tuple[str, ...]  # one is drawn per step
+from pf_ray.data.synthetic import CaptionPair
 
 
 @dataclass(frozen=True)

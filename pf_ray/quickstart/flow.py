@@ -179,9 +179,11 @@ class Quickstart:
         (frozen) and an OpenFlamingo-style pretraining of the rest on image-text rows."""
         import dataclasses
 
+        import torch
+
         from pf_ray.data.synthetic import caption_pairs
         from pf_ray.model.checkpoint import save_pretrained
-        from pf_ray.model.clip_pretrain import CaptionPair, train_clip
+        from pf_ray.model.clip_pretrain import train_clip
         from pf_ray.model.flamingo import build_flamingo
         from pf_ray.model.loading import model_config, model_tokenizer
 
@@ -192,10 +194,8 @@ class Quickstart:
         print(f"[3/9] base model: CLIP pretraining of the image tower ({name}, "
               f"{cfg.clip_steps} steps on {cfg.clip_images} synthetic image-caption pairs "
               f"of seed {CLIP_SEED}) -> {clip_file}")
-        pairs = [CaptionPair(img, caps) for img, caps in
-                 caption_pairs(CLIP_SEED, 0, cfg.clip_images, config.vision.image_size)]
-        held = [CaptionPair(img, caps) for img, caps in
-                caption_pairs(HELDOUT_SEED, 0, CLIP_HELDOUT, config.vision.image_size)]
+        pairs = caption_pairs(CLIP_SEED, 0, cfg.clip_images, config.vision.image_size)
+        held = caption_pairs(HELDOUT_SEED, 0, CLIP_HELDOUT, config.vision.image_size)
         clip = train_clip(name, pairs, held, clip_file, steps=cfg.clip_steps)
         self.summary["vision"] = {
             "model": name, "file": clip.path, "steps": clip.steps, "seconds": clip.seconds,
@@ -209,8 +209,6 @@ class Quickstart:
         config = dataclasses.replace(
             config, vision=dataclasses.replace(config.vision, pretrained=str(clip_file)),
             xattn=dataclasses.replace(config.xattn, mask=cfg.mask))
-        import torch
-
         model = build_flamingo(config)
         with torch.no_grad():
             for block in model.gated_cross_attn_layers.values():

@@ -3,8 +3,9 @@ baseline; the same numbers close the console output as a table.
 
 Keys (later stages add theirs): ``preset``, ``n``, ``wall_s``, ``stages.<name>`` (output
 path, rows, rejects per reason / steps and losses), ``vision.*`` (the CLIP-pretrained image
-tower: held-out retrieval@1 beside the untrained tower and chance), ``rewriter.*`` (held-out ROUGE-L of the
-trained rewriter, the copy baseline and the untrained model, overall and per family),
+tower: held-out retrieval@1 beside the untrained tower and chance), ``rewriter.*``
+(held-out ROUGE-L of the trained rewriter, the copy baseline and the untrained model,
+overall and per family),
 ``clever.heldout_accuracy.{base,s1,s2,s3,blind}``, ``pf1m.*`` (rows kept, rejects per
 reason, fact recall), ``eval.*`` (raw vs rewriter vs Clever on the held-out set: reward
 win rates and medians, answer accuracy, captions ROUGE-L), ``serve.*``. Every number is
@@ -53,7 +54,8 @@ def table(summary: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str]] = []
     vi = summary.get("vision")
     if vi:
-        rows.append(("base: image tower held-out retrieval@1", _fmt(vi["heldout_retrieval_at_1"]),
+        rows.append(("base: image tower held-out retrieval@1",
+                     _fmt(vi["heldout_retrieval_at_1"]),
                      f"untrained {_fmt(vi['untrained_retrieval_at_1'])}, chance "
                      f"{_fmt(vi['chance'])}"))
     rw = summary.get("rewriter")

@@ -74,14 +74,14 @@ def test_the_image_tower_is_pretrained_and_its_retrieval_is_recomputed(summary):
     import open_clip
 
     from pf_ray.data.synthetic import caption_pairs
-    from pf_ray.model.clip_pretrain import CaptionPair, retrieval_at_1
+    from pf_ray.model.clip_pretrain import retrieval_at_1
     from pf_ray.model.vision import register_tiny_configs
     from pf_ray.quickstart.flow import CLIP_HELDOUT, HELDOUT_SEED
 
     vision = summary["vision"]
     register_tiny_configs()
     model = open_clip.create_model(vision["model"], pretrained=vision["file"])
-    held = [CaptionPair(img, caps) for img, caps in caption_pairs(HELDOUT_SEED, 0, CLIP_HELDOUT)]
+    held = caption_pairs(HELDOUT_SEED, 0, CLIP_HELDOUT)
     assert vision["heldout_retrieval_at_1"] == pytest.approx(
         retrieval_at_1(model, vision["model"], held))
     assert vision["heldout_retrieval_at_1"] > 10 * vision["chance"]

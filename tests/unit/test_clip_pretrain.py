@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
-from pf_ray.data.synthetic import caption_pairs
-from pf_ray.model.clip_pretrain import CaptionPair, retrieval_at_1, train_clip
+from pf_ray.data.synthetic import CaptionPair, caption_pairs
+from pf_ray.model.clip_pretrain import retrieval_at_1, train_clip
 
 
 def _pairs(seed: int, n: int) -> list[CaptionPair]:
-    return [CaptionPair(img, caps) for img, caps in caption_pairs(seed, 0, n)]
+    return caption_pairs(seed, 0, n)
 
 
 def test_caption_pairs_put_the_full_caption_first():
