@@ -96,7 +96,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
     return quickstart(Path(args.workdir), n=args.n, executor=args.executor,
                       progress=not args.no_progress, llm_distort=args.llm_distort,
-                      preset=args.preset)
+                      preset=args.preset, split=args.split)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "quickstart table")
     p.add_argument("--executor", choices=("ray", "local"), default="ray",
                    help="ray (default) or local (no Ray)")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="held-out rows to measure on: test (seed 1, default: only reports) or "
+                        "validation (seed 3: choose settings here, never on test)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.add_argument("--llm-distort", action="store_true",
                    help="also run the LLM-instructed distortion with SmolLM2-135M (needs the "

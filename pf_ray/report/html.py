@@ -365,34 +365,16 @@ def _sample_section(root: Path, stages: list[dict[str, Any]], n: int) -> str:
 
 
 def _summary_section(root: Path) -> str:
+    """The quickstart's headline table, as its ``summary.json`` records it (``table``: the
+    rows the console table prints, each value beside its baseline)."""
     path = root / "summary.json"
     if not path.is_file():
         return ""
-    s = json.loads(path.read_text())
-    rows: list[list[Any]] = []
-    rw = s.get("rewriter") or {}
-    if rw:
-        rows.append(["rewriter: held-out ROUGE-L", rw.get("heldout_rougeL"),
-                     f"copy the draft {_num(rw.get('copy_baseline_rougeL'))}, untrained "
-                     f"{_num(rw.get('untrained_rougeL'))}"])
-    pf = s.get("pf1m") or {}
-    if pf:
-        rows.append(["PF-1M: rows kept / raw rows in", f"{pf.get('kept')}/{pf.get('rows_in')}",
-                     f"rewrite rejects {pf.get('rewrite_rejects')}, filter drops "
-                     f"{pf.get('filter_drops')}"])
-    acc = (s.get("clever") or {}).get("heldout_accuracy") or {}
-    if acc:
-        rows.append(["Clever: held-out VQA accuracy", acc.get("s3"),
-                     ", ".join(f"{k} {v:.3f}" for k, v in acc.items() if k != "s3")])
-    sv = s.get("serve") or {}
-    if sv:
-        rows.append(["serve: one image chat", "ok" if sv.get("ok") else "failed",
-                     f"first token {_num(sv.get('first_token_s'))} s" if sv.get("ok")
-                     else sv.get("error", "")])
-    if "wall_s" in s:
-        rows.append(["wall time (s)", round(s["wall_s"]), f"preset {s.get('preset', '?')}"])
-    return "<h2>Headline numbers</h2>" + _table(["measure", "value", "baseline / detail"], rows,
-                                                 "summary")
+    rows = json.loads(path.read_text()).get("table") or []
+    if not rows:
+        return ""
+    return "<h2>Headline numbers</h2>" + _table(["measure", "value", "baseline / detail"],
+                                                 [list(r) for r in rows], "summary")
 
 
 def _section(title: str, build: Any, *args: Any) -> str:

@@ -30,7 +30,7 @@ def chat_once(model_dir: str, image_png: bytes, question: str, *, max_tokens: in
     """Serve ``model_dir``, ask ``question`` about ``image_png``, stop; never raises.
 
     Returns ``{ok, answer, first_token_s, total_s, startup_s, completion_tokens}`` (``error``
-    instead of the numbers when something failed). Uses the running Ray if there is one,
+    instead of the numbers when something failed); ``ok`` only with a non-empty answer. Uses the running Ray if there is one,
     else starts a local instance and shuts it down afterwards.
     """
     import ray
@@ -75,8 +75,14 @@ def chat_once(model_dir: str, image_png: bytes, question: str, *, max_tokens: in
                 if first is None:
                     first = time.perf_counter() - t1
                 parts.append(chunk.choices[0].delta.content)
-        out.update(ok=True, answer="".join(parts), total_s=round(time.perf_counter() - t1, 3),
+        answer = "".join(parts)
+        # an empty answer is no answer: the check passes only when text came back
+        out.update(ok=bool(answer.strip()), answer=answer,
+                   total_s=round(time.perf_counter() - t1, 3),
                    first_token_s=None if first is None else round(first, 3))
+        if not out["ok"]:
+            out["error"] = (f"the served model answered with no text "
+                            f"({out.get('completion_tokens')} completion tokens)")
     except Exception as exc:
         log.exception("serving check failed")
         out["error"] = f"{type(exc).__name__}: {exc}"

@@ -44,7 +44,7 @@ from pf_ray.data.io import SHARDS, Dataset
 from pf_ray.specs import StorageConfig
 from pf_ray.steps.base import Batch
 from pf_ray.storage import is_uri, resolve
-from pf_ray.train.spec import TrainSpec
+from pf_ray.train.spec import TrainData, TrainSpec
 
 EXAMPLE_COLUMNS = ("input_ids", "labels", "pixels", "n_images", "images_unreadable",
                    "examples_skipped")
@@ -140,26 +140,44 @@ def _read_as_samples(pq: Any, path: str, fs: Any, columns: list[str]) -> Any:
     return table.select(others).append_column("conversations", conversations).select(columns)
 
 
+def _selection(sources: list[str] | None, tasks: list[str] | None) -> dict[str, list[str]]:
+    """The columns a dataset's rows are restricted on, and their values (none: every row)."""
+    return {c: v for c, v in (("source", sources), ("task", tasks)) if v is not None}
+
+
+def _keeps(table: pa.Table, selection: dict[str, list[str]]) -> Any:
+    """The boolean mask of the rows of ``table`` that match every column of ``selection``."""
+    import pyarrow.compute as pc
+
+    mask = None
+    for column, values in selection.items():
+        hit = pc.is_in(table.column(column), value_set=pa.array(values, pa.string()))
+        mask = hit if mask is None else pc.and_(mask, hit)
+    return mask
+
+
 def read_units(batch: Batch, *, columns: list[str], storage: StorageConfig,
-               seed: int, select: list[list[str] | None] | None = None) -> Batch:
+               seed: int, select: list[list[str] | None] | None = None,
+               select_tasks: list[list[str] | None] | None = None) -> Batch:
     """The rows each :class:`ReadUnit` of ``batch`` keeps, in file order.
 
-    ``select[k]``: the sources dataset ``k`` is restricted to (None: all its rows).
+    ``select[k]``: the sources dataset ``k`` is restricted to; ``select_tasks[k]``: its
+    tasks (None: all its rows; with both, a row must match both).
     """
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     out: Batch = {c: [] for c in columns}
     for k, path, rows, keep in zip(batch["source"], batch["path"], batch["rows"],
                                    batch["keep"], strict=True):
         fs, inner = resolve(path, storage)
-        sources = select[k] if select else None
-        if sources is None:
+        selection = _selection(select[k] if select else None,
+                               select_tasks[k] if select_tasks else None)
+        if not selection:
             table = _read_as_samples(pq, inner, fs, columns)
         else:
-            table = _read_as_samples(pq, inner, fs, [*columns, "source"])
-            table = table.filter(pc.is_in(table.column("source"), value_set=pa.array(sources)))
-            table = table.select(columns)
+            needed = columns + [c for c in selection if c not in columns]
+            table = _read_as_samples(pq, inner, fs, needed)
+            table = table.filter(_keeps(table, selection)).select(columns)
         if table.num_rows != rows:
             raise ValueError(f"{path}: {table.num_rows} rows, its dataset's marker says "
                              f"{rows}: was the dataset rewritten during training?")
@@ -351,14 +369,51 @@ class ExampleBuilder:
         return turns, images, unreadable
 
 
-def source_files(root: str, storage: StorageConfig,
-                 sources: list[str] | None = None) -> list[tuple[str, int]]:
+def _marker_rows(marker: dict[str, Any], selection: dict[str, list[str]]) -> int | None:
+    """The rows of a one-file shard that ``selection`` keeps, from its marker's counts where
+    they give it exactly, else None (the counts are per column, not joint: with two columns
+    that both drop rows, the file must be read)."""
+    total = marker["rows"]
+    kept = {}
+    for column, values in selection.items():
+        per_value = marker.get("counts", {}).get(column)
+        if per_value is None or sum(per_value.values()) != total:
+            return None  # no counts of that column (or not of these rows)
+        kept[column] = sum(per_value.get(v, 0) for v in values)
+    if any(n == 0 for n in kept.values()):
+        return 0
+    dropping = [n for n in kept.values() if n != total]
+    if len(dropping) > 1:
+        return None
+    return dropping[0] if dropping else total
+
+
+def _selection_columns(path: str, fs: Any, columns: list[str]) -> pa.Table:
+    """The ``source`` / ``task`` columns of one shard file (an error naming a missing one)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, filesystem=fs, columns=columns)
+    except pa.ArrowInvalid:
+        names = pq.read_schema(path, filesystem=fs).names
+        missing = [c for c in columns if c not in names]
+        if not missing:
+            raise
+        raise ValueError(f"{path}: no {' / '.join(missing)} column to select rows on (sources: "
+                         f"the source column, tasks: the task column); columns: {names}"
+                         ) from None
+
+
+def source_files(root: str, storage: StorageConfig, sources: list[str] | None = None,
+                 tasks: list[str] | None = None) -> list[tuple[str, int]]:
     """``(file, rows)`` of each committed shard file of a dataset (rows from its marker);
-    with ``sources``, only the rows of those sources count (files without any are left
-    out)."""
+    with ``sources`` and/or ``tasks``, only the rows of those sources and tasks count (files
+    without any are left out). The marker's per-column counts give a one-file shard's rows
+    where they are exact; otherwise the file's ``source`` / ``task`` columns are read."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    selection = _selection(sources, tasks)
     ds = Dataset(root, storage)
     scheme = root.split("://", 1)[0] + "://" if is_uri(root) else ""
     markers = ds.committed()
@@ -366,18 +421,58 @@ def source_files(root: str, storage: StorageConfig,
     for marker in (markers[name] for name in sorted(markers)):
         for file in marker["files"]:
             path = ds.path(SHARDS, file)
-            if sources is not None and len(marker["files"]) == 1:
-                per_source = marker.get("counts", {}).get("source", {})
-                rows = sum(per_source.get(s, 0) for s in sources)
-            elif sources is not None:
-                column = pq.read_table(path, filesystem=ds.fs, columns=["source"]).column(0)
-                rows = int(pc.sum(pc.is_in(column, value_set=pa.array(sources))).as_py() or 0)
-            else:
-                rows = marker["rows"] if len(marker["files"]) == 1 else (
-                    pq.read_metadata(path, filesystem=ds.fs).num_rows)
+            one_file = len(marker["files"]) == 1
+            rows = _marker_rows(marker, selection) if one_file else None
+            if rows is None and selection:
+                table = _selection_columns(path, ds.fs, list(selection))
+                rows = int(pc.sum(_keeps(table, selection)).as_py() or 0)
+            elif rows is None:
+                rows = pq.read_metadata(path, filesystem=ds.fs).num_rows
             if rows == 0:
                 continue
             out.append((scheme + path if scheme and not path.startswith(scheme) else path,
                         rows))
     return out
 
+
+def _empty_selection(d: TrainData, storage: StorageConfig) -> str | None:
+    """Why ``d``'s sources / tasks keep none of its rows (the field first), or None when
+    the dataset has no committed rows at all (an empty dataset, not a selection)."""
+    selection = _selection(d.sources, d.tasks)
+    ds = Dataset(d.path, storage)
+    parts = [_selection_columns(f, ds.fs, list(selection)) for f in ds.shard_files()]
+    table = pa.concat_tables(parts) if parts else None
+    if table is None or table.num_rows == 0:
+        return None
+    if d.sources is not None:
+        kept = table.filter(_keeps(table, {"source": d.sources}))
+        if kept.num_rows == 0:
+            found = sorted(set(table.column("source").to_pylist()))
+            return (f"sources: {d.sources} keeps none of the {table.num_rows} rows of "
+                    f"{d.path}; its rows' sources: {found}")
+        if d.tasks is None:
+            return None
+        found = sorted(set(kept.column("task").to_pylist()))
+        return (f"tasks: {d.tasks} keeps none of the {kept.num_rows} rows of sources "
+                f"{d.sources} in {d.path}; those rows' tasks: {found}")
+    found = sorted(set(table.column("task").to_pylist()))
+    return (f"tasks: {d.tasks} keeps none of the {table.num_rows} rows of {d.path}; its "
+            f"rows' tasks: {found}")
+
+
+def data_files(spec: TrainSpec) -> list[list[tuple[str, int]]]:
+    """:func:`source_files` of each dataset of ``spec`` (its ``sources`` and ``tasks``).
+
+    A selection that keeps none of a dataset's committed rows is an error naming the field
+    (``data.<k>.sources`` / ``data.<k>.tasks``), what it received and what the rows hold; a
+    dataset without committed rows gives no files (run_train warns).
+    """
+    out = []
+    for k, d in enumerate(spec.data):
+        files = source_files(d.path, spec.storage, d.sources, d.tasks)
+        if not files and (d.sources is not None or d.tasks is not None):
+            problem = _empty_selection(d, spec.storage)
+            if problem is not None:
+                raise ValueError(f"data.{k}.{problem}")
+        out.append(files)
+    return out

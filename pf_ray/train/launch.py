@@ -55,10 +55,10 @@ def run_train(spec: TrainSpec, *, executor: str = "ray") -> TrainResult:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pf_ray.jobs.progress import ray_console
-    from pf_ray.train.data import epoch_counts, source_files
+    from pf_ray.train.data import data_files, epoch_counts
     from pf_ray.train.loop import train_loop_per_worker
 
-    files = [source_files(d.path, spec.storage, d.sources) for d in spec.data]
+    files = data_files(spec)  # a sources / tasks selection that keeps no row: an error
     counts = epoch_counts(spec, [sum(rows for _, rows in f) for f in files])
     for d, f, count in zip(spec.data, files, counts, strict=True):
         if not f:
@@ -132,7 +132,8 @@ def build_dataset(spec: TrainSpec, files: list[list[tuple[str, int]]],
     ds = ray.data.from_items([asdict(u) for u in units], override_num_blocks=len(units))
     ds = map_batches_any(ds, read_units, batch_size=1, num_cpus=0.25, columns=columns,
                          storage=spec.storage, seed=spec.seed,
-                         select=[d.sources for d in spec.data])
+                         select=[d.sources for d in spec.data],
+                         select_tasks=[d.tasks for d in spec.data])
     if spec.shuffle_window > 1:
         ds = map_batches_any(ds, shuffle_rows, batch_size=spec.shuffle_window, num_cpus=0.25,
                              seed=spec.seed)

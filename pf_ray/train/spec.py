@@ -17,7 +17,9 @@ class TrainData(Strict):
 
     ``ratio`` (default 1) shares ``samples_per_epoch`` between the datasets; ``samples`` (an
     exact count) or ``fraction`` (of its rows, ``round(fraction * rows)``) fix the dataset's
-    own examples per epoch, and the epoch is their sum. One spec uses one kind.
+    own examples per epoch, and the epoch is their sum. One spec uses one kind. ``sources``
+    and ``tasks`` restrict the dataset to some of its rows (a row must match both); the counts
+    apply to those rows.
     """
 
     path: str = Field(..., description="pf-ray dataset root (pairs or samples)")
@@ -29,6 +31,9 @@ class TrainData(Strict):
                                                            "of the rows (0.1: a tenth; 2: twice)")
     sources: list[str] | None = Field(None, min_length=1, description="only the rows of these "
                                       "sources (the source column); None: every row")
+    tasks: list[str] | None = Field(None, min_length=1, description="only the rows of these "
+                                    "tasks (the task column; with sources, rows of both); "
+                                    "None: every task")
 
     @model_validator(mode="after")
     def _one_kind(self) -> TrainData:

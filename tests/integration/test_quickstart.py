@@ -26,6 +26,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def quickstart_run(ray_session: str, tmp_path_factory: pytest.TempPathFactory
                    ) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """README command 1's run when CI made one (``.ci/run`` exports its workdir and console
+    log), else a run of our own; either way one quickstart per test session."""
+    given = os.environ.get("PF_RAY_QUICKSTART_WORKDIR")
+    if given:
+        log = Path(os.environ.get("PF_RAY_QUICKSTART_LOG") or Path(given).with_suffix(".log"))
+        assert (Path(given) / "summary.json").is_file(), f"{given}: no summary.json"
+        return Path(given), subprocess.CompletedProcess(["pf-ray", "quickstart"], 0,
+                                                         log.read_text(), "")
     workdir = tmp_path_factory.mktemp("quickstart") / "qs"
     workdir.mkdir()
     (workdir / "summary.json").write_text(json.dumps({"stale": True, "wall_s": -1}))
@@ -63,6 +71,11 @@ def test_summary_has_every_key_and_is_this_runs(summary):
     for key in ("heldout_rougeL", "copy_baseline_rougeL", "untrained_rougeL", "per_family"):
         assert key in summary["rewriter"]
     assert set(summary["clever"]["heldout_accuracy"]) == {"base", "s1", "s2", "s3", "blind"}
+    assert summary["heldout"]["split"] == "test" and summary["heldout"]["seed"] == 1
+    for key in ("rewriter_pairs", "vqa_questions"):
+        assert summary["heldout"][key]["used"] > 0, key
+    # the summary's table is the console's: the report renders it
+    assert [list(r) for r in summary["table"]][0][0].startswith("base: image tower")
     for stage in ("synthetic", "distort", "flamingo_pretrain", "rewriter", "clever_s1",
                   "clever_s2", "clever_s3"):
         assert summary["stages"][stage]["output"], stage
@@ -98,6 +111,12 @@ def test_stage_counts_are_the_manifests(quickstart_run, summary):
     assert summary["stages"]["synthetic"]["rows"] == 1800
 
 
+def _training_targets(workdir: Path) -> set[str]:
+    from pf_ray.quickstart.heldout import training_targets
+
+    return training_targets(_rows(workdir / "synthetic"), _rows(workdir / "distort"))
+
+
 def test_rewriter_beats_copying_and_its_numbers_are_recomputed(quickstart_run, summary):
     from pf_ray.eval.rewriter import copy_baseline, mean_rouge, revise
     from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
@@ -105,7 +124,15 @@ def test_rewriter_beats_copying_and_its_numbers_are_recomputed(quickstart_run, s
 
     workdir, _ = quickstart_run
     rw = summary["rewriter"]
-    held = _rows(workdir / "heldout" / "pairs")[:HELDOUT_PAIRS]
+    targets = _training_targets(workdir)
+    candidates = _rows(workdir / "heldout" / "pairs")
+    unseen = [p for p in candidates if p["original"].strip() not in targets]
+    held = unseen[:HELDOUT_PAIRS]
+    # held out means unseen: no target of a held-out pair is a training target
+    assert summary["heldout"]["rewriter_pairs"] == {
+        "candidates": len(candidates), "used": len(held),
+        "removed_target_seen_in_training": len(candidates) - len(unseen)}
+    assert len(candidates) > len(unseen)  # the generator's fixed texts do recur
     copy = copy_baseline(held)
     assert rw["copy_baseline_rougeL"] == pytest.approx(copy["overall"])
     for family, scores in rw["per_family"].items():
@@ -116,24 +143,74 @@ def test_rewriter_beats_copying_and_its_numbers_are_recomputed(quickstart_run, s
                                     held))
     assert rw["heldout_rougeL"] == pytest.approx(again["overall"])
     assert rw["heldout_rougeL"] > rw["copy_baseline_rougeL"] > rw["untrained_rougeL"]
+    gain = rw["intervals"]["trained_minus_copy"]
+    assert gain["low"] <= gain["value"] <= gain["high"] and gain["n"] == len(held)
+    assert gain["value"] == pytest.approx(rw["heldout_rougeL"] - rw["copy_baseline_rougeL"],
+                                          abs=1e-3)
+
+
+def test_stand_in_scorers_are_trained_and_accurate(summary):
+    from pf_ray.filters.classifier import load
+    from pf_ray.filters.spec import NLI_LABELS
+
+    for name, labels in (("nli", 3), ("reward", 1)):
+        sc = summary["scorers"][name]
+        assert "stand-in" in sc["kind"] and sc["steps"] > 0
+        assert sc["heldout_accuracy"]["value"] >= 0.8, (name, sc)
+        load(name, sc["folder"], labels, labels=NLI_LABELS if labels == 3 else None)
+    assert summary["pf1m"]["scorers"]["nli"].startswith("stand-in")
+
+
+def _heldout_questions(workdir: Path, summary: dict[str, Any]) -> list[Any]:
+    """The held-out VQA questions whose image no stage trained on (recomputed here)."""
+    from pf_ray.data.synthetic import caption_pairs
+    from pf_ray.eval.vqa import questions_from_rows
+    from pf_ray.model.loading import model_config
+    from pf_ray.quickstart.flow import CLIP_SEED
+    from pf_ray.quickstart.heldout import pixel_digest
+    from pf_ray.quickstart.settings import SETTINGS
+
+    seen = {pixel_digest(r["image_bytes"]) for r in _rows(workdir / "synthetic")
+            if r["image_bytes"]}
+    cfg = SETTINGS[summary["preset"]]
+    size = model_config(summary["preset"]).vision.image_size  # the tower's corpus size
+    seen |= {pixel_digest(p.image) for p in caption_pairs(CLIP_SEED, 0, cfg.clip_images, size)}
+    questions = questions_from_rows(_rows(workdir / "heldout" / "synthetic"))
+    return [q for q in questions if pixel_digest(q.image_bytes) not in seen]
 
 
 def test_clever_uses_the_image_and_its_accuracy_is_recomputed(quickstart_run, summary):
-    from pf_ray.eval.vqa import accuracy, answer_questions, questions_from_rows
+    from pf_ray.eval.vqa import accuracy, answer_questions
     from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
 
     workdir, _ = quickstart_run
-    acc = summary["clever"]["heldout_accuracy"]
-    questions = questions_from_rows(_rows(workdir / "heldout" / "synthetic"))
-    assert summary["clever"]["questions"] == len(questions) >= 60
+    cl = summary["clever"]
+    acc = cl["heldout_accuracy"]
+    questions = _heldout_questions(workdir, summary)
+    assert cl["questions"] == len(questions) == summary["heldout"]["vqa_questions"]["used"]
+    assert len(questions) >= 120
     model_dir = summary["stages"]["clever_s3"]["output"]
     model, tok = load_pretrained(model_dir), load_folder_tokenizer(model_dir)
     assert acc["s3"] == pytest.approx(accuracy(answer_questions(model, tok, questions),
                                                questions))
     assert acc["blind"] == pytest.approx(accuracy(answer_questions(model, tok, questions,
                                                                    blind=True), questions))
-    # issue 9's bar: the vision path matters (measured 0.512 vs 0.300 on 2 CPUs)
+    for tag, iv in cl["accuracy_intervals"].items():
+        assert iv["low"] <= acc[tag] <= iv["high"] and iv["n"] == len(questions), tag
+    # issue 19's bars: the vision path matters, and the stages beat where they started
     assert acc["s3"] >= acc["blind"] + 0.10, acc
+    assert acc["s3"] >= acc["base"] + 0.05, acc
+
+
+def test_politeness_is_measured_stage_by_stage(summary):
+    cl = summary["clever"]
+    assert set(cl["median_reward"]) == {"raw", "base", "s1", "s2", "s3", "blind"}
+    rates = cl["reward_win_rate"]
+    assert {"s3_vs_raw", "s3_vs_s2"} <= set(rates)
+    for iv in rates.values():
+        assert 0 <= iv["low"] <= iv["value"] <= iv["high"] <= 1 and iv["n"] == cl["questions"]
+    # the paper's headline claim, on the stand-in reward model: S3 answers beat raw ones
+    assert rates["s3_vs_raw"]["value"] >= 0.6, rates
 
 
 def test_pf1m_counts_balance_and_fact_recall_is_recomputed(quickstart_run, summary):
@@ -154,6 +231,13 @@ def test_pf1m_counts_balance_and_fact_recall_is_recomputed(quickstart_run, summa
     recall, checked = fact_recall(_rows(workdir / "pf1m" / "filtered"))
     assert (pf["fact_recall"], pf["fact_checked"]) == (pytest.approx(recall), checked)
     assert set(pf["scorers"]) == {"sts", "clip", "nli", "reward"}
+    before, _ = fact_recall(_rows(workdir / "pf1m" / "rewritten"))
+    assert pf["fact_recall_before_filters"]["value"] == pytest.approx(before, abs=1e-4)
+    # the filters do their job: the kept rewrites state the fact more often than before
+    assert pf["fact_recall"] >= 0.8 and pf["fact_recall"] > before, pf
+    dropped = pf["dropped_per_filter"]
+    assert sum(d["rows"] for d in dropped.values()) == pf["filter_drops"]
+    assert dropped.get("filter_nli_contradiction", {}).get("rows", 0) > 0, dropped
 
 
 def test_the_served_model_answered_through_the_openai_client(summary):
@@ -183,14 +267,19 @@ def test_eval_compares_raw_rewriter_and_clever_on_the_same_items(quickstart_run,
         mine = [r for r in rows if r["answerer"] == source]
         facts = [f for r in mine if r["set"] == "VQA" and (
             f := states_fact(r["output"], r["task"], json.loads(r["meta"]))) is not None]
-        assert ev["answer_accuracy"][source] == pytest.approx(sum(facts) / len(facts))
+        assert ev["answer_accuracy"][source]["value"] == pytest.approx(
+            sum(facts) / len(facts), abs=1e-4)
+        assert ev["answer_accuracy"][source]["n"] == len(facts)
         caps = [rouge_l(r["output"], r["references"]) for r in mine if r["set"] == "Captions"]
-        assert ev["captions_rougeL"][source] == pytest.approx(statistics.fmean(caps))
-    assert ev["answer_accuracy"]["raw"] == 1.0  # the raw annotations are the ground truth
+        assert ev["captions_rougeL"][source]["value"] == pytest.approx(statistics.fmean(caps),
+                                                                       abs=1e-4)
+    # the raw annotations are the ground truth: a ceiling, and called one
+    assert ev["answer_accuracy"]["raw"]["value"] == 1.0 and "answer_accuracy.raw" in \
+        ev["ceilings"]
     reward = {a: {(r["set"], r["item"]): r["reward"] for r in rows if r["answerer"] == a}
               for a in items}
-    assert ev["reward_win_rate"]["clever_vs_raw"] == pytest.approx(
-        pair_counts(reward["clever"], reward["raw"])["win_rate"])
-    assert "random" in ev["reward_model"]
+    assert ev["reward_win_rate"]["clever_vs_raw"]["value"] == pytest.approx(
+        pair_counts(reward["clever"], reward["raw"])["win_rate"], abs=1e-4)
+    assert "stand-in" in ev["reward_model"]
     assert (workdir / "eval" / "tables.md").read_text().count("| clever |") >= 2
     assert "eval: VQA answer accuracy" in out.stdout[out.stdout.index("summary ->"):]

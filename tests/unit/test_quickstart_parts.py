@@ -81,18 +81,59 @@ def test_copy_baseline_and_rouge_per_family():
 
 
 def test_summary_table_puts_each_number_beside_its_baseline():
+    from pf_ray.quickstart.summary import interval, paired, wins
+
+    right, blind = [1.0] * 48 + [0.0] * 32, [1.0] * 24 + [0.0] * 56
     text = table({
         "preset": "tiny", "wall_s": 600.0,
         "rewriter": {"heldout_rougeL": 0.7, "copy_baseline_rougeL": 0.5,
-                     "untrained_rougeL": 0.01,
+                     "untrained_rougeL": 0.01, "pairs": 40,
                      "per_family": {"augment": {"trained": 0.8, "copy": 0.6, "untrained": 0.0,
                                                 "pairs": 40}}},
+        "pf1m": {"kept": 90, "rows_in": 100, "rewrite_rejects": 2, "filter_drops": 8,
+                 "fact_recall": 0.9, "fact_recall_interval": interval([1.0] * 9 + [0.0]),
+                 "fact_recall_before_filters": interval([1.0] * 6 + [0.0] * 4),
+                 "fact_recall_raw_ceiling": 1.0},
         "clever": {"questions": 80, "heldout_accuracy": {"base": 0.0, "s1": 0.3, "s2": 0.5,
-                                                         "s3": 0.6, "blind": 0.3}}})
+                                                         "s3": 0.6, "blind": 0.3},
+                   "accuracy_intervals": {"s3": interval(right)},
+                   "differences": {"s3_minus_blind": paired(right, blind)},
+                   "reward_win_rate": {"s3_vs_raw": wins([2.0] * 80, [1.0] * 80)}}})
     line = next(x for x in text.splitlines() if x.startswith("rewriter"))
     assert "0.700" in line and "copy draft 0.500" in line and "untrained 0.010" in line
-    line = next(x for x in text.splitlines() if x.startswith("Clever"))
-    assert "0.600" in line and "image withheld 0.300" in line
+    line = next(x for x in text.splitlines() if x.startswith("Clever: held-out"))
+    assert "(n=80)" in line and "0.600 [" in line and "image withheld 0.300" in line
+    line = next(x for x in text.splitlines() if "S3 - image withheld" in x)
+    assert "0.300 [" in line  # the paired difference, with its interval
+    line = next(x for x in text.splitlines() if x.startswith("PF-1M: fact recall"))
+    assert "0.900 [" in line and "before the filters 0.600 [" in line and "ceiling" in line
+    line = next(x for x in text.splitlines() if "win rate S3 vs raw" in x)
+    assert "1.000 [1.000, 1.000]" in line
+
+
+def test_heldout_keeps_only_unseen_targets_and_images():
+    from pf_ray.data.synthetic import image_png, make_scene, render
+    from pf_ray.eval.vqa import Question
+    from pf_ray.quickstart.heldout import (
+        pixel_digest,
+        training_targets,
+        unseen_by_image,
+        unseen_pairs,
+    )
+
+    rows = [{"conversations": [{"role": "user", "content": "q"},
+                               {"role": "assistant", "content": "A triangle has three sides."}]}]
+    targets = training_targets(rows, [{"original": "Seen original. "}])
+    pairs = [{"original": "A triangle has three sides."}, {"original": "Seen original."},
+             {"original": "Something new."}]
+    kept, removed = unseen_pairs(pairs, targets)
+    assert (kept, removed) == ([{"original": "Something new."}], 2)
+    # the same pixels count as the same image, whatever the encoding
+    seen = {pixel_digest(render(make_scene(0, 5), 64))}
+    qs = [Question("a", "q", "red", "color", image_bytes=image_png(0, 5, 64)),
+          Question("b", "q", "red", "color", image_bytes=image_png(1, 5, 64))]
+    kept_q, removed_q = unseen_by_image(qs, seen)
+    assert [q.id for q in kept_q] == ["b"] and removed_q == 1
 
 
 def _train(**extra):
