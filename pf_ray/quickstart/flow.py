@@ -348,13 +348,13 @@ class Quickstart:
             hits = round(rep.heldout_accuracy * rep.heldout_pairs)
             acc = interval([1.0] * hits + [0.0] * (rep.heldout_pairs - hits))
             self.summary["scorers"][name] = {
-                "kind": SCORERS[name], "folder": str(rep.folder), "base": rep.base,
+                "kind": SCORERS[name], "folder": str(rep.folder), "base": rep.base_model,
                 "train_pairs": rep.train_pairs, "steps": rep.steps,
                 "seconds": round(rep.seconds, 1), "heldout_accuracy": acc}
-            print(f"      stand-in {name} model ({rep.base}, {rep.steps} steps on "
+            print(f"      stand-in {name} model ({rep.base_model}, {rep.steps} steps on "
                   f"{rep.train_pairs} pairs, {rep.seconds:.0f} s): held-out accuracy "
                   f"{_ci(acc)}")
-        return reports["nli"].folder, reports["reward"].folder
+        return Path(reports["nli"].folder), Path(reports["reward"].folder)
 
     def pf1m(self, rewriter: str) -> str:
         """The raw annotations rewritten by the quickstart's rewriter, then filtered."""

@@ -283,3 +283,11 @@ def test_eval_compares_raw_rewriter_and_clever_on_the_same_items(quickstart_run,
     assert "stand-in" in ev["reward_model"]
     assert (workdir / "eval" / "tables.md").read_text().count("| clever |") >= 2
     assert "eval: VQA answer accuracy" in out.stdout[out.stdout.index("summary ->"):]
+
+
+def test_the_report_shows_the_headline_table(quickstart_run, summary):
+    workdir, _ = quickstart_run
+    page = (workdir / "report.html").read_text()
+    assert "Headline numbers" in page
+    for measure, _value, _detail in summary["table"]:
+        assert measure.strip().split(" (")[0].replace("&", "&amp;") in page, measure
