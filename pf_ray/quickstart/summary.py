@@ -1,15 +1,20 @@
 """``<workdir>/summary.json``: every stage's output and counts, and each effect beside its
-baseline; the same numbers close the console output as a table.
+baseline; the same numbers close the console output as a table (``table``, also in the
+file, which ``report.html`` renders).
 
 Keys (later stages add theirs): ``preset``, ``n``, ``wall_s``, ``stages.<name>`` (output
-path, rows, rejects per reason / steps and losses), ``vision.*`` (the CLIP-pretrained image
-tower: held-out retrieval@1 beside the untrained tower and chance), ``rewriter.*``
-(held-out ROUGE-L of the trained rewriter, the copy baseline and the untrained model,
-overall and per family),
-``clever.heldout_accuracy.{base,s1,s2,s3,blind}``, ``pf1m.*`` (rows kept, rejects per
-reason, fact recall), ``eval.*`` (raw vs rewriter vs Clever on the held-out set: reward
-win rates and medians, answer accuracy, captions ROUGE-L), ``serve.*``. Every number is
-computed by the run that writes the file, from the outputs it just wrote.
+path, rows, rejects per reason / steps and losses), ``heldout.*`` (the split and its seed;
+how many held-out pairs and questions were removed because a model trained on their target
+or image), ``vision.*`` (the CLIP-pretrained image tower: held-out retrieval@1 beside the
+untrained tower and chance), ``scorers.{nli,reward}`` (the stand-ins trained on MiniLM and
+their held-out accuracy), ``rewriter.*`` (held-out ROUGE-L of the trained rewriter, the copy
+baseline and the untrained model, overall and per family), ``pf1m.*`` (rows kept, rejects
+per reason, fact recall before and after the filters, what each filter dropped),
+``clever.*`` (per stage: held-out VQA accuracy and median reward; S3 with the images
+withheld; paired differences; reward win rates), ``eval.*`` (raw vs rewriter vs Clever on
+the held-out set), ``serve.*``. Scores are ``{value, low, high, n}``: a 95% bootstrap
+interval over items (paired for differences and win rates). Every number is computed by
+the run that writes the file, from the outputs it just wrote.
 """
 
 from __future__ import annotations
