@@ -95,8 +95,10 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _ci(iv: dict[str, Any]) -> str:
-    """``0.550 [0.438, 0.662] n=80`` from an interval record."""
+def _ci(iv: dict[str, Any] | None) -> str:
+    """``0.550 [0.438, 0.662] n=80`` from an interval record (``-``: no items)."""
+    if not iv:
+        return "-"
     return f"{iv['value']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}] n={iv['n']}"
 
 

@@ -58,15 +58,17 @@ from typing import Any
 
 from pf_ray.data.synthetic import (
     COLORS,
-    NUMBERS,
     SHAPES,
     TASKS,
     TEXT_FACTS,
     Scene,
     Shape,
     _arithmetic,
+    _article,
     _captions,
+    _count,
     _detail,
+    _list,
     _question,
     make_row,
     make_scene,
@@ -185,18 +187,6 @@ def _scene_facts(seed: int, image_index: int, rng: random.Random) -> list[_Fact]
 
 
 # ------------------------------------------------------------------ wording
-
-
-def _count(n: int) -> str:
-    return NUMBERS[n] if n < len(NUMBERS) else str(n)
-
-
-def _list(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
 
 
 def _shapes_phrase(n: int) -> str:
