@@ -40,7 +40,7 @@ def quickstart_run(ray_session: str, tmp_path_factory: pytest.TempPathFactory
     env = {**os.environ, "RAY_ADDRESS": ray_session, "RAY_AUTH_MODE": "disabled"}
     out = subprocess.run([sys.executable, "-m", "pf_ray.cli", "quickstart", "--workdir",
                           str(workdir), "--no-progress"], env=env, capture_output=True,
-                         text=True, timeout=1500)
+                         text=True, timeout=2400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return workdir, out
 
@@ -54,7 +54,7 @@ def _rows(path: Path | str) -> list[dict[str, Any]]:
     return Dataset(str(path), StorageConfig()).read().to_pylist()
 
 
-@pytest.mark.timeout(1600)
+@pytest.mark.timeout(2500)
 def test_console_ends_with_the_summary_table(quickstart_run):
     _, out = quickstart_run
     assert "quickstart done" in out.stdout
@@ -67,7 +67,7 @@ def test_console_ends_with_the_summary_table(quickstart_run):
 
 def test_summary_has_every_key_and_is_this_runs(summary):
     assert "stale" not in summary
-    assert 0 < summary["wall_s"] <= 1500
+    assert 0 < summary["wall_s"] <= 2400  # measured ~1200 s idle, 1493 s shared
     for key in ("heldout_rougeL", "copy_baseline_rougeL", "untrained_rougeL", "per_family"):
         assert key in summary["rewriter"]
     assert set(summary["clever"]["heldout_accuracy"]) == {"base", "s1", "s2", "s3", "blind"}
