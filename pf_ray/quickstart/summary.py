@@ -154,20 +154,17 @@ def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
     if ev:
         acc, rouge, win = ev["answer_accuracy"], ev["captions_rougeL"], ev["reward_win_rate"]
 
-        def val(x: Any) -> str:  # an interval record, or a bare number (older summaries)
-            return _iv(x) if isinstance(x, dict) else _fmt(x)
-
-        def short(x: Any) -> str:
-            return _fmt(x["value"]) if isinstance(x, dict) else _fmt(x)
+        def short(x: dict[str, Any] | None) -> str:
+            return _fmt(x and x["value"])
 
         out.append((f"eval: VQA answer accuracy clever (n={ev['sets']['VQA']['taken']})",
-                    val(acc.get("clever")),
+                    _iv(acc.get("clever")),
                     f"rewriter {short(acc.get('rewriter'))}; ceiling (raw annotations) "
                     f"{short(acc.get('raw'))}"))
-        out.append(("eval: captions ROUGE-L clever", val(rouge.get("clever")),
+        out.append(("eval: captions ROUGE-L clever", _iv(rouge.get("clever")),
                     f"raw {short(rouge.get('raw'))}, rewriter {short(rouge.get('rewriter'))}"))
-        out.append(("eval: reward win rate clever vs raw", val(win.get("clever_vs_raw")),
-                    f"rewriter vs raw {val(win.get('rewriter_vs_raw'))}"))
+        out.append(("eval: reward win rate clever vs raw", _iv(win.get("clever_vs_raw")),
+                    f"rewriter vs raw {_iv(win.get('rewriter_vs_raw'))}"))
     sv = summary.get("serve")
     if sv:
         out.append(("serve: one image chat (openai client)", "ok" if sv.get("ok") else "FAILED",

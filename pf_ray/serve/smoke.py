@@ -30,8 +30,9 @@ def chat_once(model_dir: str, image_png: bytes, question: str, *, max_tokens: in
     """Serve ``model_dir``, ask ``question`` about ``image_png``, stop; never raises.
 
     Returns ``{ok, answer, first_token_s, total_s, startup_s, completion_tokens}`` (``error``
-    instead of the numbers when something failed); ``ok`` only with a non-empty answer. Uses the running Ray if there is one,
-    else starts a local instance and shuts it down afterwards.
+    instead of the numbers when something failed); ``ok`` only with a non-empty answer.
+    Uses the running Ray if there is one, else starts a local instance and shuts it down
+    afterwards.
     """
     import ray
     from openai import OpenAI
