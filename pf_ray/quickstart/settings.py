@@ -60,11 +60,13 @@ class QuickstartSettings:
 SETTINGS: dict[str, QuickstartSettings] = {
     "tiny": QuickstartSettings(
         preset="tiny", batch_size=8, max_length=320,
-        # ~0.5 s per step on Ray Train on 2 CPUs (+ ~30 s to start each run)
-        pretrain=StageRun(steps=400, lr=1e-3),
-        rewriter=StageRun(steps=200, lr=1e-3),
-        s1=StageRun(steps=150, lr=1e-3), s2=StageRun(steps=150, lr=1e-3),
-        s3=StageRun(steps=80, lr=1e-3, lr_scale=0.1),
+        # s/step on Ray Train, 2 CPUs, bf16 autocast (native_bf16): base 0.37, rewriter
+        # 0.72, S1-S3 0.6-0.7, + ~30 s to start each run; steps cut to fit 15 minutes
+        # (README "The quickstart" has the run before and after the cut)
+        pretrain=StageRun(steps=200, lr=1e-3),
+        rewriter=StageRun(steps=150, lr=1e-3),
+        s1=StageRun(steps=80, lr=1e-3), s2=StageRun(steps=50, lr=1e-3),
+        s3=StageRun(steps=50, lr=1e-3, lr_scale=0.1), clip_steps=1000,
         lm_trainable={"lm_full": True}),
     "smol": QuickstartSettings(
         preset="smol", batch_size=4, max_length=320,
@@ -75,3 +77,16 @@ SETTINGS: dict[str, QuickstartSettings] = {
         pretrain=StageRun(steps=40, lr=1e-3), clip_steps=600, mask="next_image",
         gate_init=0.0),
 }
+
+
+def native_bf16() -> bool:
+    """Whether the quickstart's training autocasts to bfloat16: on CPUs with native bf16
+    (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower, so float32. Master weights,
+    optimizer state, evaluation and the saved models stay float32. Measured on 2 cores of an
+    AVX512-BF16 EPYC: a MiniLM scorer step 0.35 vs 0.56 s; a ``tiny`` Clever step (batch 8,
+    multi-turn, Ray Train) 0.4 vs 0.7 s, its loss within 0.3% of float32's over 20 steps.
+    The CLIP tower's contrastive step is not faster (9.5 vs 9.4 s per 200 steps): float32."""
+    import torch
+
+    return bool(torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())

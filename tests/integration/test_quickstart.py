@@ -156,9 +156,8 @@ def test_stand_in_scorers_are_trained_and_accurate(summary):
     for name, labels in (("nli", 3), ("reward", 1)):
         sc = summary["scorers"][name]
         assert "stand-in" in sc["kind"] and sc["steps"] > 0
-        # issue 19 asks 0.8; measured 0.783 (NLI) and 0.996 (reward): the margin below
-        # is for run-to-run spread, the README gives the measured values
-        assert sc["heldout_accuracy"]["value"] >= 0.7, (name, sc)
+        # issue 19's bar (measured 0.933 NLI, 0.996 reward; README)
+        assert sc["heldout_accuracy"]["value"] >= 0.8, (name, sc)
         load(name, sc["folder"], labels, labels=NLI_LABELS if labels == 3 else None)
     assert summary["pf1m"]["scorers"]["nli"].startswith("stand-in")
 
@@ -199,10 +198,10 @@ def test_clever_uses_the_image_and_its_accuracy_is_recomputed(quickstart_run, su
                                                                    blind=True), questions))
     for tag, iv in cl["accuracy_intervals"].items():
         assert iv["low"] <= acc[tag] <= iv["high"] and iv["n"] == len(questions), tag
-    # the vision path matters, and the stages beat where they started (issue 19 asks
-    # +0.10 and +0.05; measured +0.125 and +0.075: the margin is for run-to-run spread)
-    assert acc["s3"] >= acc["blind"] + 0.05, acc
-    assert acc["s3"] > acc["base"], acc
+    # the vision path matters, and the stages beat where they started (issue 19's bars;
+    # the README gives the measured values)
+    assert acc["s3"] >= acc["blind"] + 0.10, acc
+    assert acc["s3"] >= acc["base"] + 0.05, acc
 
 
 def test_politeness_is_measured_stage_by_stage(summary):
@@ -237,8 +236,8 @@ def test_pf1m_counts_balance_and_fact_recall_is_recomputed(quickstart_run, summa
     before, _ = fact_recall(_rows(workdir / "pf1m" / "rewritten"))
     assert pf["fact_recall_before_filters"]["value"] == pytest.approx(before, abs=1e-4)
     # the filters do their job: the kept rewrites state the fact more often than before
-    # (issue 19 asks >= 0.8; measured 0.824 from 0.470)
-    assert pf["fact_recall"] >= 0.7 and pf["fact_recall"] > before + 0.2, pf
+    # (issue 19's bar: >= 0.8 and above the rewrites before the filters; README)
+    assert pf["fact_recall"] >= 0.8 and pf["fact_recall"] > before, pf
     dropped = pf["dropped_per_filter"]
     assert sum(d["rows"] for d in dropped.values()) == pf["filter_drops"]
     assert dropped.get("filter_nli_contradiction", {}).get("rows", 0) > 0, dropped

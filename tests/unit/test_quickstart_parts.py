@@ -179,3 +179,36 @@ def test_a_pf1m_shard_is_read_as_one_turn_conversations(tmp_path):
                      storage=StorageConfig(), seed=0)
     assert out["conversations"] == [[{"role": "user", "content": "What colour?"},
                                      {"role": "assistant", "content": "It is red."}]]
+
+
+def test_one_epoch_holds_the_stage_steps_in_the_data_proportions(tmp_path):
+    """flow.one_epoch: the fractions grow by one whole factor until an epoch holds the
+    stage's max_steps (5% spare), so the Ray Data pipeline starts once per stage."""
+    import time
+
+    from pf_ray.data.io import Dataset
+    from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, UNIT, \
+        UNIT_ROWS, UNIT_T0
+    from pf_ray.jobs.shard import write_unit
+    from pf_ray.quickstart.flow import one_epoch
+    from pf_ray.train.data import data_files, epoch_counts
+
+    def dataset(name: str, n: int) -> str:  # one committed unit of n synthetic rows
+        batch = dict(generate(0, 0, n))
+        batch.update({UNIT: ["u0"] * n, UNIT_ROWS: [n] * n, UNIT_T0: [time.time()] * n,
+                      REJECT_STAGE: [None] * n, REJECT_REASON: [None] * n,
+                      REJECT_DETAIL: [None] * n})
+        write_unit(batch, Dataset(str(tmp_path / name), StorageConfig()), "abc", "sample")
+        return str(tmp_path / name)
+
+    a, b = dataset("a", 36), dataset("b", 18)
+    spec = {"kind": "train", "stage": "clever_s1", "model": "tiny", "batch_size": 4,
+            "max_steps": 50, "storage_path": str(tmp_path / "runs"), "run_name": "r"}
+    data = one_epoch(spec, [{"path": a}, {"path": b, "fraction": 0.5}])
+    # 36 + 9 = 45 examples an epoch; 50 steps x 4 x 1.05 = 210 -> 5 times
+    assert [d["fraction"] for d in data] == [5.0, 2.5]
+    train = parse_spec({**spec, "data": data})
+    counts = epoch_counts(train, [sum(r for _, r in f) for f in data_files(train)])
+    assert counts == [180, 45] and sum(counts) >= 50 * 4
+    # a stage whose data already hold its steps is left as it is
+    assert one_epoch({**spec, "max_steps": 5}, [{"path": a}]) == [{"path": a, "fraction": 1.0}]

@@ -205,9 +205,9 @@ def test_nli_folder_loads_with_the_filters_labels_and_scores_well(nli: ScorerRep
     clf = load("nli", nli.folder, 3, labels=NLI_LABELS, device="cpu")
     with pytest.raises(ModelUnavailable, match="orders its labels"):
         load("nli", nli.folder, 3, labels=("entailment", "contradiction", "neutral"))
-    # chance: 1/3; the quickstart's run is held to 0.8 (its summary); one seed of ~1 epoch
-    # moves by several points with the data order (README), hence the margin here
-    assert nli.heldout_accuracy >= 0.65
+    # chance: 1/3; issue 19's bar, 0.8 (measured 0.933 with the quickstart's settings: all
+    # 6 layers, 140 steps, bf16 on this CPU; 4 layers moved by 0.15 with the data order)
+    assert nli.heldout_accuracy >= 0.8
     # the report's number is the saved model's on the held-out seed, read back here
     held = nli_pairs(SEED + HELDOUT_SEED_OFFSET, nli.heldout_pairs)
     texts = [p.texts(TEMPLATE) for p in held]
@@ -245,7 +245,7 @@ def test_the_nli_filter_drops_a_swapped_colour_and_keeps_the_right_one(
     wrong = [d for d, p in zip(dropped, held, strict=True) if p.label == "contradiction"]
     kept = [not d for d, p in zip(dropped, held, strict=True) if p.label == "entailment"]
     # the filter separates them: it drops contradicting rewrites far more often than right
-    # ones (the quickstart's own run: dropped rows' fact recall 0.023, kept 0.824)
+    # ones (the quickstart's own run: dropped rows' fact recall 0.015, kept 0.998)
     drop_wrong, drop_right = sum(wrong) / len(wrong), 1 - sum(kept) / len(kept)
     assert drop_wrong >= drop_right + 0.2, (drop_wrong, drop_right)
 
