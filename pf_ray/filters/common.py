@@ -21,7 +21,8 @@ from pf_ray.storage import local_copy
 
 # The reasons of intended drops (a filter's decision, not a fault).
 REASONS = ("filter_length_short", "filter_length_long", "filter_unchanged", "filter_sts",
-           "filter_clip", "filter_nli_contradiction", "filter_reward", "filter_top_k")
+           "filter_clip", "filter_nli_contradiction", "filter_nli_not_entailed", "filter_reward",
+           "filter_top_k")
 
 
 def applies(task: str, tasks: Sequence[str] | None) -> bool:

@@ -8,7 +8,8 @@ The pair fed to the model is exactly (spec §5, in its order)::
 
 (``nli.premise: original`` swaps them). ``nli_similarity`` stores the model's 3 logits in
 its own label order, [contradiction, entailment, neutral] for cross-encoder/nli-deberta-v3
-(``nli.labels``); the row is dropped when the argmax is ``contradiction``.
+(``nli.labels``); the row is dropped when the argmax is ``contradiction`` (the paper), and
+with ``nli.drop: not_entailment`` also when it is anything but ``entailment``.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ class NLIContradiction(LazyModel):
 
     def __init__(self, model: str, labels: Sequence[str], template: str,
                  premise: str = "output", tasks: Sequence[str] | None = None,
+                 drop_neutral: bool = False,
                  device: str = "auto", max_length: int = 512,
                  storage: StorageConfig | None = None):
         self.model_path, self.labels, self.template = model, list(labels), template
-        self.premise, self.tasks = premise, tasks
+        self.premise, self.tasks, self.drop_neutral = premise, tasks, drop_neutral
         self.device, self.max_length, self.storage = device, max_length, storage
 
     def load(self) -> None:
@@ -51,12 +53,12 @@ class NLIContradiction(LazyModel):
         pairs = [nli_pair(self.template, text(batch["instruction"][i]), text(batch["output"][i]),
                           text(batch["original"][i]), self.premise) for i in idx]
         logits = self.clf.logits([p for p, _ in pairs], [h for _, h in pairs])
-        contradiction = self.labels.index("contradiction")
         for i, row in zip(idx, logits, strict=True):
             out["nli_similarity"][i] = row
-            best = max(range(len(row)), key=row.__getitem__)
-            if best == contradiction:
-                drop(out, i, "filter_nli_contradiction", "NLI argmax is contradiction: "
-                     + ", ".join(f"{lab} {v:.3f}" for lab, v in zip(self.labels, row,
-                                                                       strict=True)))
+            best = self.labels[max(range(len(row)), key=row.__getitem__)]
+            scores = ", ".join(f"{lab} {v:.3f}" for lab, v in zip(self.labels, row, strict=True))
+            if best == "contradiction":
+                drop(out, i, "filter_nli_contradiction", f"NLI argmax is contradiction: {scores}")
+            elif self.drop_neutral and best != "entailment":
+                drop(out, i, "filter_nli_not_entailed", f"NLI argmax is {best}: {scores}")
         return out

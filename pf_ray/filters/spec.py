@@ -116,6 +116,10 @@ class NLIFilter(ModelFilter):
                               "sequence classifier + tokenizer); required")
     template: QATemplate = '"{answer}" is the answer to the question: "{question}"'
     premise: Literal["output", "original"] = "output"
+    drop: Literal["contradiction", "not_entailment"] = Field(
+        "contradiction", description="contradiction: drop when the argmax is contradiction "
+        "(the paper); not_entailment: also when it is neutral, i.e. keep only rewrites that "
+        "entail the original answer (a rewrite that states no answer lost the fact)")
     labels: list[str] = Field(default_factory=lambda: list(NLI_LABELS),
                               description="the model's label order (logit index -> label)")
     max_length: int = Field(512, ge=8)
@@ -126,6 +130,13 @@ class NLIFilter(ModelFilter):
         if "contradiction" not in v or len(set(v)) != len(v):
             raise ValueError(f"must be distinct labels including 'contradiction', received {v}")
         return v
+
+    @model_validator(mode="after")
+    def _entailment_to_keep(self) -> NLIFilter:
+        if self.drop == "not_entailment" and "entailment" not in self.labels:
+            raise ValueError(f"drop: 'not_entailment' keeps rows whose argmax is "
+                             f"'entailment', but labels has none: {self.labels}")
+        return self
 
 
 class RewardFilter(ModelFilter):

@@ -67,7 +67,7 @@ def test_console_ends_with_the_summary_table(quickstart_run):
 
 def test_summary_has_every_key_and_is_this_runs(summary):
     assert "stale" not in summary
-    assert 0 < summary["wall_s"] <= 2400  # measured ~1200 s idle, 1493 s shared
+    assert 0 < summary["wall_s"] <= 2400  # a hang guard (README gives the measured time)
     for key in ("heldout_rougeL", "copy_baseline_rougeL", "untrained_rougeL", "per_family"):
         assert key in summary["rewriter"]
     assert set(summary["clever"]["heldout_accuracy"]) == {"base", "s1", "s2", "s3", "blind"}
@@ -241,6 +241,9 @@ def test_pf1m_counts_balance_and_fact_recall_is_recomputed(quickstart_run, summa
     dropped = pf["dropped_per_filter"]
     assert sum(d["rows"] for d in dropped.values()) == pf["filter_drops"]
     assert dropped.get("filter_nli_contradiction", {}).get("rows", 0) > 0, dropped
+    for reason in ("filter_nli_contradiction", "filter_nli_not_entailed"):
+        if reason in dropped:  # what the NLI filter drops states the fact far less often
+            assert dropped[reason]["fact_recall"] < pf["fact_recall"] - 0.3, dropped
 
 
 def test_the_served_model_answered_through_the_openai_client(summary):

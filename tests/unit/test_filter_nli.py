@@ -59,3 +59,22 @@ def test_decision_follows_argmax_and_label_order(tmp_path: Path, bias: list[floa
     assert out["nli_similarity"][0] == pytest.approx(bias)
     assert (out[REJECT_REASON][0] == "filter_nli_contradiction") is dropped
     assert out[REJECT_REASON][1:] == [None, None]
+
+
+@pytest.mark.parametrize(("bias", "reason"), [
+    ([4.0, 0.0, 1.0], "filter_nli_contradiction"),
+    ([0.0, 1.0, 4.0], "filter_nli_not_entailed"),  # neutral: no answer stated
+    ([0.0, 4.0, 1.0], None),  # entailment: kept
+])
+def test_not_entailment_drops_neutral_too(tmp_path: Path, bias: list[float],
+                                          reason: str | None) -> None:
+    folder = build_classifier(tmp_path / "nli", 3, bias=bias)
+    out = NLIContradiction(str(folder), NLI_LABELS, TEMPLATE, tasks=["vqa"], device="cpu",
+                           drop_neutral=True)(BATCH)
+    assert out[REJECT_REASON][0] == reason
+
+
+def test_not_entailment_needs_an_entailment_label() -> None:
+    assert NLIFilter(drop="not_entailment").drop == "not_entailment"
+    with pytest.raises(ValueError, match="not_entailment"):
+        NLIFilter(drop="not_entailment", labels=["contradiction", "neutral", "other"])

@@ -187,8 +187,14 @@ def test_one_epoch_holds_the_stage_steps_in_the_data_proportions(tmp_path):
     import time
 
     from pf_ray.data.io import Dataset
-    from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, UNIT, \
-        UNIT_ROWS, UNIT_T0
+    from pf_ray.data.schema import (
+        REJECT_DETAIL,
+        REJECT_REASON,
+        REJECT_STAGE,
+        UNIT,
+        UNIT_ROWS,
+        UNIT_T0,
+    )
     from pf_ray.jobs.shard import write_unit
     from pf_ray.quickstart.flow import one_epoch
     from pf_ray.train.data import data_files, epoch_counts
