@@ -63,10 +63,10 @@ SETTINGS: dict[str, QuickstartSettings] = {
         # s/step on Ray Train, 2 CPUs, bf16 autocast (native_bf16): base 0.37, rewriter
         # 0.72, S1-S3 0.6-0.7, + ~30 s to start each run; steps cut to fit 15 minutes
         # (README "The quickstart" has the run before and after the cut)
-        pretrain=StageRun(steps=200, lr=1e-3),
+        pretrain=StageRun(steps=300, lr=1e-3),
         rewriter=StageRun(steps=100, lr=1e-3),
-        s1=StageRun(steps=80, lr=1e-3), s2=StageRun(steps=50, lr=1e-3),
-        s3=StageRun(steps=50, lr=1e-3, lr_scale=0.1), clip_steps=1000,
+        s1=StageRun(steps=70, lr=1e-3), s2=StageRun(steps=50, lr=1e-3),
+        s3=StageRun(steps=40, lr=1e-3, lr_scale=0.1), clip_steps=1000,
         lm_trainable={"lm_full": True}),
     "smol": QuickstartSettings(
         preset="smol", batch_size=4, max_length=320,

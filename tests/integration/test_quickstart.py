@@ -198,10 +198,9 @@ def test_clever_uses_the_image_and_its_accuracy_is_recomputed(quickstart_run, su
                                                                    blind=True), questions))
     for tag, iv in cl["accuracy_intervals"].items():
         assert iv["low"] <= acc[tag] <= iv["high"] and iv["n"] == len(questions), tag
-    # the vision path matters, and the stages beat where they started. Issue 19 asks
-    # +0.10 over the image withheld; the README's run measured +0.094 [0.006, 0.181] (other
-    # runs 0.14-0.19), so +0.10 is not yet met and this guard is looser; +0.05 over the base
-    assert acc["s3"] >= acc["blind"] + 0.05, acc
+    # the vision path matters, and the stages beat where they started (issue 19's bars;
+    # the README's run: +0.200 and +0.131; runs differ by a few hundredths, README)
+    assert acc["s3"] >= acc["blind"] + 0.10, acc
     assert acc["s3"] >= acc["base"] + 0.05, acc
 
 
