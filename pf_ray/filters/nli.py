@@ -31,11 +31,11 @@ class NLIContradiction(LazyModel):
 
     def __init__(self, model: str, labels: Sequence[str], template: str,
                  premise: str = "output", tasks: Sequence[str] | None = None,
-                 drop_neutral: bool = False,
+                 drop: str = "contradiction",
                  device: str = "auto", max_length: int = 512,
                  storage: StorageConfig | None = None):
         self.model_path, self.labels, self.template = model, list(labels), template
-        self.premise, self.tasks, self.drop_neutral = premise, tasks, drop_neutral
+        self.premise, self.tasks, self.drop = premise, tasks, drop
         self.device, self.max_length, self.storage = device, max_length, storage
 
     def load(self) -> None:
@@ -59,6 +59,6 @@ class NLIContradiction(LazyModel):
             scores = ", ".join(f"{lab} {v:.3f}" for lab, v in zip(self.labels, row, strict=True))
             if best == "contradiction":
                 drop(out, i, "filter_nli_contradiction", f"NLI argmax is contradiction: {scores}")
-            elif self.drop_neutral and best != "entailment":
+            elif self.drop == "not_entailment" and best != "entailment":
                 drop(out, i, "filter_nli_not_entailed", f"NLI argmax is {best}: {scores}")
         return out

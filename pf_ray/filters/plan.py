@@ -107,7 +107,7 @@ def filter_steps(spec: FilterSpec) -> list[StepDef]:
     if n.enabled:
         steps.append(_model_step(NLIContradiction, n.pool or spec.pool, model=n.model,
                                  labels=n.labels, template=n.template, premise=n.premise,
-                                 drop_neutral=n.drop == "not_entailment", tasks=n.tasks,
+                                 drop=n.drop, tasks=n.tasks,
                                  max_length=n.max_length, storage=spec.storage))
     r = spec.reward
     if r.enabled:

@@ -70,7 +70,7 @@ def test_not_entailment_drops_neutral_too(tmp_path: Path, bias: list[float],
                                           reason: str | None) -> None:
     folder = build_classifier(tmp_path / "nli", 3, bias=bias)
     out = NLIContradiction(str(folder), NLI_LABELS, TEMPLATE, tasks=["vqa"], device="cpu",
-                           drop_neutral=True)(BATCH)
+                           drop="not_entailment")(BATCH)
     assert out[REJECT_REASON][0] == reason
 
 
