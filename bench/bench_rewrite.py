@@ -52,11 +52,11 @@ def bare_loop(model_dir: str, rows: list[dict], max_new_tokens: int, threads: in
     id -> output)."""
     import torch
 
+    from pf_ray.data.conversation import draft_of, first_turn
     from pf_ray.data.images import ImageLoader
     from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
     from pf_ray.model.generate import GenerationConfig, generate
-    from pf_ray.model.prompts import encode_rewrite
-    from pf_ray.rewrite.prompt import draft_of, first_turn, rewrite_stops
+    from pf_ray.model.prompts import encode_rewrite, rewrite_stops
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()

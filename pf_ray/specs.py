@@ -131,6 +131,15 @@ class ImagePolicy(Strict):
     )
 
 
+class ImageLimits(Strict):
+    """How images are read (every image is decoded; an unreadable one is a reject)."""
+
+    max_pixels: int = Field(50_000_000, ge=1, description="larger images are rejected")
+    allowed_hosts: list[str] = Field(default_factory=list,
+                                     description="http(s) hosts images may be fetched from")
+    fetch_threads: int = Field(8, ge=1, description="concurrent image reads per engine actor")
+
+
 def spec_hash(job: BaseModel, *, exclude: set[str] | None = None) -> str:
     """A short stable hash of what a job computes.
 

@@ -16,7 +16,8 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from pf_ray.llm.engines import GenParams, HFEngine
+from pf_ray.engines.base import GenParams
+from pf_ray.engines.text import HFEngine
 
 
 class CompletionRequest(BaseModel):

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from pf_ray.data.io import Dataset
 from pf_ray.data.schema import PF1M_SCHEMA, REJECT_SCHEMA, REWRITE_SCHEMA, to_table
-from pf_ray.filters.tiny import build_classifier, build_tiny_clip  # noqa: F401 - re-exported
+from pf_ray.scorers.tiny import build_classifier, build_tiny_clip  # noqa: F401 - re-exported
 from pf_ray.specs import StorageConfig
 
 # the rewrite stage's columns, finish_reason nullable (as PF-1M inputs may have it)

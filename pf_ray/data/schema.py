@@ -57,6 +57,7 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("meta", pa.string(), nullable=False),
     ]
 )
+SAMPLE_COLUMNS = tuple(SAMPLE_SCHEMA.names)
 
 # A row some stage could not process, or a filter dropped, with the original row as JSON.
 REJECT_SCHEMA = pa.schema(

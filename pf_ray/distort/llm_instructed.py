@@ -19,7 +19,7 @@ from pf_ray.distort.styles import (
     SUMMARISE_REQUEST,
     SYSTEM_MESSAGE,
 )
-from pf_ray.llm.prompting import Message
+from pf_ray.engines.prompting import Message
 
 REFUSAL = re.compile(
     r"^\W*(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:no|')t|i am unable|i'?m unable|"

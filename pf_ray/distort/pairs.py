@@ -13,14 +13,16 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from pf_ray.data.boxes import captions_boxes_index, image_key, serialise
+from pf_ray.data.conversation import Located, locate, row_seed
+from pf_ray.data.select import SelectConfig, selected
 from pf_ray.distort.augment import augment_until_changed
-from pf_ray.distort.boxes import captions_boxes_index, image_key, serialise
 from pf_ray.distort.llm_instructed import build_messages, check_output, pick_style
-from pf_ray.distort.spec import MixtureConfig, SelectConfig
+from pf_ray.distort.spec import MixtureConfig
 from pf_ray.distort.styles import STYLE_BY_NAME
-from pf_ray.distort.targets import Quota, assign, select_key, selected
-from pf_ray.distort.turns import Located, locate, row_seed
-from pf_ray.llm.engines import GenParams, TextEngine
+from pf_ray.distort.targets import Quota, assign, select_key
+from pf_ray.engines.base import GenParams
+from pf_ray.engines.text import TextEngine
 from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, Batch, Resources
 
 __all__ = ["AttachCaptionsBoxes", "LLMDistort", "cpu_families", "image_key", "plan_pairs",

@@ -13,12 +13,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import posixpath
 from typing import Any
 
-from pf_ray.data.io import Dataset
-from pf_ray.data.schema import Batch
-from pf_ray.distort.boxes import captions_boxes_index
+from pf_ray.data.boxes import captions_boxes_index
+from pf_ray.data.conversation import read_pairs
+from pf_ray.data.schema import SAMPLE_COLUMNS, Batch
 from pf_ray.distort.llm_instructed import build_messages, check_output
 from pf_ray.distort.pairs import (
     PAIR_COLUMNS,
@@ -31,37 +30,17 @@ from pf_ray.distort.pairs import (
 from pf_ray.distort.spec import DistortSpec
 from pf_ray.distort.styles import STYLE_BY_NAME
 from pf_ray.distort.targets import Quota, plan_quotas
-from pf_ray.distort.turns import read_pairs
-from pf_ray.jobs.shard import ShardPlan, Unit, safe_key
-from pf_ray.llm.engines import engine_factory, gen_params
-from pf_ray.specs import StorageConfig, spec_hash
+from pf_ray.engines.text import engine_factory, gen_params
+from pf_ray.jobs.inputs import input_units
+from pf_ray.jobs.shard import ShardPlan
+from pf_ray.specs import spec_hash
 from pf_ray.steps.base import Resources, StepDef
 from pf_ray.steps.images import check_images_step
-
-SAMPLE_COLUMNS = ("id", "source", "task", "image", "image_bytes", "conversations", "boxes",
-                  "meta")
 
 
 def read_shard(*, file: str, storage: dict[str, Any], pairs: str = "one_turn") -> Batch:
     """One committed shard file of a pf-ray sample dataset, one row per pair candidate."""
     return read_pairs(file, storage, pairs, SAMPLE_COLUMNS)
-
-
-def input_units(inputs: list[str], storage: StorageConfig,
-                pairs: str = "one_turn") -> list[Unit]:
-    units = []
-    for k, root in enumerate(inputs):
-        ds = Dataset(root, storage)
-        files = ds.shard_files()
-        if not files:
-            raise FileNotFoundError(f"inputs.{k}: {root} holds no committed shards")
-        for f in files:
-            stem = posixpath.basename(f).removesuffix(".parquet")
-            uri = f if not root.startswith(("s3://", "s3a://")) else \
-                f"{root.split('://', 1)[0]}://{f}"
-            units.append(Unit(safe_key(f"i{k}-{stem}"),
-                              {"file": uri, "storage": storage.model_dump(), "pairs": pairs}))
-    return units
 
 
 def plan_distort(spec: DistortSpec) -> ShardPlan:
@@ -148,7 +127,7 @@ class VLLMFamily:
         self.reject_longer = spec.llm_reject_longer
 
     def __call__(self, ds: Any) -> Any:
-        from pf_ray.steps.ray_llm import LLMTask, vllm_stage
+        from pf_ray.engines.vllm import LLMTask, vllm_stage
 
         task = LLMTask(stage=LLMDistort.name, carried=CARRIED, select=is_llm_row,
                        messages=llm_messages,

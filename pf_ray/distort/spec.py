@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pf_ray.llm.config import EngineConfig
+from pf_ray.data.select import SelectConfig
+from pf_ray.engines.config import EngineConfig
 from pf_ray.specs import ImagePolicy, OutputConfig, SpecBase, Strict
 
 Family = Literal["llm", "augment", "boxes"]
@@ -39,13 +40,6 @@ class MixtureConfig(Strict):
         if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
             raise ValueError(f"weights must be >= 0 with at least one > 0, received {v}")
         return v
-
-
-class SelectConfig(Strict):
-    """Which input rows are clean data to distort (others are rejected as not_selected)."""
-
-    sources: list[str] | None = Field(None, description="None: every source")
-    tasks: list[str] | None = Field(None, description="None: every task")
 
 
 class Target(Strict):

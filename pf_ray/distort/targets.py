@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from pf_ray.distort.boxes import image_key
-from pf_ray.distort.spec import DistortSpec, SelectConfig, Target
-from pf_ray.distort.turns import Located, locate, read_pairs
+from pf_ray.data.boxes import image_key
+from pf_ray.data.conversation import Located, locate, read_pairs
+from pf_ray.data.select import SelectConfig, selected
+from pf_ray.distort.spec import DistortSpec, Target
 from pf_ray.jobs.shard import Unit
 
 SCAN_COLUMNS = ("id", "source", "task", "image", "conversations")
@@ -75,11 +76,6 @@ def assign(quotas: Sequence[Quota], key: int, source: str, task: str,
 
 def pool_mask(quotas: Sequence[Quota], source: str, task: str, has_boxes: bool) -> int:
     return sum(1 << j for j, q in enumerate(quotas) if q.holds(source, task, has_boxes))
-
-
-def selected(select: SelectConfig, source: str, task: str) -> bool:
-    return ((select.sources is None or source in select.sources)
-            and (select.tasks is None or task in select.tasks))
 
 
 def scan_unit(file: str, storage: dict[str, Any], *, seed: int, pairs: str, max_chars: int,

@@ -2,16 +2,16 @@
 
 Each ``model`` / ``http`` source is one step (an actor pool: the model loads once per
 actor) that answers the rows of its own source and passes the others through, so every
-source runs in its own pool over the same units. The engines are the rewrite stage's:
+source runs in its own pool over the same units. The engines are the engines layer's
+(:mod:`pf_ray.engines`) with eval's prompts:
 
-* :class:`FlamingoAnswerer` extends :class:`pf_ray.rewrite.engines.FlamingoRewriter`
-  (model loading, ``ModelUnavailable`` on a missing model, batched generation with each
-  distinct image encoded once). ``prompt: chat`` encodes the question in Clever Flamingo's
-  chat format with :func:`pf_ray.model.prompts.encode_chat`, exactly as the Serve app does
-  for a chat request (same system message, same image marker), so under greedy decoding the
-  served model and its checkpoint give the same answers; ``prompt: rewrite`` is the
-  rewriter itself, with the item's raw annotation as the draft.
-* ``http`` goes through :class:`pf_ray.llm.engines.HTTPEngine`'s ``chat_one``: a user
+* :class:`FlamingoAnswerer`: :class:`~pf_ray.engines.flamingo.FlamingoGenerator`.
+  ``prompt: chat`` encodes the question in Clever Flamingo's chat format with
+  :func:`pf_ray.model.prompts.encode_chat`, exactly as the Serve app does for a chat request
+  (same system message, same image marker), so under greedy decoding the served model and
+  its checkpoint give the same answers; ``prompt: rewrite`` is the rewriter prompt
+  (:func:`pf_ray.model.prompts.encode_rewrite`) with the item's raw annotation as the draft.
+* ``http`` goes through :class:`~pf_ray.engines.http.HTTPEngine`'s ``chat_one``: a user
   message of an image_url part (the stored bytes as a data URI) and the question text.
   A 4xx about one request is that row's reject (``http_<status>``); a dead endpoint or a
   refused key raises :class:`~pf_ray.faults.EngineUnavailable` and fails the unit.
@@ -24,16 +24,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from PIL import Image
 
 from pf_ray.data.images import ImageError, ImageLoader, synthetic_bytes
+from pf_ray.engines.base import Result
+from pf_ray.engines.config import DecodingConfig
+from pf_ray.engines.flamingo import FlamingoGenerator
+from pf_ray.engines.http import HTTPEngine, http_params, image_part
 from pf_ray.eval.spec import EvalSpec, HTTPSource, ModelSource
-from pf_ray.llm.engines import HTTPEngine, HTTPRequestError, data_uri
-from pf_ray.rewrite.engines import FlamingoRewriter, Request, Result, _sendable, http_params
-from pf_ray.rewrite.spec import DecodingConfig
 from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, Batch, Resources, StepDef
 
 ANSWER_INPUTS = ("id", "answerer", "image", "image_bytes", "instruction", "original",
@@ -54,26 +56,40 @@ def clean(text: str, stops: Sequence[str]) -> str:
     return text.strip()
 
 
-class FlamingoAnswerer(FlamingoRewriter):
+@dataclass(frozen=True)
+class Request:
+    question: str
+    draft: str  # the item's raw annotation (the rewriter's draft with ``prompt: rewrite``)
+    image: Image.Image | None = None  # decoded RGB (model sources)
+    image_bytes: bytes | None = None  # the encoded image as stored (http sends it)
+
+
+class FlamingoAnswerer:
     """pf-ray's Flamingo model answering questions (``chat``) or rewriting (``rewrite``)."""
 
-    def __init__(self, model: str, *, prompt: str = "chat", **kwargs: Any):
-        super().__init__(model, **kwargs)
-        self.prompt = prompt
+    def __init__(self, generator: FlamingoGenerator, *, prompt: str = "chat",
+                 prompt_format: str = "paper"):
+        self.generator, self.prompt, self.prompt_format = generator, prompt, prompt_format
 
     def answer(self, requests: Sequence[Request]) -> list[Result]:
+        from pf_ray.model.prompts import Turn, encode_chat, encode_rewrite, rewrite_stops
+
+        g = self.generator
+        images = [[r.image] if r.image is not None else [] for r in requests]
         if self.prompt == "rewrite":
-            done = self.rewrite(requests)
-            return [r if r.reject else Result(clean(r.text, _stops()), r.finish_reason)
-                    for r in done]
-        from pf_ray.model.prompts import STOP_STRINGS, Turn, encode_chat
-
-        def encode(r: Request, images: int, mode: Any) -> list[int]:
-            return encode_chat(self._tok, [Turn(r.instruction, None, images=images)],
-                               mode).input_ids
-
-        return [r if r.reject else Result(clean(r.text, STOP_STRINGS), r.finish_reason)
-                for r in self.generate_batch(requests, encode, STOP_STRINGS)]
+            stops = rewrite_stops(self.prompt_format)
+            prompts = [encode_rewrite(g.tokenizer, r.question, r.draft, None,
+                                      images=len(imgs), mode=g.mask_mode,
+                                      prompt_format=self.prompt_format).input_ids  # type: ignore[arg-type]
+                       for r, imgs in zip(requests, images, strict=True)]
+        else:
+            stops = _stops()
+            prompts = [encode_chat(g.tokenizer, [Turn(r.question, None, images=len(imgs))],
+                                   g.mask_mode).input_ids
+                       for r, imgs in zip(requests, images, strict=True)]
+        # Answers compare on their text only: every source is cut at pf-ray's stop strings.
+        return [r if r.reject else Result(clean(r.text, _stops()), r.finish_reason)
+                for r in g.generate(prompts, images, stops)]
 
 
 class HTTPAnswerer:
@@ -81,27 +97,20 @@ class HTTPAnswerer:
 
     def __init__(self, cfg: HTTPSource, decoding: DecodingConfig):
         self.cfg = cfg
-        self.http = HTTPEngine(base_url=cfg.base_url, model=cfg.model,
-                               api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,
-                               max_concurrency=cfg.max_concurrency)
+        self.http = HTTPEngine.of(cfg)
         self.params = http_params(decoding, _stops())
 
     def messages(self, question: str, image: bytes | None) -> list[dict[str, Any]]:
-        parts: list[dict[str, Any]] = []
-        if image is not None:
-            parts.append({"type": "image_url", "image_url": {"url": data_uri(*_sendable(image))}})
+        parts: list[dict[str, Any]] = [image_part(image)] if image is not None else []
         parts.append({"type": "text", "text": question})
         system = [{"role": "system", "content": self.cfg.system}] if self.cfg.system else []
         return [*system, {"role": "user", "content": parts}]
 
     def _one(self, r: Request) -> Result:
-        try:
-            done = self.http.chat_one(self.messages(r.instruction, r.image_bytes), self.params)
-        except HTTPRequestError as exc:  # a 4xx about this row (401/403/404/405 raise)
-            reason = "prompt_too_long" if exc.code == "context_length_exceeded" \
-                else f"http_{exc.status}"
-            return Result(reject=(reason, str(exc)[:2000]))
-        return Result(clean(done.text, self.params.stop), done.finish_reason)
+        messages = self.messages(r.question, r.image_bytes)
+        res = self.http.result(lambda: self.http.chat_one(messages, self.params))
+        return res if res.reject else Result(clean(res.text, self.params.stop),
+                                             res.finish_reason)
 
     def answer(self, requests: Sequence[Request]) -> list[Result]:
         return self.http.map(self._one, list(requests))
@@ -167,14 +176,17 @@ class Answer:
         return out
 
 
+def _flamingo(source: ModelSource, spec: EvalSpec) -> FlamingoAnswerer:
+    return FlamingoAnswerer(FlamingoGenerator(
+        source.model, decoding=spec.decoding, device=source.device, dtype=source.dtype,
+        num_threads=source.num_threads, max_prompt_tokens=source.max_prompt_tokens,
+        storage=spec.storage), prompt=source.prompt, prompt_format=source.prompt_format)
+
+
 def engine_factory(source: ModelSource | HTTPSource, spec: EvalSpec) -> Any:
     """A picklable zero-argument callable that builds the source's engine."""
     if isinstance(source, ModelSource):
-        return partial(FlamingoAnswerer, source.model, prompt=source.prompt,
-                       prompt_format=source.prompt_format, decoding=spec.decoding,
-                       device=source.device, dtype=source.dtype,
-                       num_threads=source.num_threads,
-                       max_prompt_tokens=source.max_prompt_tokens, storage=spec.storage)
+        return partial(_flamingo, source, spec)
     return partial(HTTPAnswerer, source, spec.decoding)
 
 
@@ -187,10 +199,8 @@ def answer_steps(spec: EvalSpec) -> list[StepDef]:
         if isinstance(s, ModelSource | HTTPSource):
             steps.append(StepDef(
                 f"answer_{s.name}", Answer, ANSWER_INPUTS, ANSWER_OUTPUTS,
-                Resources(num_cpus=s.num_cpus, num_gpus=getattr(s, "num_gpus", 0.0),
-                          # the micro-batch holds every source's rows: ~batch_size are its own
-                          batch_size=s.batch_size * len(spec.sources), min_actors=s.min_actors,
-                          max_actors=s.max_actors),
+                # the micro-batch holds every source's rows: ~batch_size are its own
+                s.resources(batch_size=s.batch_size * len(spec.sources)),
                 {"source": s.name, "engine_factory": engine_factory(s, spec),
                  "loader": loader, "needs_bytes": s.kind == "http",
                  "fetch_threads": spec.images.fetch_threads}))

@@ -23,12 +23,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from pf_ray.data.conversation import first_turn, row_seed
 from pf_ray.data.io import Dataset
 from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, Batch
-from pf_ray.distort.turns import row_seed
 from pf_ray.eval.spec import EvalSet, EvalSpec
 from pf_ray.jobs.shard import Unit, safe_key
-from pf_ray.rewrite.prompt import first_turn
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import resolve
 

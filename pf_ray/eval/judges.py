@@ -12,8 +12,8 @@
   and ROUGE-L beside it (Table 2 reports both).
 * ``answer_match``: synthetic ground truth (:func:`pf_ray.eval.facts.states_fact`): the
   first answer word of the question's kind equals the row's known answer (1/0).
-* The reward is :class:`pf_ray.filters.reward.RewardScore`, the PF-1M reward step itself,
-  on (instruction, output) with no threshold.
+* The reward is the reward scorer's step (:class:`pf_ray.scorers.reward.RewardScore`), the
+  PF-1M reward filter's score without its threshold, on (instruction, output).
 
 Models load on the first batch that needs them (once per actor); a missing model fails
 the unit (:class:`~pf_ray.faults.ModelUnavailable`).
@@ -27,11 +27,11 @@ from collections.abc import Sequence
 from pf_ray.data.schema import Batch
 from pf_ray.eval.facts import states_fact
 from pf_ray.eval.spec import EvalSpec
-from pf_ray.filters.classifier import PairClassifier, load, nli_pair
-from pf_ray.filters.reward import RewardScore
-from pf_ray.filters.spec import PoolConfig
-from pf_ray.filters.sts import STSScore
 from pf_ray.metrics.rouge import Convention, rouge_l
+from pf_ray.scorers.classifier import PairClassifier, nli_pair
+from pf_ray.scorers.nli import load_nli
+from pf_ray.scorers.reward import RewardScore
+from pf_ray.scorers.sts import STSModel
 from pf_ray.specs import StorageConfig
 from pf_ray.steps.base import Resources, StepDef
 
@@ -73,8 +73,7 @@ class Understanding:
                  storage: StorageConfig | None = None):
         self.nli_model, self.template, self.labels = nli_model, nli_template, list(nli_labels)
         self.max_references, self.nli_max_length = max_references, nli_max_length
-        self.sts = STSScore(sts_model, threshold=-1.0, device=device, batch_size=batch_size,
-                            storage=storage)
+        self.sts = STSModel(sts_model, device=device, batch_size=batch_size, storage=storage)
         self.rouge, self.device, self.storage = rouge, device, storage
         self._nli: PairClassifier | None = None
 
@@ -82,9 +81,8 @@ class Understanding:
         if self._nli is None:
             if self.nli_model is None:
                 raise ValueError("a row has metric nli but understanding.nli.model is null")
-            self._nli = load("nli", self.nli_model, len(self.labels), labels=self.labels,
-                             device=self.device, max_length=self.nli_max_length,
-                             storage=self.storage)
+            self._nli = load_nli(self.nli_model, self.labels, device=self.device,
+                                 max_length=self.nli_max_length, storage=self.storage)
         return self._nli
 
     def __call__(self, batch: Batch) -> Batch:
@@ -118,11 +116,6 @@ class Understanding:
         return out
 
 
-def _resources(pool: PoolConfig) -> Resources:
-    return Resources(num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, batch_size=pool.batch_size,
-                     min_actors=pool.min_actors, max_actors=pool.max_actors)
-
-
 def score_steps(spec: EvalSpec) -> list[StepDef]:
     """The reward step (with ``politeness``) and the understanding step (when a set has a
     metric)."""
@@ -130,13 +123,13 @@ def score_steps(spec: EvalSpec) -> list[StepDef]:
     if spec.politeness is not None:
         p = spec.politeness
         steps.append(StepDef("reward", RewardScore, RewardScore.inputs, RewardScore.outputs,
-                             _resources(p.pool),
+                             p.pool.resources(),
                              {"model": p.model, "max_length": p.max_length,
                               "device": p.pool.device, "storage": spec.storage}))
     if any(s.metric != "none" for s in spec.sets):
         u = spec.understanding
         steps.append(StepDef(Understanding.name, Understanding, Understanding.inputs, SCORES,
-                             _resources(u.pool),
+                             u.pool.resources(),
                              {"nli_model": u.nli.model, "nli_template": u.nli.template,
                               "nli_labels": u.nli.labels,
                               "max_references": u.nli.max_references,

@@ -20,28 +20,22 @@ def revise(model: Any, tokenizer: Any, pairs: list[dict[str, Any]], *,
     ``prompt_format`` is the rewriter prompt the model was trained with (``paper`` or
     ``released``).
     """
-    import torch
-
-    from pf_ray.model.generate import GenerationConfig, generate
+    from pf_ray.engines.config import DecodingConfig
+    from pf_ray.engines.flamingo import FlamingoGenerator
     from pf_ray.model.prompts import STOP_STRINGS, clean_response, encode_rewrite
 
     loader = ImageLoader(storage=StorageConfig())
-    mode = model.config.xattn.mask
-    texts: list[str] = []
-    model.eval()
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
-        images = [[loader.load(p.get("image"), p.get("image_bytes"))]
-                  if p.get("image") or p.get("image_bytes") else [] for p in chunk]
-        prompts = [encode_rewrite(tokenizer, p["instruction"], p["distorted"], None,
-                                  images=len(imgs), mode=mode,
-                                  prompt_format=prompt_format).input_ids  # type: ignore[arg-type]
-                   for p, imgs in zip(chunk, images, strict=True)]
-        with torch.no_grad():
-            outs = generate(model, tokenizer, prompts, images, GenerationConfig(
-                max_new_tokens=max_new_tokens, stop_strings=STOP_STRINGS))
-        texts.extend(clean_response(out.text) for out in outs)
-    return texts
+    gen = FlamingoGenerator(model=model.eval(), tokenizer=tokenizer,
+                            decoding=DecodingConfig(max_new_tokens=max_new_tokens))
+    images = [[loader.load(p.get("image"), p.get("image_bytes"))]
+              if p.get("image") or p.get("image_bytes") else [] for p in pairs]
+    prompts = [encode_rewrite(tokenizer, p["instruction"], p["distorted"], None,
+                              images=len(imgs), mode=gen.mask_mode,
+                              prompt_format=prompt_format).input_ids  # type: ignore[arg-type]
+               for p, imgs in zip(pairs, images, strict=True)]
+    # A prompt too long for the model is revised to nothing (scored as such).
+    return [clean_response(r.text) for r in gen.generate(prompts, images, STOP_STRINGS,
+                                                           batch_size=batch_size)]
 
 
 def mean_rouge(pairs: list[dict[str, Any]], texts: list[str]) -> dict[str, float]:

@@ -19,9 +19,11 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from pf_ray.filters.spec import NLI_LABELS, PoolConfig
-from pf_ray.rewrite.spec import DecodingConfig, EnginePool, ImageLimits
-from pf_ray.specs import BaseURL, OutputConfig, QATemplate, SpecBase, Strict
+from pf_ray.engines.config import DecodingConfig, HTTPEndpoint
+from pf_ray.scorers.config import ScorerPool
+from pf_ray.scorers.nli import NLI_LABELS
+from pf_ray.specs import ImageLimits, OutputConfig, QATemplate, SpecBase, Strict
+from pf_ray.steps.pool import ActorPool
 
 Metric = Literal["rouge_l", "nli", "sts", "answer_match", "none"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -58,7 +60,7 @@ class EvalSet(Strict):
                            "ground truth), none (politeness only)")
 
 
-class ModelSource(EnginePool):
+class ModelSource(ActorPool):
     """An exported pf-ray model (``pf-ray convert`` / a training export), batched in an
     actor pool. ``prompt: chat`` asks the question (Clever Flamingo's chat format, as the
     Serve app does); ``prompt: rewrite`` gives the rewriter the question and the item's raw
@@ -71,7 +73,6 @@ class ModelSource(EnginePool):
     prompt: Literal["chat", "rewrite"] = "chat"
     prompt_format: Literal["paper", "released"] = Field(
         "paper", description="rewrite prompt: the format the rewriter was trained with")
-    num_gpus: float = Field(0.0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads per actor")
@@ -79,18 +80,13 @@ class ModelSource(EnginePool):
                                           "rejects (prompt_too_long)")
 
 
-class HTTPSource(EnginePool):
+class HTTPSource(ActorPool, HTTPEndpoint):
     """Any OpenAI-compatible server (pf-ray's Serve app, vLLM, a hosted API): one
     ``/chat/completions`` request per item, a user message of an image_url part (data URI)
     and the question."""
 
     kind: Literal["http"]
     name: Name
-    base_url: BaseURL = Field(..., description="e.g. http://10.0.0.5:8000/v1")
-    model: str = Field(..., description="model name the server knows")
-    api_key_env: str = "OPENAI_API_KEY"
-    timeout_s: float = Field(120.0, gt=0)
-    max_concurrency: int = Field(8, ge=1, description="requests in flight per actor")
     system: str | None = Field(None, description="a system message to send (None: none; "
                                "the server's default applies)")
 
@@ -126,7 +122,7 @@ class RewardConfig(Strict):
     max_length: int = Field(512, ge=8)
     tie_margin: float = Field(0.0, ge=0, description="|reward a - reward b| <= this is a tie; "
                               "a tie counts as half a win (the paper does not say)")
-    pool: PoolConfig = Field(default_factory=PoolConfig)
+    pool: ScorerPool = Field(default_factory=ScorerPool)
 
 
 class NLIJudge(Strict):
@@ -160,7 +156,7 @@ class UnderstandingConfig(Strict):
     rouge: Literal["rouge_score", "coco"] = Field(
         "rouge_score", description="ROUGE-L convention (pf_ray.metrics.rouge): rouge-score's "
         "best F over the references, or the COCO toolkit's")
-    pool: PoolConfig = Field(default_factory=PoolConfig)
+    pool: ScorerPool = Field(default_factory=ScorerPool)
 
 
 class EvalSpec(SpecBase):

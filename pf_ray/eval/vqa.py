@@ -80,25 +80,21 @@ def answer_questions(model: Any, tokenizer: Any, questions: list[Question], *,
     """Greedy answers of a chat model (Clever Flamingo format), with or without the images."""
     import torch
 
-    from pf_ray.model.generate import GenerationConfig, generate
+    from pf_ray.engines.config import DecodingConfig
+    from pf_ray.engines.flamingo import FlamingoGenerator
     from pf_ray.model.prompts import STOP_STRINGS, Turn, clean_response, encode_chat
 
     loader = ImageLoader(storage=StorageConfig())
-    mode = model.config.xattn.mask
+    gen = FlamingoGenerator(model=model.eval(), tokenizer=tokenizer,
+                            decoding=DecodingConfig(max_new_tokens=max_new_tokens))
     size = model.config.vision.image_size
     blank = torch.zeros(3, size, size)  # a preprocessed all-zero image (spec §6 padding)
-    model.eval()
-    answers: list[str] = []
-    for start in range(0, len(questions), batch_size):
-        chunk = questions[start:start + batch_size]
-        images = [[blank] if blind else [loader.load(q.image, q.image_bytes)] for q in chunk]
-        prompts = [encode_chat(tokenizer, [Turn(q.question, None, images=len(imgs))],
-                               mode).input_ids for q, imgs in zip(chunk, images, strict=True)]
-        with torch.no_grad():
-            outs = generate(model, tokenizer, prompts, images, GenerationConfig(
-                max_new_tokens=max_new_tokens, stop_strings=STOP_STRINGS))
-        answers.extend(clean_response(o.text) for o in outs)
-    return answers
+    images = [[blank] if blind else [loader.load(q.image, q.image_bytes)] for q in questions]
+    prompts = [encode_chat(tokenizer, [Turn(q.question, None, images=len(imgs))],
+                           gen.mask_mode).input_ids
+               for q, imgs in zip(questions, images, strict=True)]
+    return [clean_response(r.text) for r in gen.generate(prompts, images, STOP_STRINGS,
+                                                           batch_size=batch_size)]
 
 
 def accuracy(answers: list[str], questions: list[Question]) -> float:

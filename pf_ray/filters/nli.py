@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pf_ray.data.schema import Batch
-from pf_ray.filters.classifier import load, nli_pair
-from pf_ray.filters.common import LazyModel, applies, drop, new_out, text
+from pf_ray.filters.common import applies, drop, new_out, text
+from pf_ray.scorers.classifier import nli_pair
+from pf_ray.scorers.loading import LazyModel
+from pf_ray.scorers.nli import argmax_label, load_nli
 from pf_ray.specs import StorageConfig
 from pf_ray.steps.base import Resources
 
@@ -39,9 +41,8 @@ class NLIContradiction(LazyModel):
         self.device, self.max_length, self.storage = device, max_length, storage
 
     def load(self) -> None:
-        self.clf = load("nli", self.model_path, len(self.labels), labels=self.labels,
-                        device=self.device,
-                        max_length=self.max_length, storage=self.storage)
+        self.clf = load_nli(self.model_path, self.labels, device=self.device,
+                            max_length=self.max_length, storage=self.storage)
 
     def __call__(self, batch: Batch) -> Batch:
         n = len(batch["id"])
@@ -55,7 +56,7 @@ class NLIContradiction(LazyModel):
         logits = self.clf.logits([p for p, _ in pairs], [h for _, h in pairs])
         for i, row in zip(idx, logits, strict=True):
             out["nli_similarity"][i] = row
-            best = self.labels[max(range(len(row)), key=row.__getitem__)]
+            best = argmax_label(row, self.labels)
             scores = ", ".join(f"{lab} {v:.3f}" for lab, v in zip(self.labels, row, strict=True))
             if best == "contradiction":
                 drop(out, i, "filter_nli_contradiction", f"NLI argmax is contradiction: {scores}")

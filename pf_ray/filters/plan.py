@@ -68,13 +68,8 @@ def input_files(inputs: list[str], storage: StorageConfig) -> list[tuple[int, st
     return out
 
 
-def _resources(pool: PoolConfig) -> Resources:
-    return Resources(num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, batch_size=pool.batch_size,
-                     min_actors=pool.min_actors, max_actors=pool.max_actors)
-
-
 def _model_step(cls: type, pool: PoolConfig, **kwargs: Any) -> StepDef:
-    return StepDef(cls.name, cls, tuple(cls.inputs), tuple(cls.outputs), _resources(pool),
+    return StepDef(cls.name, cls, tuple(cls.inputs), tuple(cls.outputs), pool.resources(),
                    {**kwargs, "device": pool.device})
 
 

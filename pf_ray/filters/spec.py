@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pf_ray.scorers.config import ScorerPool
+from pf_ray.scorers.nli import NLI_LABELS
 from pf_ray.specs import OutputConfig, QATemplate, SpecBase, Strict
 
 # Task families of the rewrite stage's rows (spec §4 templates).
@@ -21,22 +23,7 @@ QA_TASKS = ["vqa", "multiple_choice"]
 CAPTION_TASKS = ["captions", "region_caption"]
 
 
-class PoolConfig(Strict):
-    """An actor pool for a model filter: one model copy per actor, loaded once."""
-
-    num_cpus: float = Field(1.0, ge=0)
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (fractions share a GPU)")
-    batch_size: int = Field(64, ge=1, description="rows per model call")
-    min_actors: int = Field(1, ge=1)
-    max_actors: int = Field(1, ge=1, description="> min_actors: autoscaling pool")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if present")
-
-    @model_validator(mode="after")
-    def _bounds(self) -> PoolConfig:
-        if self.max_actors < self.min_actors:
-            raise ValueError(f"max_actors ({self.max_actors}) must be >= min_actors "
-                             f"({self.min_actors})")
-        return self
+PoolConfig = ScorerPool  # a model filter's actor pool
 
 
 class FilterBase(Strict):
@@ -98,9 +85,6 @@ class CLIPFilter(ModelFilter):
     max_sentences: int = Field(10, ge=1)
     image_root: str | None = Field(None, description="folder or URI image paths are "
                                    "relative to (rows with image_bytes need none)")
-
-
-NLI_LABELS = ("contradiction", "entailment", "neutral")
 
 
 class NLIFilter(ModelFilter):

@@ -175,3 +175,9 @@ def clean_response(text: str) -> str:
     for stop in STOP_STRINGS:
         text = text.split(stop, 1)[0]
     return text.strip()
+
+
+def rewrite_stops(prompt_format: str) -> tuple[str, ...]:
+    """Where a revised response ends besides EOS: the model starting a new turn (the
+    released prompt's assistant header is spelt "Assistent")."""
+    return STOP_STRINGS + (("\n### Assistent:",) if prompt_format == "released" else ())

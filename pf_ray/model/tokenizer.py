@@ -30,10 +30,9 @@ import transformers
 from tokenizers import AddedToken, Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from pf_ray.data.conversation import ENDOFCHUNK_TOKEN, MEDIA_TOKEN
 from pf_ray.model.config import TOKENIZER_MODES, TokenIds, TokenizerMode
 
-MEDIA_TOKEN = "<image>"
-ENDOFCHUNK_TOKEN = "<|endofchunk|>"
 PAD_TOKEN = "<PAD>"
 UNK_TOKEN = "<unk>"  # LLaMA's id 0: the released models pad with it
 SP_MODEL = "tokenizer.model"  # a LLaMA folder's sentencepiece model

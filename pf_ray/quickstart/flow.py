@@ -487,9 +487,9 @@ class Quickstart:
 
     def clever(self, base: str, clean: list[dict[str, Any]], pf: list[dict[str, Any]]) -> str:
         from pf_ray.eval.vqa import answer_questions, is_correct, questions_from_rows
-        from pf_ray.filters.classifier import load
         from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
         from pf_ray.quickstart.heldout import unseen_by_image
+        from pf_ray.scorers.classifier import load
 
         held = Dataset(self.path("heldout", "synthetic"), StorageConfig()).read().to_pylist()
         candidates = questions_from_rows(held)

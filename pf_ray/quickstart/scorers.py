@@ -8,7 +8,7 @@ scenes of :mod:`pf_ray.data.synthetic` (a seed of their own, not the quickstart'
 
 * **NLI** (``nli``): a 3-label cross-encoder, labels in the order of
   :data:`pf_ray.filters.spec.NLI_LABELS` (contradiction, entailment, neutral), trained on
-  exactly the pair the NLI filter builds (:func:`pf_ray.filters.classifier.nli_pair` with
+  exactly the pair the NLI filter builds (:func:`pf_ray.scorers.classifier.nli_pair` with
   the spec's template: premise = the rewrite, hypothesis = the raw annotation, each filled
   in with the question). Per raw QA item (VQA of the 4 question types, classification,
   multiple choice) it makes one pair of each label:
@@ -32,7 +32,7 @@ scenes of :mod:`pf_ray.data.synthetic` (a seed of their own, not the quickstart'
   edits of :mod:`pf_ray.distort.augment`, truncation, punctuation stripped).
 
 Both are saved with ``save_pretrained`` (model + tokenizer) so the filters load them
-unchanged (:func:`pf_ray.filters.classifier.load`). Held-out accuracy is measured on pairs
+unchanged (:func:`pf_ray.scorers.classifier.load`). Held-out accuracy is measured on pairs
 of a different seed (``seed + HELDOUT_SEED_OFFSET``): scenes never trained on.
 
 Speed (2 CPU cores, the quickstart's budget): the encoder keeps its first
@@ -76,9 +76,10 @@ from pf_ray.data.synthetic import (
 )
 from pf_ray.distort import augment
 from pf_ray.eval.vqa import read_answer
-from pf_ray.filters.classifier import nli_pair
-from pf_ray.filters.spec import NLI_LABELS, NLIFilter
+from pf_ray.filters.spec import NLIFilter
 from pf_ray.quickstart.settings import native_bf16
+from pf_ray.scorers.classifier import nli_pair
+from pf_ray.scorers.nli import NLI_LABELS
 
 # ------------------------------------------------------------------ numbers and why
 
@@ -679,7 +680,7 @@ def _base_model(num_labels: int, layers: int, frozen: int, id2label: dict[int, s
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from pf_ray.filters.sts import packaged_minilm
+    from pf_ray.scorers.sts import packaged_minilm
 
     if not 1 <= layers <= 6 or not 0 <= frozen < layers:
         raise ValueError(f"layers must be in 1..6 (MiniLM-L6 has 6) and frozen in "
@@ -889,7 +890,7 @@ def token_lengths(seed: int, n: int) -> dict[str, list[int]]:
     the scorers see them: how the max lengths above were chosen."""
     from transformers import AutoTokenizer
 
-    from pf_ray.filters.sts import packaged_minilm
+    from pf_ray.scorers.sts import packaged_minilm
 
     tok = AutoTokenizer.from_pretrained(packaged_minilm())
     nli = [p.texts() for p in nli_pairs(seed, n)]

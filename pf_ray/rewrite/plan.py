@@ -24,12 +24,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from pf_ray.data.conversation import read_pairs, row_seed
 from pf_ray.data.images import ImageLoader
 from pf_ray.data.io import Dataset
-from pf_ray.data.schema import Batch
-from pf_ray.distort.plan import input_units
-from pf_ray.distort.targets import selected
-from pf_ray.distort.turns import read_pairs, row_seed
+from pf_ray.data.schema import SAMPLE_COLUMNS, Batch
+from pf_ray.data.select import selected
+from pf_ray.jobs.inputs import input_units
 from pf_ray.jobs.shard import ShardPlan, Unit
 from pf_ray.rewrite.engines import engine_factory
 from pf_ray.rewrite.spec import RewriteSpec
@@ -37,8 +37,6 @@ from pf_ray.rewrite.steps import PREPARED, Rewrite, prepare_rows
 from pf_ray.steps.base import Resources, StepDef
 from pf_ray.storage import resolve
 
-SAMPLE_COLUMNS = ("id", "source", "task", "image", "image_bytes", "conversations", "boxes",
-                  "meta")
 # Where and how the engine runs, not what it computes: left out of the shard names, so a
 # job resumes on a bigger pool or behind another address.
 SCHEDULING = ("num_cpus", "num_gpus", "min_actors", "max_actors", "batch_size", "base_url",

@@ -7,7 +7,7 @@ question or request, one raw answer); for a multi-turn row the later turns are l
 
 The draft is the raw annotation; with ``draft_boxes`` a row's boxes are appended in the
 serialisation the rewriter was trained on (captions, blank line, preamble, one
-``label: [x1, y1, x2, y2]`` line per box; :func:`pf_ray.distort.boxes.serialise`), the
+``label: [x1, y1, x2, y2]`` line per box; :func:`pf_ray.data.boxes.serialise`), the
 spec's "captions plus boxes where available". The row's ``original`` is that draft.
 
 Prompts: ``flamingo`` encodes :func:`pf_ray.model.prompts.encode_rewrite` (token ids, the
@@ -23,47 +23,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from pf_ray.distort.boxes import serialise
-from pf_ray.model.prompts import STOP_STRINGS, SYSTEM_MESSAGE
-from pf_ray.model.tokenizer import ENDOFCHUNK_TOKEN, MEDIA_TOKEN
-
-_MARKERS = re.compile(rf"\s*(?:{re.escape(MEDIA_TOKEN)}|{re.escape(ENDOFCHUNK_TOKEN)})+\s*")
-
-
-def rewrite_stops(prompt_format: str) -> tuple[str, ...]:
-    """Where a revised response ends besides EOS: the model starting a new turn (the
-    released prompt's assistant header is spelt "Assistent")."""
-    return STOP_STRINGS + (("\n### Assistent:",) if prompt_format == "released" else ())
-
-
-def strip_markers(text: str) -> str:
-    """The instruction without image markers (``<image>\\nWhat is...`` -> ``What is...``)."""
-    return _MARKERS.sub(" ", text).strip()
-
-
-def first_turn(turns: Sequence[dict[str, Any]]) -> tuple[int, str, str] | tuple[str, str]:
-    """``(turn index, instruction, raw answer)``, or ``(reason, detail)`` for a bad row."""
-    user: str | None = None
-    for k, t in enumerate(turns or ()):
-        if t.get("role") == "user":
-            user = t.get("content") or ""
-        elif t.get("role") == "assistant" and user is not None:
-            instruction, answer = strip_markers(user), (t.get("content") or "").strip()
-            if not instruction:
-                return "no_instruction", f"the user turn before turn {k} has no text"
-            if not answer:
-                return "no_raw_answer", f"assistant turn {k} is empty"
-            return k, instruction, answer
-    if user is None:
-        return "no_instruction", "no user turn"
-    return "no_raw_answer", "no assistant turn after a user turn"
-
-
-def draft_of(answer: str, boxes: Sequence[dict[str, Any]] | None, with_boxes: bool) -> str:
-    """The raw annotation as the rewriter gets it (boxes appended when asked and present)."""
-    if with_boxes and boxes:
-        return serialise([answer], boxes)
-    return answer
+from pf_ray.model.prompts import SYSTEM_MESSAGE
 
 
 def chat_messages(instruction: str, draft: str, images: Sequence[str],

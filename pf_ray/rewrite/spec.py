@@ -6,8 +6,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pf_ray.distort.spec import SelectConfig
-from pf_ray.specs import BaseURL, OutputConfig, SpecBase, Strict
+from pf_ray.data.select import SelectConfig
+from pf_ray.engines.config import DecodingConfig, HTTPEndpoint
+from pf_ray.specs import ImageLimits, OutputConfig, SpecBase, Strict
+from pf_ray.steps.pool import ActorPool
 
 # The user message of the ``chat`` api (generic VLM servers, which do not know the rewriter
 # prompt): the image travels as an image_url part before this text.
@@ -37,47 +39,6 @@ class RewriteSelect(SelectConfig):
         return v
 
 
-class DecodingConfig(Strict):
-    """How the rewriter decodes (spec §4 "Decoding"; the paper gives no settings).
-
-    Defaults are the released dataset-inference script's ([code-v2]
-    ``instruction_dataset_inference.py``): greedy, 1 beam, top_p 1, 128 new tokens. The
-    released repo's interactive default, for reference: sampling with top_k 20, top_p 0.9,
-    temperature 1.0, 3 beams, no_repeat_ngram_size 3, 1024 new tokens.
-    """
-
-    max_new_tokens: int = Field(128, ge=1, description="dataset-inference script 128 "
-                                "(repo default 1024)")
-    do_sample: bool = Field(False, description="false: greedy (dataset-inference script); "
-                            "repo default true")
-    temperature: float = Field(1.0, gt=0, description="with do_sample (repo default 1.0)")
-    top_k: int = Field(0, ge=0, description="0: off (repo default 20)")
-    top_p: float = Field(1.0, gt=0, le=1, description="1: off (dataset-inference script 1, "
-                         "repo default 0.9)")
-    num_beams: int = Field(1, ge=1, le=16, description="dataset-inference script 1 (repo "
-                           "default 3); >1 only with the flamingo engine, without do_sample")
-    length_penalty: float = Field(1.0, description="beam search: score / length ** this")
-    no_repeat_ngram_size: int = Field(
-        0, description="must be 0: pf-ray's generate has no n-gram blocking (the repo "
-        "default is 3); repetition loops are caught by checks.repetition_loop instead")
-    seed: int = Field(0, description="sampling seed (each engine call draws from it)")
-
-    @field_validator("no_repeat_ngram_size")
-    @classmethod
-    def _no_ngram_blocking(cls, v: int) -> int:
-        if v != 0:
-            raise ValueError(f"received {v}; allowed: 0 (pf_ray.model.generate has no n-gram "
-                             "blocking; checks.repetition_loop rejects looping outputs)")
-        return v
-
-    @model_validator(mode="after")
-    def _beams(self) -> DecodingConfig:
-        if self.num_beams > 1 and self.do_sample:
-            raise ValueError(f"num_beams {self.num_beams} with do_sample: beam sampling is not "
-                             "supported; set do_sample false or num_beams 1")
-        return self
-
-
 class ChecksConfig(Strict):
     """Output checks (spec §4 failure modes); a failing output is a reject with the reason.
 
@@ -97,34 +58,13 @@ class ChecksConfig(Strict):
     loop_min_words: int = Field(8, ge=2)
 
 
-class ImageLimits(Strict):
-    """How images are read (every image is decoded; an unreadable one is a reject)."""
-
-    max_pixels: int = Field(50_000_000, ge=1, description="larger images are rejected")
-    allowed_hosts: list[str] = Field(default_factory=list,
-                                     description="http(s) hosts images may be fetched from")
-    fetch_threads: int = Field(8, ge=1, description="concurrent image reads per engine actor")
-
-
-class EnginePool(Strict):
-    """The actor pool of an engine and its batch."""
-
-    batch_size: int = Field(16, ge=1, description="rows per engine call (flamingo: one "
-                            "batched generate; http: requests sent concurrently)")
-    num_cpus: float = Field(1.0, ge=0, description="CPUs per engine actor")
-    min_actors: int = Field(1, ge=1, description="autoscaling actor pool lower bound (Ray "
-                            "2.60 refuses 0; GPU nodes still scale from 0, see the README)")
-    max_actors: int = Field(1, ge=1, description="autoscaling actor pool upper bound")
-
-
-class FlamingoEngineConfig(EnginePool):
+class FlamingoEngineConfig(ActorPool):
     """pf-ray's Flamingo model (a ``pf-ray convert`` / training export folder) in an actor
     pool, batched generation (each distinct image encoded once per batch)."""
 
     kind: Literal["flamingo"]
     model: str = Field(..., description="model folder or URI (s3://...): config.json, "
                        "model.safetensors, adapter/, tokenizer/")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per engine actor (1 on GPU nodes)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if the "
                                                    "actor sees a GPU")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -135,18 +75,13 @@ class FlamingoEngineConfig(EnginePool):
         "language model's max_position_embeddings minus max_new_tokens")
 
 
-class HTTPRewriteEngineConfig(EnginePool):
+class HTTPRewriteEngineConfig(ActorPool, HTTPEndpoint):
     """An OpenAI-compatible server: ``completions`` sends the rewriter prompt text with its
     ``<image>`` markers and the images as data URIs in ``images`` (pf-ray's Serve app);
     ``chat`` sends a user message of image_url + text parts (generic VLM servers, vLLM)."""
 
     kind: Literal["http"]
     api: Literal["completions", "chat"] = "completions"
-    base_url: BaseURL = Field(..., description="e.g. http://10.0.0.5:8000/v1")
-    model: str = Field(..., description="model name the server knows")
-    api_key_env: str = "OPENAI_API_KEY"
-    timeout_s: float = Field(120.0, gt=0, description="per request")
-    max_concurrency: int = Field(8, ge=1, description="requests in flight per actor")
     image_markers: Literal["next_image", "previous_image"] = Field(
         "next_image", description="completions: where the prompt's <image> marker goes (the "
         "model's cross-attention mask; released v1 models: next_image)")

@@ -14,13 +14,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from pf_ray.data.conversation import draft_of, first_turn, row_seed
 from pf_ray.data.images import ImageError, ImageLoader, synthetic_bytes
-from pf_ray.distort.spec import SelectConfig
-from pf_ray.distort.targets import selected
-from pf_ray.distort.turns import row_seed
+from pf_ray.data.select import SelectConfig, selected
 from pf_ray.rewrite.checks import check_output
 from pf_ray.rewrite.engines import Request, Result, RewriteEngine
-from pf_ray.rewrite.prompt import draft_of, first_turn
 from pf_ray.rewrite.spec import ChecksConfig
 from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, Batch, Resources
 

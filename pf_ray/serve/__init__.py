@@ -6,7 +6,7 @@
 ``prepare``  requests -> prompt token ids + images + a generation config (the chat format)
 ``engine``   one replica's model: batched generation with per-step events (no Ray)
 ``batching`` ``@serve.batch`` async generator: streaming and plain requests share batches
-``app``      the Serve deployment (FastAPI ingress, ``@serve.batch``) and ``build_app``
+``app``      the Serve deployment (FastAPI ingress, ``@serve.batch``); :mod:`pf_ray.apps` builds it
 ``launch``   ``pf-ray serve`` / ``kind: serve``: start Serve and run the app
 ``smoke``    one image chat through the ``openai`` client (the quickstart's check)
 

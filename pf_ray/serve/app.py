@@ -303,29 +303,3 @@ def deployment_options(spec: ServeSpec) -> dict[str, Any]:
 def app_for(spec: ServeSpec) -> Application:
     """The bound application for ``spec``."""
     return CleverFlamingo.options(**deployment_options(spec)).bind(spec.model_dump(mode="json"))
-
-
-def spec_from_args(args: dict[str, Any]) -> ServeSpec:
-    """``build_app`` arguments -> a spec: ``{"spec": PATH, "overrides": [...]}``, or the spec's
-    fields inline (``kind`` optional), as ``serve run`` / a Serve config's ``args`` give them."""
-    from pf_ray.config import load_spec
-
-    args = dict(args)
-    if "spec" in args:
-        path = str(args.pop("spec"))
-        overrides = args.pop("overrides", None) or []
-        if isinstance(overrides, str):
-            overrides = overrides.split()
-        overrides = [*overrides, *(f"{k}={v}" for k, v in args.items())]
-        spec = load_spec(path, overrides)
-    else:
-        spec = ServeSpec.model_validate({"kind": "serve", **args})
-    if not isinstance(spec, ServeSpec):
-        raise ValueError(f"build_app: the spec is of kind {spec.kind!r}; allowed: 'serve'")
-    return spec
-
-
-def build_app(args: dict[str, Any]) -> Application:
-    """Serve's application builder (``serve run pf_ray.serve.app:build_app spec=jobs/serve.yaml``
-    or ``import_path: pf_ray.serve.app:build_app`` with ``args`` in a Serve config)."""
-    return app_for(spec_from_args(args))

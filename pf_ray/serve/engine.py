@@ -1,5 +1,7 @@
 """One replica's model: loaded once from a model folder, decoding batches of jobs (no Ray).
 
+The model loads as every stage loads pf-ray's model (:func:`pf_ray.engines.flamingo.load_model`).
+
 :meth:`Engine.run` hands a whole batch to :func:`pf_ray.model.generate.generate_rows`
 (per-request max_tokens / stop / temperature / seed; identical images encoded once) and
 reports every decoding step, so the Serve deployment can stream tokens of the requests that
@@ -17,7 +19,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from pf_ray.model.generate import Generation, StepCallback, generate_rows
 from pf_ray.serve.prepare import Job
@@ -34,17 +35,14 @@ class Engine:
     def __init__(self, model_dir: str, *, storage: StorageConfig | None = None,
                  device: str = "auto", torch_threads: int | None = None,
                  fail_marker: str | None = None) -> None:
-        from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
-        from pf_ray.storage import local_copy
+        from pf_ray.engines.flamingo import load_model
 
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        folder = local_copy(model_dir, storage)  # s3:// folders: a cached local copy
         self.device = device
-        self.tokenizer: PreTrainedTokenizerBase = load_folder_tokenizer(folder)
-        self.model = load_pretrained(folder, device=device)
+        # s3:// folders: a cached local copy; LoRA stays unmerged (as trained)
+        self.model, self.tokenizer = load_model(model_dir, storage=storage, device=device,
+                                                num_threads=torch_threads, merge_lora=False)
         cfg = self.model.config
         self.mode = cfg.xattn.mask
         self.context_length = int(cfg.lm.hf_config.get("max_position_embeddings", 2048))

@@ -17,7 +17,7 @@ from typing import Any
 
 from pf_ray.serve.spec import ServeSpec
 
-IMPORT_PATH = "pf_ray.serve.app:build_app"
+IMPORT_PATH = "pf_ray.apps:build_app"
 
 
 @dataclass

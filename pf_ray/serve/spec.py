@@ -3,7 +3,7 @@
 Every number a replica enforces is here, so a deployment's behaviour is read from one file
 (``jobs/serve.yaml``) whether it runs under ``pf-ray serve``, ``serve run`` or a KubeRay
 ``RayService`` (all three build the app from this spec through
-:func:`pf_ray.serve.app.build_app`).
+:func:`pf_ray.apps.build_app`).
 """
 
 from __future__ import annotations

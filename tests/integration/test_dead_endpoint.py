@@ -14,8 +14,8 @@ import pytest
 
 from pf_ray.config import parse_spec
 from pf_ray.data.io import Dataset
+from pf_ray.engines.text import HFEngine
 from pf_ray.jobs.runner import run_job
-from pf_ray.llm.engines import HFEngine
 from pf_ray.specs import StorageConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(500)]

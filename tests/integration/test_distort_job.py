@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from pf_ray.config import parse_spec
+from pf_ray.data.conversation import expand_turns
 from pf_ray.data.io import Dataset
 from pf_ray.data.schema import SAMPLE_SCHEMA, to_table
 from pf_ray.data.synthetic import generate
-from pf_ray.distort.turns import expand_turns
+from pf_ray.engines.text import HFEngine
 from pf_ray.jobs.runner import run_job
-from pf_ray.llm.engines import HFEngine
 from pf_ray.specs import StorageConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]

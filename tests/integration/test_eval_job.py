@@ -39,9 +39,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     random scorers (reward: 1 logit; NLI: 3 labels, its logits pinned to 'entailment')."""
     import torch
 
-    from pf_ray.filters.tiny import build_classifier
     from pf_ray.model.checkpoint import save_pretrained
     from pf_ray.model.loading import build_model, model_tokenizer
+    from pf_ray.scorers.tiny import build_classifier
 
     root = tmp_path_factory.mktemp("eval_models")
     model = build_model("tiny", seed=0)

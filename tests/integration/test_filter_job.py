@@ -52,7 +52,8 @@ def filtered(ray_session: str, tmp_path_factory: pytest.TempPathFactory
 def _mid_threshold(spec: Any, rows: list[dict[str, Any]]) -> None:
     """Set clip.threshold between the two paragraph scores of the first multi-paragraph row,
     so that the job drops a paragraph and keeps one (random tiny CLIP: scores unknown)."""
-    from pf_ray.filters.clipscore import ParagraphCLIPScore, paragraphs
+    from pf_ray.filters.clipscore import ParagraphCLIPScore
+    from pf_ray.scorers.clip import paragraphs
 
     r = next(r for r in rows if "\n\n" in r["output"])
     step = ParagraphCLIPScore("pf-tiny-vit", spec.clip.pretrained, device="cpu")

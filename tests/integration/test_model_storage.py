@@ -9,7 +9,8 @@ import pyarrow.fs as pafs
 import pytest
 import torch
 
-from pf_ray.llm.engines import GenParams, HFEngine
+from pf_ray.engines.base import GenParams
+from pf_ray.engines.text import HFEngine
 from pf_ray.model.checkpoint import load_pretrained, save_pretrained
 from pf_ray.model.flamingo import build_flamingo
 from pf_ray.model.presets import get_preset

@@ -150,8 +150,8 @@ def test_rewriter_beats_copying_and_its_numbers_are_recomputed(quickstart_run, s
 
 
 def test_stand_in_scorers_are_trained_and_accurate(summary):
-    from pf_ray.filters.classifier import load
-    from pf_ray.filters.spec import NLI_LABELS
+    from pf_ray.scorers.classifier import load
+    from pf_ray.scorers.nli import NLI_LABELS
 
     for name, labels in (("nli", 3), ("reward", 1)):
         sc = summary["scorers"][name]

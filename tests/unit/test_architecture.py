@@ -1,6 +1,16 @@
-"""Import rules: no cycle between pf_ray's folders, and Ray only at the edges.
+"""Import rules: the layer map, no stage importing another, no cycle, Ray at the edges.
 
-Every import counts, those inside functions too: a lazy import is still a dependency.
+The layer map (docs/architecture.md), each layer importing only its own layer and those
+below it::
+
+    cli / quickstart / apps -> config / submit -> kinds -> stages -> jobs
+      -> engines / scorers / steps / model / metrics -> data -> storage -> specs / faults
+
+Stages are ingest, distort, rewrite, filters, eval, train, serve, export and report; a stage
+never imports another stage (what two stages share lives below them). Every import counts,
+those inside functions too: a lazy import is still a dependency. The one exception is the
+jobs registry loading the catalogue of kinds (``pf_ray.kinds``) by name, the way a plugin
+system loads entry points: it is not an import statement, so it is not seen here.
 """
 
 from __future__ import annotations
@@ -13,11 +23,27 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pf_ray"
 # The modules allowed to import ray: the step adapters (map_batches, ray.data.llm), the
 # jobs runner, training's launch and loop (and, later, the serve app).
 RAY_EDGES = {
-    "pf_ray.steps.ray_adapter", "pf_ray.steps.ray_llm", "pf_ray.jobs.runner",
+    "pf_ray.steps.ray_adapter", "pf_ray.engines.vllm", "pf_ray.jobs.runner",
     "pf_ray.train.launch", "pf_ray.train.loop",
     "pf_ray.submit",  # Ray's JobSubmissionClient (pf-ray submit)
 }
 RAY_EDGE_PACKAGES = ("pf_ray.serve",)
+RAY_EDGES |= {"pf_ray.apps"}  # Serve's application builder (imported by path by Ray)
+
+# Top to bottom; a folder (or top-level module) may import its own layer and those below.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("pf_ray.cli", "pf_ray.quickstart", "pf_ray.apps"),
+    ("pf_ray.config", "pf_ray.submit"),
+    ("pf_ray.kinds",),
+    ("pf_ray.ingest", "pf_ray.distort", "pf_ray.rewrite", "pf_ray.filters", "pf_ray.eval",
+     "pf_ray.train", "pf_ray.serve", "pf_ray.export", "pf_ray.report"),
+    ("pf_ray.jobs",),
+    ("pf_ray.engines", "pf_ray.scorers", "pf_ray.steps", "pf_ray.model", "pf_ray.metrics"),
+    ("pf_ray.data",),
+    ("pf_ray.storage",),
+    ("pf_ray.specs", "pf_ray.faults"),
+)
+STAGES = frozenset(LAYERS[3])
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
@@ -89,6 +115,52 @@ def ray_offenders(modules: dict[str, set[str]]) -> list[str]:
     return sorted(mod for mod, deps in modules.items()
                   if any(d == "ray" or d.startswith("ray.") for d in deps)
                   and mod not in RAY_EDGES and not mod.startswith(RAY_EDGE_PACKAGES))
+
+
+def layer_offenders(modules: dict[str, set[str]],
+                    layers: tuple[tuple[str, ...], ...] = LAYERS,
+                    stages: frozenset[str] = STAGES) -> list[str]:
+    """``"module -> import (why)"`` for each import against the layer map."""
+    rank = {folder: k for k, group in enumerate(layers) for folder in group}
+    found = []
+    for mod, deps in modules.items():
+        here = folder_of(mod)
+        for dep in sorted(deps):
+            there = folder_of(dep)
+            if there == here or here not in rank or there not in rank:
+                continue
+            if here in stages and there in stages:
+                found.append(f"{mod} -> {dep} (a stage importing another stage)")
+            elif rank[there] < rank[here]:
+                found.append(f"{mod} -> {dep} (a layer importing one above it)")
+    return sorted(found)
+
+
+def test_every_folder_has_a_layer() -> None:
+    known = {f for group in LAYERS for f in group}
+    folders = {folder_of(m) for m in all_modules()} - {"pf_ray"}
+    assert folders <= known, f"folders missing from LAYERS: {sorted(folders - known)}"
+
+
+def test_imports_follow_the_layer_map() -> None:
+    assert layer_offenders(all_modules()) == []
+
+
+def test_the_layer_map_catches_a_planted_import(tmp_path: Path) -> None:
+    """A planted stage-to-stage import and an upward import are both found."""
+    import shutil
+
+    root = tmp_path / "pf_ray"
+    shutil.copytree(PACKAGE, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    assert layer_offenders(all_modules(root)) == []
+    (root / "rewrite" / "planted.py").write_text("def f():\n    from pf_ray.eval import spec\n")
+    (root / "data" / "planted.py").write_text("from pf_ray.model import config\n")
+    assert layer_offenders(all_modules(root)) == [
+        "pf_ray.data.planted -> pf_ray.model (a layer importing one above it)",
+        "pf_ray.data.planted -> pf_ray.model.config (a layer importing one above it)",
+        "pf_ray.rewrite.planted -> pf_ray.eval (a stage importing another stage)",
+        "pf_ray.rewrite.planted -> pf_ray.eval.spec (a stage importing another stage)",
+    ]
 
 
 def test_no_cycle_between_folders() -> None:

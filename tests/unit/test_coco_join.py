@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from pf_ray.config import load_spec, parse_spec
+from pf_ray.data.boxes import PREAMBLE
 from pf_ray.data.io import Dataset
 from pf_ray.data.sources import SourceReader
-from pf_ray.distort.boxes import PREAMBLE
 from pf_ray.jobs.runner import run_job
 from pf_ray.specs import StorageConfig
 

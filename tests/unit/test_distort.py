@@ -8,6 +8,8 @@ from collections import Counter
 
 import pytest
 
+from pf_ray.data.boxes import PREAMBLE, fmt_coord, serialise
+from pf_ray.data.select import SelectConfig
 from pf_ray.data.sources.coco import coco_box_to_xyxy
 from pf_ray.distort.augment import (
     CANDIDATES,
@@ -23,12 +25,11 @@ from pf_ray.distort.augment import (
     word_case,
     word_edits,
 )
-from pf_ray.distort.boxes import PREAMBLE, fmt_coord, serialise
 from pf_ray.distort.llm_instructed import build_messages, check_output, pick_style
 from pf_ray.distort.pairs import cpu_families, image_key, plan_pairs, row_seed
-from pf_ray.distort.spec import MixtureConfig, SelectConfig
+from pf_ray.distort.spec import MixtureConfig
 from pf_ray.distort.styles import STYLES
-from pf_ray.llm.prompting import cut_at_stop, guanaco_prompt
+from pf_ray.engines.prompting import cut_at_stop, guanaco_prompt
 from pf_ray.steps.base import REJECT_REASON
 
 TEXT = "The cat sat on the mat. It was a sunny day. Birds sang outside."

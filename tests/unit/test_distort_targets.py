@@ -11,11 +11,7 @@ import numpy as np
 import pytest
 
 from pf_ray.config import SpecError, load_spec, parse_spec
-from pf_ray.data.io import Dataset
-from pf_ray.distort.pairs import plan_pairs
-from pf_ray.distort.spec import MixtureConfig, SelectConfig
-from pf_ray.distort.targets import Quota, assign, fill, pool_mask, select_key
-from pf_ray.distort.turns import (
+from pf_ray.data.conversation import (
     Located,
     candidate_turns,
     expand_turns,
@@ -23,6 +19,11 @@ from pf_ray.distort.turns import (
     pair_id,
     row_seed,
 )
+from pf_ray.data.io import Dataset
+from pf_ray.data.select import SelectConfig
+from pf_ray.distort.pairs import plan_pairs
+from pf_ray.distort.spec import MixtureConfig
+from pf_ray.distort.targets import Quota, assign, fill, pool_mask, select_key
 from pf_ray.jobs.runner import run_job
 from pf_ray.specs import StorageConfig
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from pf_ray.data.images import ImageLoader, synthetic_bytes
+from pf_ray.engines.config import DecodingConfig
 from pf_ray.eval.answers import Answer, HTTPAnswerer
 from pf_ray.eval.spec import HTTPSource
 from pf_ray.faults import EngineUnavailable
-from pf_ray.rewrite.spec import DecodingConfig
 from pf_ray.steps.base import REJECT_REASON
 
 

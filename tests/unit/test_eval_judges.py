@@ -11,8 +11,8 @@ import pytest
 
 from pf_ray.eval import judges
 from pf_ray.eval.judges import Understanding
-from pf_ray.filters.spec import NLI_LABELS
 from pf_ray.metrics.rouge import rouge_l
+from pf_ray.scorers.nli import NLI_LABELS
 
 TEMPLATE = '"{answer}" is the answer to the question: "{question}"'
 

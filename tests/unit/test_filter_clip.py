@@ -13,7 +13,8 @@ from tiny_filter_models import build_tiny_clip, png
 from pf_ray.data.images import ImageLoader
 from pf_ray.data.schema import REJECT_REASON
 from pf_ray.faults import ModelUnavailable
-from pf_ray.filters.clipscore import ParagraphCLIPScore, clip_score, paragraphs, sentences
+from pf_ray.filters.clipscore import ParagraphCLIPScore
+from pf_ray.scorers.clip import clip_score, paragraphs, sentences
 
 TWO = "A red square. It is bright. \n\nThe sky is blue today.\n\n"
 

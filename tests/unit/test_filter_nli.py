@@ -10,9 +10,10 @@ from tiny_filter_models import build_classifier
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pf_ray.data.schema import REJECT_REASON
-from pf_ray.filters.classifier import nli_pair
 from pf_ray.filters.nli import NLIContradiction
-from pf_ray.filters.spec import NLI_LABELS, NLIFilter
+from pf_ray.filters.spec import NLIFilter
+from pf_ray.scorers.classifier import nli_pair
+from pf_ray.scorers.nli import NLI_LABELS
 
 TEMPLATE = NLIFilter().template
 BATCH = {"id": ["a", "b", "c"], "task": ["vqa", "multiple_choice", "captions"],

@@ -7,7 +7,8 @@ import pytest
 
 from pf_ray.data.schema import REJECT_REASON
 from pf_ray.faults import ModelUnavailable
-from pf_ray.filters.sts import STSScore, cosine_rows, packaged_minilm
+from pf_ray.filters.sts import STSScore
+from pf_ray.scorers.sts import cosine_rows, packaged_minilm
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from pf_ray.engines.base import GenParams
+from pf_ray.engines.config import DecodingConfig
+from pf_ray.engines.http import HTTPEngine, HTTPRequestError, sendable
 from pf_ray.faults import EngineUnavailable, is_infrastructure_fault
-from pf_ray.llm.engines import GenParams, HTTPEngine, HTTPRequestError
-from pf_ray.rewrite.engines import HTTPRewriter, Request, _sendable
-from pf_ray.rewrite.spec import DecodingConfig, HTTPRewriteEngineConfig
+from pf_ray.rewrite.engines import HTTPRewriter, Request
+from pf_ray.rewrite.spec import HTTPRewriteEngineConfig
 
 REPLY: dict[str, tuple[int, dict[str, Any]]] = {}  # path -> (status, json body)
 
@@ -102,12 +104,12 @@ def _encoded(fmt: str, mode: str = "RGB") -> bytes:
                                            ("BMP", "image/bmp")])
 def test_served_formats_are_sent_as_stored(fmt: str, mime: str) -> None:
     data = _encoded(fmt)
-    assert _sendable(data) == (data, mime)
+    assert sendable(data) == (data, mime)
 
 
 @pytest.mark.parametrize("fmt", ["TIFF", "ICO", "PPM"])
 def test_other_formats_are_reencoded_to_png(fmt: str) -> None:
-    data, mime = _sendable(_encoded(fmt))
+    data, mime = sendable(_encoded(fmt))
     img = Image.open(io.BytesIO(data))
     assert mime == "image/png" and img.format == "PNG" and img.size == (6, 4)
     assert img.convert("RGB").getpixel((0, 0)) == (255, 0, 0)

@@ -10,9 +10,10 @@ import pytest
 from tiny_filter_models import build_classifier
 
 from pf_ray.faults import ModelUnavailable
-from pf_ray.filters.classifier import nli_pair
 from pf_ray.filters.nli import NLIContradiction
-from pf_ray.filters.spec import NLI_LABELS, NLIFilter
+from pf_ray.filters.spec import NLIFilter
+from pf_ray.scorers.classifier import nli_pair
+from pf_ray.scorers.nli import NLI_LABELS
 
 TEMPLATE = NLIFilter().template
 BATCH = {"id": ["a"], "task": ["vqa"], "instruction": ["What colour?"], "original": ["red"],

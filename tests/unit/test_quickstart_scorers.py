@@ -14,10 +14,9 @@ from pf_ray.data.schema import REJECT_REASON
 from pf_ray.data.synthetic import COLORS, NUMBERS, SHAPES, _question, make_scene
 from pf_ray.eval.vqa import read_answer
 from pf_ray.faults import ModelUnavailable
-from pf_ray.filters.classifier import load
 from pf_ray.filters.nli import NLIContradiction
 from pf_ray.filters.reward import RewardScore
-from pf_ray.filters.spec import NLI_LABELS, QA_TASKS, NLIFilter
+from pf_ray.filters.spec import QA_TASKS, NLIFilter
 from pf_ray.quickstart import scorers
 from pf_ray.quickstart.scorers import (
     HELDOUT_SEED_OFFSET,
@@ -30,6 +29,8 @@ from pf_ray.quickstart.scorers import (
     train_nli,
     train_reward,
 )
+from pf_ray.scorers.classifier import load
+from pf_ray.scorers.nli import NLI_LABELS
 
 SEED = 4  # the quickstart's own (flow.SCORER_SEED): the fixtures train the models it ships
 TEMPLATE = NLIFilter().template

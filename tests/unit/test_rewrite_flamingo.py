@@ -15,10 +15,12 @@ from pf_ray.data.images import ImageLoader
 from pf_ray.data.io import Dataset
 from pf_ray.data.schema import SAMPLE_SCHEMA, to_table
 from pf_ray.data.synthetic import generate
+from pf_ray.engines.config import DecodingConfig
+from pf_ray.engines.flamingo import FlamingoGenerator
 from pf_ray.faults import ModelUnavailable, UnitFailed
 from pf_ray.jobs.runner import run_job
 from pf_ray.rewrite.engines import FlamingoRewriter, Request
-from pf_ray.rewrite.spec import ChecksConfig, DecodingConfig
+from pf_ray.rewrite.spec import ChecksConfig
 from pf_ray.rewrite.steps import Rewrite
 from pf_ray.specs import FaultPolicy, StorageConfig
 from pf_ray.steps.base import StepDef, run_step
@@ -52,10 +54,9 @@ def requests_of(rows: dict) -> list[Request]:
 
 def test_batched_rewrite_encodes_each_image_once_and_equals_batch_one(rewriter: str,
                                                                      rows: dict) -> None:
-    engine = FlamingoRewriter(rewriter, prompt_format="paper", decoding=DECODING,
-                              num_threads=1)
-    engine.load()
-    model = engine._model
+    engine = FlamingoRewriter(FlamingoGenerator(rewriter, decoding=DECODING, num_threads=1),
+                              prompt_format="paper")
+    model = engine.generator.model
     encoded: list[int] = []
     original = model.encode_images
 
@@ -77,14 +78,13 @@ def test_batched_rewrite_encodes_each_image_once_and_equals_batch_one(rewriter: 
 
 
 def test_missing_model_is_an_infrastructure_fault(tmp_path: Path, rows: dict) -> None:
-    engine = FlamingoRewriter(str(tmp_path / "nowhere"), prompt_format="paper",
-                              decoding=DECODING)
+    engine = FlamingoRewriter(FlamingoGenerator(str(tmp_path / "nowhere"), decoding=DECODING),
+                              prompt_format="paper")
     with pytest.raises(ModelUnavailable, match="nowhere"):
         engine.rewrite(requests_of(rows)[:1])
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelUnavailable, match="config.json"):
-        FlamingoRewriter(str(tmp_path / "empty"), prompt_format="paper",
-                         decoding=DECODING).load()
+        FlamingoGenerator(str(tmp_path / "empty"), decoding=DECODING).load()
     # in the step: retried, then the unit fails; no row becomes a reject
     step = StepDef(Rewrite.name, Rewrite, Rewrite.inputs, Rewrite.outputs, init_kwargs={
         "engine_factory": lambda: engine, "checks": ChecksConfig(), "loader": ImageLoader()})

@@ -11,13 +11,16 @@ import pytest
 from PIL import Image
 
 from pf_ray.config import SpecError, parse_spec
+from pf_ray.data.conversation import draft_of, first_turn, strip_markers
 from pf_ray.data.synthetic import generate
-from pf_ray.llm.engines import Completion, HTTPEngine, finished
+from pf_ray.engines.base import Completion
+from pf_ray.engines.config import DecodingConfig
+from pf_ray.engines.http import HTTPEngine, finished
 from pf_ray.rewrite.checks import check_output, tail_loop
 from pf_ray.rewrite.engines import HTTPRewriter, Request
 from pf_ray.rewrite.plan import plan_rewrite, rewrite_hash
-from pf_ray.rewrite.prompt import chat_messages, draft_of, first_turn, strip_markers
-from pf_ray.rewrite.spec import ChecksConfig, DecodingConfig
+from pf_ray.rewrite.prompt import chat_messages
+from pf_ray.rewrite.spec import ChecksConfig
 from pf_ray.rewrite.steps import prepare_rows
 
 

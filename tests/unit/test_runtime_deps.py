@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pf_ray"
 
 # Imports that are optional by design, each behind an extra and a clear error where used.
 OPTIONAL: dict[str, str] = {
-    "vllm": "the gpu extra (pip install -e '.[gpu]'); steps/ray_llm.py names it when missing",
+    "vllm": "the gpu extra (pip install -e '.[gpu]'); engines/vllm.py names it when missing",
 }
 
 

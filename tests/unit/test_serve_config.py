@@ -54,7 +54,8 @@ def test_checked_in_serve_config_and_rayservice_match_the_job(spec: ServeSpec) -
 
 
 def test_build_app_arguments(spec: ServeSpec) -> None:
-    from pf_ray.serve.app import app_for, deployment_options, spec_from_args
+    from pf_ray.apps import spec_from_args
+    from pf_ray.serve.app import app_for, deployment_options
 
     app = serve_config(spec)["applications"][0]
     assert app["import_path"] == IMPORT_PATH

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pf_ray.data.schema import BOOKKEEPING, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, Batch
-from pf_ray.llm.config import VLLMEngineConfig
-from pf_ray.llm.engines import GenParams
-from pf_ray.llm.prompting import Message, cut_at_stop, guanaco_prompt
+from pf_ray.engines.base import GenParams
+from pf_ray.engines.config import VLLMEngineConfig
+from pf_ray.engines.prompting import Message, cut_at_stop, guanaco_prompt
 
 Row = dict[str, Any]
 

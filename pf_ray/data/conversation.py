@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.parquet as pq
 
+from pf_ray.data.boxes import serialise
 from pf_ray.data.schema import Batch
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import resolve
@@ -115,3 +118,42 @@ def locate(pid: str, turns: Turns, turn: int | None, seed: int,
     if len(original) > max_chars:
         return Unusable("text_too_long", f"{len(original)} characters > max_chars {max_chars}")
     return Located(k, instruction, original, s, drawn)
+
+
+# ------------------------------------------------------------------ the first turn
+
+# The image markers of pf-ray's prompts (:mod:`pf_ray.model.tokenizer` adds them to the
+# tokenizer): an instruction's text is compared and shown without them.
+MEDIA_TOKEN = "<image>"
+ENDOFCHUNK_TOKEN = "<|endofchunk|>"
+_MARKERS = re.compile(rf"\s*(?:{re.escape(MEDIA_TOKEN)}|{re.escape(ENDOFCHUNK_TOKEN)})+\s*")
+
+
+def strip_markers(text: str) -> str:
+    """The instruction without image markers (``<image>\\nWhat is...`` -> ``What is...``)."""
+    return _MARKERS.sub(" ", text).strip()
+
+
+def first_turn(turns: Sequence[dict[str, Any]]) -> tuple[int, str, str] | tuple[str, str]:
+    """``(turn index, instruction, raw answer)``, or ``(reason, detail)`` for a bad row."""
+    user: str | None = None
+    for k, t in enumerate(turns or ()):
+        if t.get("role") == "user":
+            user = t.get("content") or ""
+        elif t.get("role") == "assistant" and user is not None:
+            instruction, answer = strip_markers(user), (t.get("content") or "").strip()
+            if not instruction:
+                return "no_instruction", f"the user turn before turn {k} has no text"
+            if not answer:
+                return "no_raw_answer", f"assistant turn {k} is empty"
+            return k, instruction, answer
+    if user is None:
+        return "no_instruction", "no user turn"
+    return "no_raw_answer", "no assistant turn after a user turn"
+
+
+def draft_of(answer: str, boxes: Sequence[dict[str, Any]] | None, with_boxes: bool) -> str:
+    """The raw annotation as the rewriter gets it (boxes appended when asked and present)."""
+    if with_boxes and boxes:
+        return serialise([answer], boxes)
+    return answer

@@ -1,24 +1,22 @@
-"""Text generation behind one interface: ``engine.generate(prompts, params) -> texts``.
+"""One client for every OpenAI-compatible server, and one mapping of its errors.
 
-* :class:`HFEngine`: a transformers causal LM from a local folder or a URI (copied to a
-  local cache first), batched, left-padded generation with stop strings. Loads once per
-  actor; used for tiny test models and small real models (SmolLM2 shipped in a PyPI
-  package, through its GGUF file).
-* :class:`HTTPEngine`: any OpenAI-compatible ``/v1/completions`` endpoint (a vLLM server,
-  pf-ray's own Serve app), requests sent concurrently; ``complete_one`` (with images in
-  the ``images`` extension field) and ``chat_one`` (``/v1/chat/completions`` with
-  image_url parts) also report why generation ended (:class:`Completion`).
-* ``vllm``: runs through ``ray.data.llm`` as a Ray Data stage, not as an object here; see
-  :mod:`pf_ray.steps.ray_llm` (the stage gives it an ``LLMTask``).
+:class:`HTTPEngine` posts ``/completions`` (``complete_one``: a prompt text, images in the
+``images`` field that pf-ray's Serve app reads) or ``/chat/completions`` (``chat_one``:
+messages whose content may hold ``image_url`` parts), sends up to ``max_concurrency``
+requests at once (``map``) and tells why generation ended (:func:`finished`).
 
-A prompt is a list of chat messages whose last message (an assistant prefill) is continued.
-``prompt_format`` says how messages become text: ``guanaco`` (the paper's ``### Human:``
-format) or ``chat_template`` (the model tokenizer's own template).
+Errors, one taxonomy for every stage (:mod:`pf_ray.faults`): a refused connection, a
+timeout, HTTP 429 / 5xx, a refused key or a wrong URL raise
+:class:`~pf_ray.faults.EngineUnavailable` (the step retries, then the unit fails); any other
+4xx is about the request and raises :class:`HTTPRequestError`, which :meth:`HTTPEngine.result`
+turns into that row's reject (``http_<status>``, or ``prompt_too_long`` for an
+OpenAI ``context_length_exceeded``).
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import time
@@ -26,105 +24,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from pf_ray.faults import EngineUnavailable, ModelUnavailable
-from pf_ray.llm.config import HFEngineConfig, HTTPEngineConfig, SamplingConfig
-from pf_ray.llm.prompting import DEFAULT_STOP, Message, cut_at_stop, render
-from pf_ray.specs import StorageConfig
-from pf_ray.storage import local_copy
+from pf_ray.engines.base import Completion, GenParams, Result
+from pf_ray.engines.config import DecodingConfig, HTTPEndpoint
+from pf_ray.engines.prompting import Message, cut_at_stop, render
+from pf_ray.faults import EngineUnavailable
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class GenParams:
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
-    top_k: int = 0
-    stop: tuple[str, ...] = DEFAULT_STOP
-    seed: int = 0
-
-
-class TextEngine(Protocol):
-    def generate(self, prompts: list[list[Message]], params: GenParams) -> list[str]:
-        """One continuation per prompt, cut at the first stop string."""
-        ...
-
-
-@dataclass
-class HFEngine:
-    """A transformers causal LM, loaded once; batched left-padded generation."""
-
-    model: str
-    gguf_file: str | None = None
-    prompt_format: str = "guanaco"
-    dtype: str = "float32"
-    device: str = "auto"
-    trust_remote_code: bool = False
-    num_threads: int | None = None
-    storage: Any = None
-    _tok: Any = field(init=False, repr=False, default=None)
-    _lm: Any = field(init=False, repr=False, default=None)
-
-    def __post_init__(self) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        try:
-            path = local_copy(self.model, self.storage)
-        except (FileNotFoundError, OSError) as exc:
-            raise ModelUnavailable(f"engine model {self.model!r}: {exc}") from exc
-        if not os.path.exists(path):
-            raise ModelUnavailable(f"engine model {self.model!r}: no such folder or file")
-        kwargs: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}
-        if self.gguf_file:
-            kwargs["gguf_file"] = self.gguf_file
-        self._tok = AutoTokenizer.from_pretrained(path, **kwargs)
-        self._tok.padding_side = "left"
-        if self._tok.pad_token is None:
-            self._tok.pad_token = self._tok.eos_token
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if self.num_threads:
-            torch.set_num_threads(self.num_threads)
-        self._lm = AutoModelForCausalLM.from_pretrained(
-            path, dtype=getattr(torch, self.dtype), **kwargs).to(device).eval()
-        self._device = device
-
-    def _template(self, messages: list[Message]) -> str:
-        return self._tok.apply_chat_template(messages, tokenize=False,
-                                             continue_final_message=True)
-
-    def generate(self, prompts: list[list[Message]], params: GenParams) -> list[str]:
-        return self.complete([render(m, self.prompt_format, self._template) for m in prompts],
-                             params)
-
-    def complete(self, texts: list[str], params: GenParams) -> list[str]:
-        """Continue raw prompt texts (batched, left-padded), cut at the stop strings."""
-        import torch
-
-        enc = self._tok(texts, return_tensors="pt", padding=True,
-                        add_special_tokens=self.prompt_format == "guanaco").to(self._device)
-        sample = params.temperature > 0
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens,
-                                  "do_sample": sample, "pad_token_id": self._tok.pad_token_id}
-        if sample:
-            torch.manual_seed(params.seed)
-            kwargs.update(temperature=params.temperature, top_p=params.top_p,
-                          top_k=params.top_k or None)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self._tok)
-        with torch.inference_mode():
-            out = self._lm.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1]:]
-        decoded = self._tok.batch_decode(new, skip_special_tokens=True)
-        return [cut_at_stop(t, params.stop) for t in decoded]
 
 
 # HTTP statuses that say the endpoint (key, URL, method), not the request, is wrong.
@@ -164,6 +73,24 @@ class HTTPEngine:
     timeout_s: float = 120.0
     max_concurrency: int = 8
     retries: int = 2
+
+    @classmethod
+    def of(cls, endpoint: HTTPEndpoint, **kwargs: Any) -> HTTPEngine:
+        """The client of a spec's endpoint block."""
+        return cls(base_url=endpoint.base_url, model=endpoint.model,
+                   api_key_env=endpoint.api_key_env, timeout_s=endpoint.timeout_s,
+                   max_concurrency=endpoint.max_concurrency, **kwargs)
+
+    def result(self, call: Callable[[], Completion]) -> Result:
+        """``call()`` as a :class:`Result`: a 4xx about this request becomes the row's
+        reject; infrastructure faults propagate (they are not the row's)."""
+        try:
+            done = call()
+        except HTTPRequestError as exc:
+            reason = ("prompt_too_long" if exc.code == "context_length_exceeded"
+                      else f"http_{exc.status}")
+            return Result(reject=(reason, str(exc)[:2000]))
+        return Result(done.text, done.finish_reason)
 
     def _post(self, body: dict[str, Any], path: str = "/completions") -> dict[str, Any]:
         """POST to ``{base_url}{path}`` with ``retries`` quick retries for transient faults
@@ -253,15 +180,6 @@ class HTTPEngine:
         return self.map(lambda t: self._one(t, params), texts)
 
 
-@dataclass(frozen=True)
-class Completion:
-    """A generated text cut at the first stop string, and why generation ended: ``eos``
-    (the model ended it), ``stop`` (a stop string) or ``length`` (the token budget)."""
-
-    text: str
-    finish_reason: str
-
-
 def finished(text: str, choice: dict[str, Any], stops: Sequence[str]) -> Completion:
     """A completion from an OpenAI-style choice.
 
@@ -284,20 +202,34 @@ def data_uri(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def engine_factory(cfg: HFEngineConfig | HTTPEngineConfig, storage: StorageConfig) -> Any:
-    """A picklable zero-argument callable that builds the engine (once per actor)."""
-    if isinstance(cfg, HFEngineConfig):
-        return partial(HFEngine, model=cfg.model, gguf_file=cfg.gguf_file,
-                       prompt_format=cfg.prompt_format, dtype=cfg.dtype,
-                       trust_remote_code=cfg.trust_remote_code, storage=storage)
-    return partial(HTTPEngine, base_url=cfg.base_url, model=cfg.model,
-                   prompt_format=cfg.prompt_format, api_key_env=cfg.api_key_env,
-                   timeout_s=cfg.timeout_s, max_concurrency=cfg.max_concurrency)
+def http_params(d: DecodingConfig, stops: Sequence[str]) -> GenParams:
+    """A decoding config as an HTTP engine's request parameters (greedy = temperature 0)."""
+    return GenParams(max_new_tokens=d.max_new_tokens,
+                     temperature=d.temperature if d.do_sample else 0.0,
+                     top_p=d.top_p, top_k=d.top_k, stop=tuple(stops), seed=d.seed)
 
 
-def gen_params(sampling: SamplingConfig, seed: int,
-               stop: tuple[str, ...] = DEFAULT_STOP) -> GenParams:
-    """Decoding settings of an engine spec as the engines take them."""
-    s = sampling
-    return GenParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                     top_k=s.top_k, stop=stop, seed=seed)
+# The encodings pf-ray's Serve app decodes (pf_ray.serve.images.FORMATS); others go as PNG.
+SENDABLE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+
+
+def sendable(data: bytes) -> tuple[bytes, str]:
+    """``(bytes, mime)`` of an image to send: as stored when its format is one servers
+    decode, else re-encoded to PNG (TIFF, ICO, ... stored rows)."""
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        fmt = (img.format or "").upper()
+        if fmt in SENDABLE_FORMATS:
+            return data, Image.MIME.get(fmt, "image/png")
+        out = io.BytesIO()
+        img.convert("RGBA" if "A" in img.getbands() else "RGB").save(out, format="PNG")
+        return out.getvalue(), "image/png"
+    except Exception:  # noqa: BLE001 - decoded before; send as stored, the server decides
+        return data, "image/png"
+
+
+def image_part(data: bytes) -> dict[str, Any]:
+    """An OpenAI ``image_url`` content part carrying the image as a data URI."""
+    return {"type": "image_url", "image_url": {"url": data_uri(*sendable(data))}}

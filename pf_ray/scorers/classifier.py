@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pf_ray.faults import ModelUnavailable
-from pf_ray.filters.common import model_folder, torch_device
+from pf_ray.scorers.loading import model_folder, torch_device
 from pf_ray.specs import StorageConfig
 
 
