@@ -10,10 +10,14 @@ and spacing), since F = 1 only when precision and recall of the LCS are both 1.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pf_ray.data.schema import Batch
 from pf_ray.filters.common import applies, drop, new_out, text
+from pf_ray.filters.registry import FilterDef
+from pf_ray.filters.spec import ChangeFilter
 from pf_ray.metrics.rouge import rouge_l
+from pf_ray.steps.base import Resources, StepDef
 
 
 def change_filter(batch: Batch, *, max_rouge: float = 1.0,
@@ -29,3 +33,12 @@ def change_filter(batch: Batch, *, max_rouge: float = 1.0,
             drop(out, i, "filter_unchanged",
                  f"rouge_score {score:.4f} >= max_rouge {max_rouge} (output copies the original)")
     return out
+
+
+def _step(c: ChangeFilter, spec: Any) -> StepDef:
+    return StepDef("change", change_filter, ("id", "task", "original", "output"),
+                   ("rouge_score",), Resources(batch_size=1024),
+                   {"max_rouge": c.max_rouge, "tasks": c.tasks})
+
+
+FILTER = FilterDef("change", ChangeFilter, _step, ("filter_unchanged",))

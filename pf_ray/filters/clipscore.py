@@ -14,11 +14,13 @@ from typing import Any
 
 from pf_ray.data.images import ImageError, ImageLoader
 from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON, Batch
-from pf_ray.filters.common import applies, drop, new_out, text
+from pf_ray.filters.common import applies, drop, model_step, new_out, text
+from pf_ray.filters.registry import FilterDef
+from pf_ray.filters.spec import CLIPFilter
 from pf_ray.scorers.clip import ParagraphCLIP, is_multi_paragraph, paragraphs
 from pf_ray.scorers.loading import LazyModel
 from pf_ray.specs import StorageConfig
-from pf_ray.steps.base import Resources
+from pf_ray.steps.base import Resources, StepDef
 
 
 class ParagraphCLIPScore(LazyModel):
@@ -69,3 +71,14 @@ class ParagraphCLIPScore(LazyModel):
                 drop(out, i, "filter_clip", f"all {len(paras)} paragraph(s) score below "
                      f"{self.threshold}: {', '.join(f'{s:.2f}' for s in scores)}")
         return out
+
+
+def _step(c: CLIPFilter, spec: Any) -> StepDef:
+    loader = ImageLoader(image_root=c.image_root, storage=spec.storage)
+    return model_step(ParagraphCLIPScore, c.pool or spec.pool, model_name=c.model_name,
+                      pretrained=c.pretrained, threshold=c.threshold,
+                      max_sentences=c.max_sentences, tasks=c.tasks, loader=loader,
+                      storage=spec.storage)
+
+
+FILTER = FilterDef("clip", CLIPFilter, _step, ("filter_clip",), required=("pretrained",))

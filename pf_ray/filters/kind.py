@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from pf_ray.filters.catalogue import FilterSpec
 from pf_ray.filters.plan import plan_filter
-from pf_ray.filters.spec import FilterSpec
 from pf_ray.jobs.registry import JobKind
 
 FILTER = JobKind("filter", FilterSpec, plan=plan_filter,

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pf_ray.data.schema import Batch
 from pf_ray.filters.common import applies, drop, new_out, text
+from pf_ray.filters.registry import FilterDef
+from pf_ray.filters.spec import LengthFilter
+from pf_ray.steps.base import Resources, StepDef
 
 
 def word_count(output: str) -> int:
@@ -29,3 +33,12 @@ def length_filter(batch: Batch, *, min_words: int, max_words: int,
         elif words > max_words:
             drop(out, i, "filter_length_long", f"length {words} words > max_words {max_words}")
     return out
+
+
+def _step(c: LengthFilter, spec: Any) -> StepDef:
+    return StepDef("length", length_filter, ("id", "task", "output"), ("length",),
+                   Resources(batch_size=4096),
+                   {"min_words": c.min_words, "max_words": c.max_words, "tasks": c.tasks})
+
+
+FILTER = FilterDef("length", LengthFilter, _step, ("filter_length_short", "filter_length_long"))

@@ -15,14 +15,17 @@ with ``nli.drop: not_entailment`` also when it is anything but ``entailment``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pf_ray.data.schema import Batch
-from pf_ray.filters.common import applies, drop, new_out, text
+from pf_ray.filters.common import applies, drop, model_step, new_out, text
+from pf_ray.filters.registry import FilterDef
+from pf_ray.filters.spec import NLIFilter
 from pf_ray.scorers.classifier import nli_pair
 from pf_ray.scorers.loading import LazyModel
 from pf_ray.scorers.nli import argmax_label, load_nli
 from pf_ray.specs import StorageConfig
-from pf_ray.steps.base import Resources
+from pf_ray.steps.base import Resources, StepDef
 
 
 class NLIContradiction(LazyModel):
@@ -63,3 +66,13 @@ class NLIContradiction(LazyModel):
             elif self.drop == "not_entailment" and best != "entailment":
                 drop(out, i, "filter_nli_not_entailed", f"NLI argmax is {best}: {scores}")
         return out
+
+
+def _step(c: NLIFilter, spec: Any) -> StepDef:
+    return model_step(NLIContradiction, c.pool or spec.pool, model=c.model, labels=c.labels,
+                      template=c.template, premise=c.premise, drop=c.drop, tasks=c.tasks,
+                      max_length=c.max_length, storage=spec.storage)
+
+
+FILTER = FilterDef("nli", NLIFilter, _step,
+                   ("filter_nli_contradiction", "filter_nli_not_entailed"), required=("model",))

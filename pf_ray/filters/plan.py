@@ -17,18 +17,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pf_ray.data.images import ImageLoader
 from pf_ray.data.io import Dataset
 from pf_ray.data.schema import PF1M_SCHEMA, Batch
-from pf_ray.filters.change import change_filter
-from pf_ray.filters.clipscore import ParagraphCLIPScore
-from pf_ray.filters.common import REASONS
-from pf_ray.filters.length import length_filter
-from pf_ray.filters.nli import NLIContradiction
-from pf_ray.filters.reward import RewardScore
-from pf_ray.filters.spec import FilterSpec, PoolConfig
+from pf_ray.filters.registry import filters, reasons
+from pf_ray.filters.spec import FilterSpecBase
 from pf_ray.filters.stats import FilterStats, summarize
-from pf_ray.filters.sts import STSScore
 from pf_ray.filters.topk import find_threshold, top_k_filter
 from pf_ray.jobs.shard import ShardPlan, Unit, safe_key
 from pf_ray.specs import StorageConfig
@@ -68,51 +61,13 @@ def input_files(inputs: list[str], storage: StorageConfig) -> list[tuple[int, st
     return out
 
 
-def _model_step(cls: type, pool: PoolConfig, **kwargs: Any) -> StepDef:
-    return StepDef(cls.name, cls, tuple(cls.inputs), tuple(cls.outputs), pool.resources(),
-                   {**kwargs, "device": pool.device})
+def filter_steps(spec: FilterSpecBase) -> list[StepDef]:
+    """The enabled filters of ``spec`` as steps, in chain order (the registry's)."""
+    return [f.step(getattr(spec, f.name), spec) for f in filters()
+            if getattr(spec, f.name).enabled]
 
 
-def filter_steps(spec: FilterSpec) -> list[StepDef]:
-    """The enabled filters of ``spec`` as steps, in the paper's order."""
-    steps: list[StepDef] = []
-    if spec.length.enabled:
-        steps.append(StepDef("length", length_filter, ("id", "task", "output"), ("length",),
-                             Resources(batch_size=4096),
-                             {"min_words": spec.length.min_words,
-                              "max_words": spec.length.max_words, "tasks": spec.length.tasks}))
-    if spec.change.enabled:
-        steps.append(StepDef("change", change_filter, ("id", "task", "original", "output"),
-                             ("rouge_score",), Resources(batch_size=1024),
-                             {"max_rouge": spec.change.max_rouge, "tasks": spec.change.tasks}))
-    s = spec.sts
-    if s.enabled:
-        pool = s.pool or spec.pool
-        steps.append(_model_step(STSScore, pool, model=s.model, threshold=s.threshold,
-                                 tasks=s.tasks, batch_size=pool.batch_size,
-                                 storage=spec.storage))
-    c = spec.clip
-    if c.enabled:
-        loader = ImageLoader(image_root=c.image_root, storage=spec.storage)
-        steps.append(_model_step(ParagraphCLIPScore, c.pool or spec.pool,
-                                 model_name=c.model_name, pretrained=c.pretrained,
-                                 threshold=c.threshold, max_sentences=c.max_sentences,
-                                 tasks=c.tasks, loader=loader, storage=spec.storage))
-    n = spec.nli
-    if n.enabled:
-        steps.append(_model_step(NLIContradiction, n.pool or spec.pool, model=n.model,
-                                 labels=n.labels, template=n.template, premise=n.premise,
-                                 drop=n.drop, tasks=n.tasks,
-                                 max_length=n.max_length, storage=spec.storage))
-    r = spec.reward
-    if r.enabled:
-        steps.append(_model_step(RewardScore, r.pool or spec.pool, model=r.model,
-                                 threshold=r.threshold, tasks=r.tasks,
-                                 max_length=r.max_length, storage=spec.storage))
-    return steps
-
-
-def plan_filter(spec: FilterSpec) -> ShardPlan:
+def plan_filter(spec: FilterSpecBase) -> ShardPlan:
     files = input_files(spec.inputs, spec.storage)
     units = [Unit(safe_key(f"i{k}-{posixpath.basename(f).removesuffix('.parquet')}"),
                   {"file": f, "storage": spec.storage.model_dump()}) for k, f in files]
@@ -132,11 +87,11 @@ def plan_filter(spec: FilterSpec) -> ShardPlan:
     return ShardPlan(kind="filter", spec_hash=digest, spec=recorded, units=units,
                      reader=read_rewrites, output=spec.output, storage=spec.storage,
                      steps=steps, schema="pf1m", faults=spec.faults,
-                     expected_reasons=("not_selected", *REASONS),
+                     expected_reasons=("not_selected", *reasons()),
                      unit_stats=FilterStats(spec.nli.labels), summarize=summarize)
 
 
-def filter_hash(spec: FilterSpec) -> str:
+def filter_hash(spec: FilterSpecBase) -> str:
     """The spec hash without where the models run (``pool`` blocks: CPUs, GPUs, actors,
     batch size, device), so a job resumes on a bigger pool with the same shard names."""
     payload = spec.model_dump(mode="json", exclude={"storage", "ray", "faults", "output",

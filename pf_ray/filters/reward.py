@@ -8,11 +8,15 @@ Not a stated PF-1M filter: the score is stored as ``reward``; ``reward.threshold
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pf_ray.data.schema import Batch
-from pf_ray.filters.common import drop
+from pf_ray.filters.common import drop, model_step
+from pf_ray.filters.registry import FilterDef
+from pf_ray.filters.spec import RewardFilter
 from pf_ray.scorers.reward import RewardScore as _RewardScorer
 from pf_ray.specs import StorageConfig
+from pf_ray.steps.base import StepDef
 
 
 class RewardScore(_RewardScorer):
@@ -32,3 +36,11 @@ class RewardScore(_RewardScorer):
                 if r is not None and r < self.threshold:
                     drop(out, i, "filter_reward", f"reward {r:.4f} < threshold {self.threshold}")
         return out
+
+
+def _step(c: RewardFilter, spec: Any) -> StepDef:
+    return model_step(RewardScore, c.pool or spec.pool, model=c.model, threshold=c.threshold,
+                      tasks=c.tasks, max_length=c.max_length, storage=spec.storage)
+
+
+FILTER = FilterDef("reward", RewardFilter, _step, ("filter_reward",), required=("model",))

@@ -10,7 +10,7 @@ config). ``top_k`` is a second pass over a dataset that already carries a score 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -46,6 +46,12 @@ class LengthFilter(FilterBase):
 
     min_words: int = Field(3, ge=0)
     max_words: int = Field(400, ge=1)
+
+    @model_validator(mode="after")
+    def _order(self) -> LengthFilter:
+        if self.enabled and self.max_words < self.min_words:
+            raise ValueError(f"max_words ({self.max_words}) < min_words ({self.min_words})")
+        return self
 
 
 class ChangeFilter(FilterBase):
@@ -143,37 +149,48 @@ class TopK(Strict):
     score: Literal["reward", "rouge_score", "sts_similarity"] = "reward"
 
 
-class FilterSpec(SpecBase):
-    """Rewrite datasets -> PF-1M: every filter's score on every row, drops as rejects."""
+class FilterSpecBase(SpecBase):
+    """Rewrite datasets -> PF-1M: every filter's score on every row, drops as rejects.
+
+    One field per registered filter (:mod:`pf_ray.filters.registry`), in chain order, is
+    added by :func:`build_filter_spec`.
+    """
 
     kind: Literal["filter"]
     inputs: list[str] = Field(..., min_length=1, description="rewrite (or pf1m) dataset roots")
     output: OutputConfig
     pool: PoolConfig = Field(default_factory=PoolConfig,
                              description="actor pool shared by model filters without their own")
-    length: LengthFilter = Field(default_factory=LengthFilter)
-    change: ChangeFilter = Field(default_factory=ChangeFilter)
-    sts: STSFilter = Field(default_factory=STSFilter)
-    clip: CLIPFilter = Field(default_factory=CLIPFilter)
-    nli: NLIFilter = Field(default_factory=NLIFilter)
-    reward: RewardFilter = Field(default_factory=RewardFilter)
     top_k: TopK | None = None
 
     @model_validator(mode="after")
-    def _models_given(self) -> FilterSpec:
-        missing = [f"{name}.{attr}" for name, attr in
-                   (("clip", "pretrained"), ("nli", "model"), ("reward", "model"))
-                   if getattr(self, name).enabled and getattr(getattr(self, name), attr) is None]
+    def _models_given(self) -> FilterSpecBase:
+        from pf_ray.filters.registry import filters
+
+        chain = [f for f in filters() if getattr(self, f.name).enabled]
+        missing = [f"{f.name}.{attr}" for f in chain for attr in f.required
+                   if getattr(getattr(self, f.name), attr) is None]
         if missing:
             raise ValueError(f"{', '.join(missing)}: required while the filter is enabled "
                              "(a folder or URI); or set <filter>.enabled: false")
-        chain = [n for n in ("length", "change", "sts", "clip", "nli", "reward")
-                 if getattr(self, n).enabled]
         if self.top_k is not None and chain:
             raise ValueError(f"top_k is a second pass over a filtered dataset: set enabled: "
-                             f"false on {', '.join(chain)} (their scores in the inputs are "
-                             "kept), or run the chain and top_k as two jobs of a pipeline")
-        if self.length.enabled and self.length.max_words < self.length.min_words:
-            raise ValueError(f"length.max_words ({self.length.max_words}) < length.min_words "
-                             f"({self.length.min_words})")
+                             f"false on {', '.join(f.name for f in chain)} (their scores in "
+                             "the inputs are kept), or run the chain and top_k as two jobs "
+                             "of a pipeline")
         return self
+
+
+def build_filter_spec() -> type[FilterSpecBase]:
+    """The ``filter`` spec class: the base plus one block per registered filter."""
+    from pydantic import create_model
+
+    from pf_ray.filters.registry import filters
+
+    fields: dict[str, Any] = {
+        f.name: (f.config, Field(default_factory=f.config,
+                                 description=f.description or (f.config.__doc__ or "")
+                                 .strip().split("\n")[0]))
+        for f in filters()}
+    return create_model("FilterSpec", __base__=FilterSpecBase, __doc__=FilterSpecBase.__doc__,
+                        **fields)

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pf_ray.data.schema import Batch
-from pf_ray.filters.common import applies, drop, new_out, text
+from pf_ray.filters.common import applies, drop, model_step, new_out, text
+from pf_ray.filters.registry import FilterDef
+from pf_ray.filters.spec import STSFilter
 from pf_ray.scorers.loading import LazyModel
 from pf_ray.scorers.sts import STSModel
 from pf_ray.specs import StorageConfig
-from pf_ray.steps.base import Resources
+from pf_ray.steps.base import Resources, StepDef
 
 
 class STSScore(LazyModel):
@@ -45,3 +48,12 @@ class STSScore(LazyModel):
             if s < self.threshold:
                 drop(out, i, "filter_sts", f"sts_similarity {s:.4f} < {self.threshold}")
         return out
+
+
+def _step(c: STSFilter, spec: Any) -> StepDef:
+    pool = c.pool or spec.pool
+    return model_step(STSScore, pool, model=c.model, threshold=c.threshold, tasks=c.tasks,
+                      batch_size=pool.batch_size, storage=spec.storage)
+
+
+FILTER = FilterDef("sts", STSFilter, _step, ("filter_sts",))

@@ -20,7 +20,7 @@ from pf_ray.cli import main
 from pf_ray.config import parse_spec
 from pf_ray.data.io import Dataset
 from pf_ray.export.pf1m_json import read_pf1m_json
-from pf_ray.filters.common import REASONS
+from pf_ray.filters.registry import reasons as drop_reasons
 from pf_ray.jobs.runner import run_job
 from pf_ray.specs import StorageConfig
 
@@ -78,7 +78,7 @@ def test_rows_in_equal_kept_plus_rejects_per_source(filtered: Any) -> None:
     summary = manifest["summary"]
     assert summary["rows"]["in"]["source"] == dict(src_in)
     assert summary["rows"]["kept"]["source"] == dict(Counter(r["source"] for r in kept))
-    assert {r["reason"] for r in rejects} <= set(REASONS)
+    assert {r["reason"] for r in rejects} <= set(drop_reasons())
     reasons = Counter(r["reason"] for r in rejects)
     assert reasons["filter_length_short"] == 3 and reasons["filter_unchanged"] == 3
     assert reasons["filter_sts"] == 3  # the real MiniLM: an unrelated "caption"
