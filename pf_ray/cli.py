@@ -331,6 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where embedded images go (default: images/ beside FILE); paths in "
                         "the JSON are relative to it")
     p.set_defaults(fn=_cmd_export)
+
+    from pf_ray import specdoc  # light: the kinds load only when the command runs
+
+    p = sub.add_parser("spec-reference", help="the spec reference (every key of every kind) "
+                                              "as markdown, from the spec models",
+                       description="Render every registered kind's spec keys (type, default, "
+                                   "description) from the pydantic models; "
+                                   f"`{specdoc.COMMAND}` refreshes the committed page.")
+    specdoc.add_arguments(p)
+    p.set_defaults(fn=specdoc.run)
     return parser
 
 
