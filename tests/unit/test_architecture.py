@@ -32,7 +32,7 @@ RAY_EDGES |= {"pf_ray.apps"}  # Serve's application builder (imported by path by
 
 # Top to bottom; a folder (or top-level module) may import its own layer and those below.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("pf_ray.cli", "pf_ray.quickstart", "pf_ray.apps"),
+    ("pf_ray.cli", "pf_ray.quickstart", "pf_ray.apps", "pf_ray.specdoc"),
     ("pf_ray.config", "pf_ray.submit"),
     ("pf_ray.kinds",),
     ("pf_ray.ingest", "pf_ray.distort", "pf_ray.rewrite", "pf_ray.filters", "pf_ray.eval",
