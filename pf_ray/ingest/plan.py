@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON, Batch
-from pf_ray.data.sources import SourceReader, expand_paths
-from pf_ray.data.sources.base import DRAWS, file_slug
+from pf_ray.data.sources import SourceReader, expand_paths, get_adapter
+from pf_ray.data.sources.files import file_slug
 from pf_ray.data.synthetic import generate
 from pf_ray.ingest.draw import draw_regions_step
 from pf_ray.ingest.spec import IngestSpec, SyntheticSpec
@@ -45,7 +45,7 @@ def plan_ingest(spec: IngestSpec) -> ShardPlan:
                               {"file": f, "start": start, "stop": start + spec.rows_per_shard}))
     steps = [StepDef("check_text", check_text, ("id", "conversations"), (),
                      Resources(batch_size=1024), {"max_chars": spec.max_chars})]
-    if src.adapter in DRAWS:  # rows ask for a region drawn onto their image (meta.draw)
+    if get_adapter(src.adapter).draws:  # rows ask for a region drawn on their image (meta.draw)
         steps.append(draw_regions_step(spec.images, spec.storage, src.image_root))
     if spec.images.check or spec.images.embed:
         steps.append(check_images_step(spec.images, spec.storage, src.image_root))

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
-import string
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pf_ray.specs import ImagePolicy, OutputConfig, SpecBase, Strict
 
@@ -23,18 +21,20 @@ class SyntheticSpec(SpecBase):
     embed_images: bool = Field(True, description="store PNG bytes in image_bytes")
 
 
-SourceAdapter = Literal["llava_instruct", "sharegpt", "ultrachat", "coco", "oasst1", "alpaca_gpt4",
-                        "gpteacher", "instructionwild",
-                        # raw vision-language annotations for the rewrite stage (spec §4)
-                        "vqav2", "gqa", "aokvqa", "textvqa", "textcaps", "coco_captions",
-                        "flickr30k", "clevr", "scienceqa", "image_paragraph", "webdataset",
-                        "image_folder_classes", "refcocog"]
+def _adapter_enum(schema: dict[str, Any]) -> None:
+    """The JSON schema of ``source.adapter`` lists the adapters registered when it is made."""
+    from pf_ray.data.sources.registry import adapter_names
+
+    schema["enum"] = list(adapter_names())
 
 
 class SourceConfig(Strict):
     """A public dataset file in its own format."""
 
-    adapter: SourceAdapter
+    # The adapters are the registry's (pf_ray.data.sources.registry), checked when a spec
+    # is parsed rather than frozen into a Literal here, so a new adapter is one module.
+    adapter: str = Field(..., description="source adapter: the dataset format (see "
+                         "`pf_ray.data.sources`)", json_schema_extra=_adapter_enum)
     path: str | Annotated[list[str], Field(min_length=1)] = Field(
         ..., description="file, glob or URI (s3://bucket/x.json), or a list of them")
     image_root: str | None = Field(None, description="folder or URI image paths are relative to")
@@ -45,21 +45,30 @@ class SourceConfig(Strict):
         None, exclude_if=lambda v: v is None, description="str.format pattern of the image path under image_root, for "
         "adapters that name images from ids (vqav2: '{split}/COCO_{split}_{image_id:012d}.jpg')")
 
+    @field_validator("adapter")
+    @classmethod
+    def _known_adapter(cls, value: str) -> str:
+        from pf_ray.data.sources.registry import adapter_names
+
+        names = adapter_names()
+        if value not in names:
+            raise ValueError(f"received {value!r}; allowed: {', '.join(map(repr, names))}")
+        return value
+
     @model_validator(mode="after")
     def _pattern_fields(self) -> SourceConfig:
         if self.image_pattern is None:
             return self
-        from pf_ray.data.sources.base import IMAGE_PATTERN_FIELDS, get_adapter
+        from pf_ray.data.sources.fields import pattern_names
+        from pf_ray.data.sources.registry import pattern_fields
 
-        get_adapter(self.adapter)  # registers the adapters' pattern fields
-        allowed = IMAGE_PATTERN_FIELDS.get(self.adapter)
+        patterned = pattern_fields()
+        allowed = patterned.get(self.adapter)
         if allowed is None:
             raise ValueError(f"image_pattern: adapter {self.adapter!r} takes its image paths "
-                             "from the records; only "
-                             f"{sorted(IMAGE_PATTERN_FIELDS)} accept a pattern")
+                             f"from the records; only {sorted(patterned)} accept a pattern")
         try:
-            used = {re.split(r"[.\[]", f)[0] for _, f, _, _ in string.Formatter().parse(
-                self.image_pattern) if f is not None}
+            used = pattern_names(self.image_pattern)
         except ValueError as exc:
             raise ValueError(f"image_pattern: received {self.image_pattern!r}: {exc}") from exc
         unknown = sorted(used - set(allowed))

@@ -195,3 +195,51 @@ def test_the_rules_catch_violations(tmp_path: Path) -> None:
     assert find_cycle(folder_graph(modules)) in (["pf_ray.a", "pf_ray.b", "pf_ray.a"],
                                                   ["pf_ray.b", "pf_ray.a", "pf_ray.b"])
     assert ray_offenders(modules) == ["pf_ray.b.m"]
+
+
+# ------------------------------------------------ inside pf_ray.data.sources (module level)
+
+SOURCES = "pf_ray.data.sources"
+# The helpers every adapter builds on; they import only each other (and what is below the
+# folder). The registry and the unit reader sit above the adapters; the registry finds the
+# adapters' records by scanning the package, so it imports none of them by name.
+SOURCE_HELPERS = {f"{SOURCES}.{m}" for m in ("errors", "files", "readers", "fields", "turns",
+                                             "templates", "adapter")}
+SOURCE_TOP = {SOURCES, f"{SOURCES}.registry", f"{SOURCES}.source_reader"}
+
+
+def module_graph(modules: dict[str, set[str]], package: str) -> dict[str, set[str]]:
+    """Import edges between the modules of ``package`` (a ``from pkg import mod`` counts
+    as an edge to the module and to the package)."""
+    inside = {m for m in modules if m == package or m.startswith(package + ".")}
+    return {m: {d for d in modules[m] if d in inside and d != m} for m in inside}
+
+
+def test_sources_modules_have_no_cycle_and_keep_their_layers() -> None:
+    graph = module_graph(all_modules(), SOURCES)
+    assert set(graph) >= SOURCE_HELPERS | SOURCE_TOP, sorted(graph)
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle in pf_ray.data.sources: " + " -> ".join(cycle or [])
+    adapters = set(graph) - SOURCE_HELPERS - SOURCE_TOP
+    assert {f"{SOURCES}.vqav2", f"{SOURCES}.llava", f"{SOURCES}.coco"} <= adapters
+    for helper in SOURCE_HELPERS:
+        assert graph[helper] <= SOURCE_HELPERS, (helper, graph[helper] - SOURCE_HELPERS)
+    for adapter in adapters:
+        assert not graph[adapter] & SOURCE_TOP, (adapter, graph[adapter] & SOURCE_TOP)
+    for top in SOURCE_TOP:
+        assert not graph[top] & adapters, (top, graph[top] & adapters)
+
+
+def test_the_module_rules_catch_a_helper_importing_an_adapter(tmp_path: Path) -> None:
+    """A fake sources folder whose field helpers import an adapter that imports them."""
+    root = tmp_path / "pf_ray"
+    folder = root / "data" / "sources"
+    folder.mkdir(parents=True)
+    for init in (root, root / "data", folder):
+        (init / "__init__.py").write_text("")
+    (folder / "fields.py").write_text("from pf_ray.data.sources.vqav2 import DEFAULT\n")
+    (folder / "vqav2.py").write_text("from pf_ray.data.sources.fields import sample\n")
+    graph = module_graph(all_modules(root), SOURCES)
+    assert find_cycle(graph) in ([f"{SOURCES}.fields", f"{SOURCES}.vqav2", f"{SOURCES}.fields"],
+                                 [f"{SOURCES}.vqav2", f"{SOURCES}.fields", f"{SOURCES}.vqav2"])
+    assert graph[f"{SOURCES}.fields"] - SOURCE_HELPERS == {f"{SOURCES}.vqav2"}

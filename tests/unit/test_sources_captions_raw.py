@@ -23,7 +23,7 @@ from vl_sources import (
 )
 
 from pf_ray.data.images import ImageLoader
-from pf_ray.data.sources.base import pick
+from pf_ray.data.sources.fields import pick
 from pf_ray.data.sources.templates import CAPTION_PROMPTS
 
 
@@ -117,7 +117,7 @@ def test_image_folder_classes(tmp_path: Path) -> None:
 
 
 def test_object_store_glob_stays_in_its_segment() -> None:
-    from pf_ray.data.sources.base import glob_match
+    from pf_ray.data.sources.files import glob_match
 
     assert glob_match("b/cc3m/0000[0-6].tar", "b/cc3m/00003.tar")
     assert not glob_match("b/cc3m/0000[0-6].tar", "b/cc3m/00007.tar")
@@ -127,7 +127,7 @@ def test_object_store_glob_stays_in_its_segment() -> None:
 
 
 def test_double_star_matches_zero_or_more_segments_and_skips_hidden(tmp_path) -> None:
-    from pf_ray.data.sources.base import expand_paths, glob_match
+    from pf_ray.data.sources.files import expand_paths, glob_match
 
     assert glob_match("b/a/**/*.tar", "b/a/x.tar")  # zero segments, as glob.glob
     assert glob_match("b/a/**/*.tar", "b/a/c/d/x.tar")

@@ -20,41 +20,23 @@ import posixpath
 import re
 from typing import Any
 
-from pf_ray.data.sources.base import (
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import (
     RecordContext,
-    RecordError,
-    cached_reader,
+    choice_list,
+    correct_index,
     id_field,
-    load_json,
     pattern_image,
-    register,
     sample,
     text_field,
 )
+from pf_ray.data.sources.readers import cached_reader, load_json
 from pf_ray.data.sources.templates import answer_with_reason, with_choices
 from pf_ray.specs import StorageConfig
 
 DEFAULT_PATTERN = "{split}2017/{image_id:012d}.jpg"
 SPLIT_IN_NAME = re.compile(r"aokvqa_v[\dp]+_([a-z]+)\.json$")
-
-
-def choice_list(record: dict[str, Any]) -> list[str]:
-    choices = record.get("choices")
-    if not isinstance(choices, list) or len(choices) < 2 or len(choices) > 26:
-        raise RecordError("bad_field", f"'choices' must be a list of 2-26 strings, received "
-                          f"{choices!r}"[:300])
-    if not all(isinstance(c, str) and c.strip() for c in choices):
-        raise RecordError("bad_field", "'choices' holds a blank or non-string choice")
-    return [c.strip() for c in choices]
-
-
-def correct_index(record: dict[str, Any], field: str, n: int) -> int:
-    idx = record.get(field)
-    if idx is None:
-        raise RecordError("missing_field", f"no {field!r} (a test split has no answers)")
-    if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < n:
-        raise RecordError("bad_field", f"{field!r} is {idx!r}; expected an index 0..{n - 1}")
-    return idx
 
 
 def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
@@ -68,7 +50,6 @@ def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
              if isinstance(r, dict) else r) for pos, r in enumerate(data)]
 
 
-@register("aokvqa", records=cached_reader(_parse), pattern_fields=("split", "image_id"))
 def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     if not isinstance(record, dict) or "r" not in record:
         raise RecordError("bad_record", f"expected a question object, received "
@@ -87,7 +68,7 @@ def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     if not isinstance(split, str):
         raise RecordError("missing_field", "no 'split' in the record or the file name")
     return sample(ctx, task="multiple_choice",
-                  image=pattern_image(ctx, DEFAULT_PATTERN, split=split, image_id=image_id),
+                  image=pattern_image(ctx, split=split, image_id=image_id),
                   turns=[{"role": "user", "content": with_choices(question, choices)},
                          {"role": "assistant",
                           "content": answer_with_reason(choices[idx], rationales[0].strip())}],
@@ -96,3 +77,8 @@ def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
                         "rationales": rationales,
                         "direct_answers": r.get("direct_answers"),
                         "difficult_direct_answer": r.get("difficult_direct_answer")})
+
+
+ADAPTER = Adapter("aokvqa", convert, "A-OKVQA: multiple-choice questions with rationales "
+                  "(JSON array per split)", reader=cached_reader(_parse),
+                  image_pattern=DEFAULT_PATTERN, pattern_fields=("split", "image_id"))

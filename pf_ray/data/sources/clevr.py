@@ -19,18 +19,10 @@ import posixpath
 import re
 from typing import Any
 
-from pf_ray.data.sources.base import (
-    RecordContext,
-    RecordError,
-    cached_reader,
-    id_field,
-    json_field,
-    load_json,
-    pattern_image,
-    register,
-    sample,
-    text_field,
-)
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import RecordContext, id_field, pattern_image, sample, text_field
+from pf_ray.data.sources.readers import cached_reader, json_field, load_json
 from pf_ray.specs import StorageConfig
 
 DEFAULT_PATTERN = "{split}/{image_filename}"
@@ -54,7 +46,6 @@ def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
     return out
 
 
-@register("clevr", records=cached_reader(_parse), pattern_fields=("split", "image_filename"))
 def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     if not isinstance(record, dict) or "q" not in record:
         raise RecordError("bad_record", f"expected a question object, received "
@@ -69,10 +60,15 @@ def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     if not isinstance(split, str):
         raise RecordError("missing_field", "no 'split' in the question, info or file name")
     return sample(ctx, task="vqa",
-                  image=pattern_image(ctx, DEFAULT_PATTERN, split=split,
+                  image=pattern_image(ctx, split=split,
                                       image_filename=filename),
                   turns=[{"role": "user", "content": question},
                          {"role": "assistant", "content": answer}],
                   meta={"answer": answer, "split": split, "image_index": q.get("image_index"),
                         "question_index": id_field(q, "question_index"),
                         "question_family_index": q.get("question_family_index")})
+
+
+ADAPTER = Adapter("clevr", convert, "CLEVR questions: synthetic-scene VQA (JSON object per split)",
+                  reader=cached_reader(_parse), image_pattern=DEFAULT_PATTERN,
+                  pattern_fields=("split", "image_filename"))

@@ -18,29 +18,17 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from pf_ray.data.sources.base import (
-    RecordContext,
-    RecordError,
-    image_ref,
-    pick,
-    register,
-    sample,
-)
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import RecordContext, coco_box_to_xyxy, image_ref, pick, sample
 from pf_ray.data.sources.templates import CAPTION_PROMPTS
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import exists, read_bytes, resolve
 
 DESCRIBE = "Describe the following image in detail."
-
-
-def coco_box_to_xyxy(bbox: Sequence[float], width: float, height: float) -> tuple[float, ...]:
-    """COCO ``[x, y, w, h]`` in pixels -> ``(x1, y1, x2, y2)`` in 0-1."""
-    x, y, w, h = bbox
-    return (x / width, y / height, (x + w) / width, (y + h) / height)
 
 
 def instances_path(captions_file: str) -> str:
@@ -94,7 +82,6 @@ def coco_records(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
     return list(_records(file, storage.model_dump_json()))
 
 
-@register("coco", records=coco_records)
 def convert(record: dict[str, Any], ctx: RecordContext, request: str = DESCRIBE
             ) -> dict[str, Any]:
     im = record["image"]
@@ -113,6 +100,12 @@ def convert(record: dict[str, Any], ctx: RecordContext, request: str = DESCRIBE
     return row
 
 
-@register("coco_captions", records=coco_records)
 def convert_captions(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
     return convert(record, ctx, request=pick(CAPTION_PROMPTS, ctx.key))
+
+
+ADAPTER = Adapter("coco", convert, "MS-COCO captions joined with the instances file's boxes "
+                  "(for the distort stage)", reader=coco_records)
+CAPTIONS_ADAPTER = Adapter("coco_captions", convert_captions, "MS-COCO captions under one of "
+                           "LLaVA's 16 description requests (for the rewrite stage)",
+                           reader=coco_records)

@@ -18,18 +18,10 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from pf_ray.data.sources.base import (
-    RecordContext,
-    RecordError,
-    cached_reader,
-    json_field,
-    load_json,
-    pattern_image,
-    pick,
-    register,
-    sample,
-    text_field,
-)
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import RecordContext, pattern_image, pick, sample, text_field
+from pf_ray.data.sources.readers import cached_reader, json_field, load_json
 from pf_ray.data.sources.templates import CAPTION_PROMPTS
 from pf_ray.specs import StorageConfig
 
@@ -46,8 +38,6 @@ def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
     return out
 
 
-@register("flickr30k", records=cached_reader(_parse),
-          pattern_fields=("filename", "filepath", "split"))
 def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
     im = record["im"]
     if not isinstance(im, dict):
@@ -62,9 +52,14 @@ def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
     if not captions:
         raise RecordError("empty_text", f"{filename}: no sentence with a 'raw' text")
     split = im.get("split")
-    image = pattern_image(ctx, DEFAULT_PATTERN, filename=filename,
+    image = pattern_image(ctx, filename=filename,
                           filepath=im.get("filepath") or "", split=split)
     return sample(ctx, task="captions", image=image,
                   turns=[{"role": "user", "content": pick(CAPTION_PROMPTS, ctx.key)},
                          {"role": "assistant", "content": "\n".join(captions)}],
                   meta={"captions": captions, "split": split, "imgid": im.get("imgid")})
+
+
+ADAPTER = Adapter("flickr30k", convert, "Flickr30k (or COCO) captions in Karpathy's split file",
+                  reader=cached_reader(_parse), image_pattern=DEFAULT_PATTERN,
+                  pattern_fields=("filename", "filepath", "split"))

@@ -12,6 +12,8 @@ the instruction as for Alpaca-GPT-4. Records have no id: keys are
 
 from __future__ import annotations
 
-from pf_ray.data.sources.base import register_instruction_adapter
+from pf_ray.data.sources.adapter import instruction_adapter
 
-convert = register_instruction_adapter("gpteacher", ("response", "output"))
+ADAPTER = instruction_adapter(
+    "gpteacher", "GPTeacher: General, Roleplay, Code and Toolformer instructions (JSON arrays)",
+    ("response", "output"))

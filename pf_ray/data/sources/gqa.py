@@ -16,17 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pf_ray.data.sources.base import (
-    RecordContext,
-    RecordError,
-    cached_reader,
-    id_field,
-    load_json,
-    pattern_image,
-    register,
-    sample,
-    text_field,
-)
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import RecordContext, id_field, pattern_image, sample, text_field
+from pf_ray.data.sources.readers import cached_reader, load_json
 from pf_ray.specs import StorageConfig
 
 DEFAULT_PATTERN = "{image_id}.jpg"
@@ -40,7 +33,6 @@ def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
     return [(pos, {"id": qid, "q": q}) for pos, (qid, q) in enumerate(data.items())]
 
 
-@register("gqa", records=cached_reader(_parse), pattern_fields=("image_id",))
 def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
     q = record["q"]
     if not isinstance(q, dict):
@@ -50,9 +42,14 @@ def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
     image_id = id_field(q, "imageId")
     types = q.get("types") if isinstance(q.get("types"), dict) else {}
     return sample(ctx, task="vqa",
-                  image=pattern_image(ctx, DEFAULT_PATTERN, image_id=image_id),
+                  image=pattern_image(ctx, image_id=image_id),
                   turns=[{"role": "user", "content": question},
                          {"role": "assistant", "content": answer}],
                   meta={"question_id": record["id"], "image_id": image_id, "answer": answer,
                         "full_answer": q.get("fullAnswer"), "types": types,
                         "is_balanced": q.get("isBalanced")})
+
+
+ADAPTER = Adapter("gqa", convert, "GQA questions (JSON object of question id -> question)",
+                  reader=cached_reader(_parse), image_pattern=DEFAULT_PATTERN,
+                  pattern_fields=("image_id",))

@@ -20,7 +20,9 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from pf_ray.data.sources.base import RecordContext, RecordError, register, sample
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import RecordContext, sample
 from pf_ray.data.sources.templates import CLASS_ANSWER, CLASSIFY_PROMPT
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import is_uri, resolve
@@ -50,7 +52,6 @@ def root_prefix(root: str) -> str:
     return posixpath.basename(root.rstrip("/")) + "/"
 
 
-@register("image_folder_classes", records=folder_records, key_prefix=root_prefix)
 def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
     label = " ".join(record["class"].replace("_", " ").split())
     if not label:
@@ -59,3 +60,8 @@ def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
                   turns=[{"role": "user", "content": CLASSIFY_PROMPT},
                          {"role": "assistant", "content": CLASS_ANSWER.format(label=label)}],
                   meta={"label": label, "class_folder": record["class"]})
+
+
+ADAPTER = Adapter("image_folder_classes", convert, "Image classification folders, one "
+                  "sub-folder per class (ImageFolder / ELEVATER)", reader=folder_records,
+                  key_prefix=root_prefix)

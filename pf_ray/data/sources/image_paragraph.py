@@ -22,18 +22,17 @@ import posixpath
 from typing import Any
 from urllib.parse import urlparse
 
-from pf_ray.data.sources.base import (
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import (
     RecordContext,
-    RecordError,
-    cached_reader,
     id_field,
-    load_json,
     pattern_image,
     pick,
-    register,
     sample,
     text_field,
 )
+from pf_ray.data.sources.readers import cached_reader, load_json
 from pf_ray.data.sources.templates import CAPTION_PROMPTS
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import exists, resolve
@@ -66,8 +65,6 @@ def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
         str(r.get("image_id")))} if isinstance(r, dict) else r) for pos, r in enumerate(data)]
 
 
-@register("image_paragraph", records=cached_reader(_parse),
-          pattern_fields=("url_folder", "url_name", "image_id"))
 def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     if not isinstance(record, dict) or "r" not in record:
         raise RecordError("bad_record", f"expected a paragraph object, received "
@@ -79,10 +76,15 @@ def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     parts = urlparse(url).path.rstrip("/").split("/")
     fields = {"image_id": image_id, "url_folder": parts[-2] if len(parts) >= 2 else "",
               "url_name": parts[-1] if parts[-1] else f"{image_id}.jpg"}
-    if not fields["url_folder"] and "{url_folder}" in (ctx.image_pattern or DEFAULT_PATTERN):
+    if not fields["url_folder"] and "{url_folder}" in (ctx.image_pattern or ""):
         raise RecordError("missing_field", "no 'url' to take the image folder from")
-    return sample(ctx, task="captions", image=pattern_image(ctx, DEFAULT_PATTERN, **fields),
+    return sample(ctx, task="captions", image=pattern_image(ctx, **fields),
                   turns=[{"role": "user", "content": pick(CAPTION_PROMPTS, ctx.key)},
                          {"role": "assistant", "content": " ".join(paragraph.split())}],
                   meta={"image_id": image_id, "paragraph": paragraph, "url": url or None,
                         "split": record["split"]})
+
+
+ADAPTER = Adapter("image_paragraph", convert, "Stanford image paragraphs (Visual Genome images)",
+                  reader=cached_reader(_parse), image_pattern=DEFAULT_PATTERN,
+                  pattern_fields=("url_folder", "url_name", "image_id"))

@@ -12,6 +12,8 @@ sets with ChatGPT outputs are the ``instinwild_*.json`` files (linked from its
 
 from __future__ import annotations
 
-from pf_ray.data.sources.base import register_instruction_adapter
+from pf_ray.data.sources.adapter import instruction_adapter
 
-convert = register_instruction_adapter("instructionwild")
+ADAPTER = instruction_adapter(
+    "instructionwild", "InstructionWild: user-written instructions with ChatGPT outputs "
+    "(JSON arrays, Alpaca's format)")

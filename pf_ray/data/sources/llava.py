@@ -24,49 +24,12 @@ import posixpath
 import re
 from typing import Any
 
-from pf_ray.data.sources.base import (
-    RecordContext,
-    RecordError,
-    image_ref,
-    normalise_turns,
-    register,
-    sample,
-    strip_image_tokens,
-)
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.fields import RecordContext, image_ref, sample
+from pf_ray.data.sources.templates import DETAIL_PROMPTS
+from pf_ray.data.sources.turns import conversations_of, normalise_turns, strip_image_tokens
 
 TASK_OF_FILE = {"detail": "detail", "complex": "reasoning", "conversation": "conversation"}
-
-# The requests of LLaVA's detailed descriptions: the 16 of the LLaVA paper's list (its
-# `detail_describe_instructions`) and those the released detail_23k.json actually uses.
-DETAIL_PROMPTS = (
-    "Describe the following image in detail.",
-    "Provide a detailed description of the given image.",
-    "Give an elaborate explanation of the image you see.",
-    "Share a comprehensive rundown of the presented image.",
-    "Offer a thorough analysis of the image.",
-    "Explain the various aspects of the image before you.",
-    "Clarify the contents of the displayed image with great detail.",
-    "Characterize the image using a well-detailed description.",
-    "Break down the elements of the image in a detailed manner.",
-    "Walk through the important details of the image.",
-    "Portray the image with a rich, descriptive narrative.",
-    "Narrate the contents of the image with precision.",
-    "Analyze the image in a comprehensive and detailed manner.",
-    "Illustrate the image through a descriptive explanation.",
-    "Examine the image closely and share its details.",
-    "Write an exhaustive depiction of the given image.",
-    # detail_23k.json's own wording
-    "What do you see happening in this image?",
-    "What's happening in the scene?",
-    "What is this photo about'?",
-    "Can you elaborate on the elements of the picture provided?",
-    "What are the key elements in this picture?",
-    "What do you think is going on in this snapshot?",
-    "Explain the visual content of the image in great detail.",
-    "Can you describe the main features of this image for me?",
-    "Write a detailed description of the given image.",
-    "Describe the following image.",
-)
 
 
 def prompt_key(text: str) -> str:
@@ -94,23 +57,6 @@ def key_prefix(file: str) -> str:
     return f"{task}/" if task else ""
 
 
-def conversations_of(record: Any) -> list[tuple[Any, Any]]:
-    if not isinstance(record, dict):
-        raise RecordError("bad_record", f"expected an object, received {type(record).__name__}")
-    convs = record.get("conversations", record.get("items"))
-    if convs is None:
-        raise RecordError("missing_field", "no 'conversations' list")
-    if not isinstance(convs, list):
-        raise RecordError("bad_field", f"'conversations' is {type(convs).__name__}, not a list")
-    pairs = []
-    for i, turn in enumerate(convs):
-        if not isinstance(turn, dict):
-            raise RecordError("bad_field", f"turn {i} is {type(turn).__name__}, not an object")
-        pairs.append((turn.get("from", turn.get("role")), turn.get("value", turn.get("content"))))
-    return pairs
-
-
-@register("llava_instruct", key_prefix=key_prefix)
 def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     turns, notes = normalise_turns(conversations_of(record))
     turns, placement = strip_image_tokens(turns)
@@ -119,3 +65,7 @@ def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     if placement:
         notes["image_placement"] = placement
     return sample(ctx, task=task, image=image, turns=turns, meta=notes)
+
+
+ADAPTER = Adapter("llava_instruct", convert, "LLaVA-Instruct-150K conversations, detailed "
+                  "descriptions and reasoning (JSON arrays)", key_prefix=key_prefix)

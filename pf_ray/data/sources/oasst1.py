@@ -24,37 +24,24 @@ deleted or failed review), ``missing_field`` (no prompt), plus the usual turn ch
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from pf_ray.data.sources.base import (
-    RecordContext,
-    RecordError,
-    normalise_turns,
-    parse_records,
-    register,
-    sample,
-)
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import RecordContext, sample
+from pf_ray.data.sources.readers import json_records, parquet_records
+from pf_ray.data.sources.turns import normalise_turns
 from pf_ray.specs import StorageConfig
-from pf_ray.storage import read_bytes, resolve
 
 READY = "ready_for_export"
 
 
 def _load(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
-    fs, path = resolve(file, storage)
-    data = read_bytes(fs, path)
     if file.endswith(".parquet"):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            return list(enumerate(pq.read_table(io.BytesIO(data)).to_pylist()))
-        except (pa.ArrowException, OSError) as exc:
-            raise RecordError("unreadable_file", f"{file}: not a parquet file ({exc})") from exc
-    return list(parse_records(data, file))
+        return parquet_records(file, storage)
+    return json_records(file, storage)
 
 
 def _is_flat_message(record: Any) -> bool:
@@ -120,7 +107,6 @@ def best_path(prompt: dict[str, Any]) -> list[dict[str, Any]]:
         path.append(min(ranked, key=lambda r: r["rank"]) if ranked else replies[0])
 
 
-@register("oasst1", records=oasst_records)
 def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise RecordError("bad_record", f"expected an object, received {type(record).__name__}")
@@ -147,3 +133,7 @@ def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     return sample(ctx, task="text_instruction", image=None, turns=turns,
                   meta={**notes, "lang": lang, "message_ids": [m.get("message_id") for m in path],
                         "message_tree_id": record.get("message_tree_id")})
+
+
+ADAPTER = Adapter("oasst1", convert, "OpenAssistant Conversations (OASST1): the best-ranked "
+                  "path of each message tree", reader=oasst_records)

@@ -27,17 +27,10 @@ import posixpath
 from typing import Any
 
 from pf_ray.data.draw import DRAW_KEY
-from pf_ray.data.sources.base import (
-    RecordContext,
-    RecordError,
-    cached_reader,
-    json_field,
-    load_json,
-    pattern_image,
-    register,
-    sample,
-)
-from pf_ray.data.sources.coco import coco_box_to_xyxy
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import RecordContext, coco_box_to_xyxy, pattern_image, sample
+from pf_ray.data.sources.readers import cached_reader, json_field, load_json
 from pf_ray.data.sources.templates import REGION_BOX_PROMPT
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import read_bytes, resolve
@@ -85,8 +78,6 @@ def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
     return out
 
 
-@register("refcocog", records=cached_reader(_parse), pattern_fields=("file_name", "image_id"),
-          draws=True)
 def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     if not isinstance(record, dict) or "ref" not in record:
         raise RecordError("bad_record", f"expected a ref object, received "
@@ -112,7 +103,7 @@ def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     x1, y1, x2, y2 = (min(1.0, max(0.0, v)) for v in coco_box_to_xyxy(bbox, w, h))
     label = record["category"] or str(ref.get("category_id"))
     row = sample(ctx, task="region_caption",
-                 image=pattern_image(ctx, DEFAULT_PATTERN, file_name=im.get("file_name"),
+                 image=pattern_image(ctx, file_name=im.get("file_name"),
                                      image_id=im.get("id")),
                  turns=[{"role": "user", "content": REGION_BOX_PROMPT},
                         {"role": "assistant", "content": "\n".join(raws)}],
@@ -123,3 +114,8 @@ def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
                                   "color": "green"}})
     row["boxes"] = [{"label": label, "x1": x1, "y1": y1, "x2": x2, "y2": y2}]
     return row
+
+
+ADAPTER = Adapter("refcocog", convert, "RefCOCOg referring expressions, the region drawn "
+                  "onto the image", reader=cached_reader(_parse), image_pattern=DEFAULT_PATTERN,
+                  pattern_fields=("file_name", "image_id"), draws=True)

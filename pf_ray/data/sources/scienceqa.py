@@ -19,17 +19,17 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from pf_ray.data.sources.aokvqa import choice_list, correct_index
-from pf_ray.data.sources.base import (
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import (
     RecordContext,
-    RecordError,
-    cached_reader,
-    load_json,
+    choice_list,
+    correct_index,
     pattern_image,
-    register,
     sample,
     text_field,
 )
+from pf_ray.data.sources.readers import cached_reader, load_json
 from pf_ray.data.sources.templates import answer_with_reason, with_choices
 from pf_ray.specs import StorageConfig
 
@@ -44,7 +44,6 @@ def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
     return [(pos, {"id": pid, "p": p}) for pos, (pid, p) in enumerate(data.items())]
 
 
-@register("scienceqa", records=cached_reader(_parse), pattern_fields=("split", "pid", "image"))
 def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
     p, pid = record["p"], record["id"]
     if not isinstance(p, dict):
@@ -63,7 +62,7 @@ def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
     if p.get("image"):
         if not isinstance(p["image"], str):
             raise RecordError("bad_field", f"'image' is {type(p['image']).__name__}, not str")
-        image = pattern_image(ctx, DEFAULT_PATTERN, split=text_field(p, "split"), pid=pid,
+        image = pattern_image(ctx, split=text_field(p, "split"), pid=pid,
                               image=p["image"])
     letter = string.ascii_uppercase[idx]
     return sample(ctx, task="multiple_choice", image=image,
@@ -75,3 +74,8 @@ def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
                         "lecture": p.get("lecture"), "split": p.get("split"),
                         **{k: p.get(k) for k in ("subject", "topic", "category", "skill",
                                                  "grade")}})
+
+
+ADAPTER = Adapter("scienceqa", convert, "ScienceQA multiple-choice problems with solutions",
+                  reader=cached_reader(_parse), image_pattern=DEFAULT_PATTERN,
+                  pattern_fields=("split", "pid", "image"))

@@ -11,18 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pf_ray.data.sources.base import (
-    RecordContext,
-    image_ref,
-    normalise_turns,
-    register,
-    sample,
-    strip_image_tokens,
-)
-from pf_ray.data.sources.llava import conversations_of
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.fields import RecordContext, image_ref, sample
+from pf_ray.data.sources.turns import conversations_of, normalise_turns, strip_image_tokens
 
 
-@register("sharegpt")
 def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     turns, notes = normalise_turns(conversations_of(record))
     image = image_ref(record, ctx)
@@ -31,3 +24,7 @@ def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
         notes["image_placement"] = placement
     return sample(ctx, task="conversation" if image else "text_instruction", image=image,
                   turns=turns, meta=notes)
+
+
+ADAPTER = Adapter("sharegpt", convert, "ShareGPT conversations (and ShareGPT-style "
+                  "multimodal releases)")

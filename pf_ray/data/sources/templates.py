@@ -2,7 +2,7 @@
 
 The raw annotation becomes the assistant turn (the rewriter later rewrites it); the user
 turn comes from one of these templates. Choices that vary per sample (which of the 16
-caption requests) are made from the record's key by :func:`~pf_ray.data.sources.base.pick`,
+caption requests) are made from the record's key by :func:`~pf_ray.data.sources.fields.pick`,
 so a rerun writes the same bytes.
 """
 
@@ -10,7 +10,38 @@ from __future__ import annotations
 
 import string
 
-from pf_ray.data.sources.llava import DETAIL_PROMPTS
+# The requests of LLaVA's detailed descriptions: the 16 of the LLaVA paper's list (its
+# `detail_describe_instructions`) and those the released detail_23k.json actually uses.
+DETAIL_PROMPTS = (
+    "Describe the following image in detail.",
+    "Provide a detailed description of the given image.",
+    "Give an elaborate explanation of the image you see.",
+    "Share a comprehensive rundown of the presented image.",
+    "Offer a thorough analysis of the image.",
+    "Explain the various aspects of the image before you.",
+    "Clarify the contents of the displayed image with great detail.",
+    "Characterize the image using a well-detailed description.",
+    "Break down the elements of the image in a detailed manner.",
+    "Walk through the important details of the image.",
+    "Portray the image with a rich, descriptive narrative.",
+    "Narrate the contents of the image with precision.",
+    "Analyze the image in a comprehensive and detailed manner.",
+    "Illustrate the image through a descriptive explanation.",
+    "Examine the image closely and share its details.",
+    "Write an exhaustive depiction of the given image.",
+    # detail_23k.json's own wording
+    "What do you see happening in this image?",
+    "What's happening in the scene?",
+    "What is this photo about'?",
+    "Can you elaborate on the elements of the picture provided?",
+    "What are the key elements in this picture?",
+    "What do you think is going on in this snapshot?",
+    "Explain the visual content of the image in great detail.",
+    "Can you describe the main features of this image for me?",
+    "Write a detailed description of the given image.",
+    "Describe the following image.",
+)
+
 
 # Captions: one of LLaVA's 16 detailed-description requests (the paper's "16 LLaVA-style
 # requests", e.g. "Describe the following image in detail").

@@ -17,15 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pf_ray.data.sources.base import (
-    RecordContext,
-    RecordError,
-    cached_reader,
-    pattern_image,
-    pick,
-    register,
-    sample,
-)
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import RecordContext, pattern_image, pick, sample
+from pf_ray.data.sources.readers import cached_reader
 from pf_ray.data.sources.templates import CAPTION_PROMPTS
 from pf_ray.data.sources.textvqa import DEFAULT_PATTERN, image_fields, textvqa_data
 from pf_ray.specs import StorageConfig
@@ -49,8 +44,6 @@ def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
     return out
 
 
-@register("textcaps", records=cached_reader(_parse),
-          pattern_fields=("folder", "split", "image_id"))
 def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
     given = record["captions"]
     if all(c is None for c in given):
@@ -62,8 +55,13 @@ def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
     if not captions:
         raise RecordError("empty_text", f"image {record['id']} has only blank captions")
     fields = image_fields(record["first"], record["split"])
-    return sample(ctx, task="captions", image=pattern_image(ctx, DEFAULT_PATTERN, **fields),
+    return sample(ctx, task="captions", image=pattern_image(ctx, **fields),
                   turns=[{"role": "user", "content": pick(CAPTION_PROMPTS, ctx.key)},
                          {"role": "assistant", "content": "\n".join(captions)}],
                   meta={"image_id": fields["image_id"], "captions": captions,
                         "split": fields["split"]})
+
+
+ADAPTER = Adapter("textcaps", convert, "TextCaps captions, grouped per image",
+                  reader=cached_reader(_parse), image_pattern=DEFAULT_PATTERN,
+                  pattern_fields=("folder", "split", "image_id"))

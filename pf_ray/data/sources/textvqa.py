@@ -19,18 +19,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from pf_ray.data.sources.base import (
-    RecordContext,
-    RecordError,
-    cached_reader,
-    id_field,
-    json_field,
-    load_json,
-    pattern_image,
-    register,
-    sample,
-    text_field,
-)
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import RecordContext, id_field, pattern_image, sample, text_field
+from pf_ray.data.sources.readers import cached_reader, json_field, load_json
 from pf_ray.specs import StorageConfig
 
 DEFAULT_PATTERN = "{folder}/{image_id}.jpg"
@@ -61,8 +53,6 @@ def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
              if isinstance(r, dict) else r) for pos, r in enumerate(rows)]
 
 
-@register("textvqa", records=cached_reader(_parse),
-          pattern_fields=("folder", "split", "image_id"))
 def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     if not isinstance(record, dict) or "r" not in record:
         raise RecordError("bad_record", f"expected a question object, received "
@@ -82,8 +72,13 @@ def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
         raise RecordError("empty_text", "every answer is blank")
     fields = image_fields(r, record["split"])
     answer = majority(clean)
-    return sample(ctx, task="vqa", image=pattern_image(ctx, DEFAULT_PATTERN, **fields),
+    return sample(ctx, task="vqa", image=pattern_image(ctx, **fields),
                   turns=[{"role": "user", "content": question},
                          {"role": "assistant", "content": answer}],
                   meta={"question_id": qid, "image_id": fields["image_id"], "answer": answer,
                         "answers": answers, "split": fields["split"]})
+
+
+ADAPTER = Adapter("textvqa", convert, "TextVQA questions, the majority answer",
+                  reader=cached_reader(_parse), image_pattern=DEFAULT_PATTERN,
+                  pattern_fields=("folder", "split", "image_id"))

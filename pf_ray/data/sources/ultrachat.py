@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pf_ray.data.sources.base import RecordContext, RecordError, normalise_turns, register, sample
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import RecordContext, sample
+from pf_ray.data.sources.turns import normalise_turns
 
 
-@register("ultrachat")
 def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise RecordError("bad_record", f"expected an object, received {type(record).__name__}")
@@ -30,3 +32,7 @@ def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
         raise RecordError("missing_field", "neither 'data' nor 'messages'")
     turns, notes = normalise_turns(pairs)
     return sample(ctx, task="text_instruction", image=None, turns=turns, meta=notes)
+
+
+ADAPTER = Adapter("ultrachat", convert, "UltraChat (and UltraChat-200k) multi-turn dialogues "
+                  "(JSON Lines)")

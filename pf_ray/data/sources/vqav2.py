@@ -26,18 +26,10 @@ import posixpath
 import re
 from typing import Any
 
-from pf_ray.data.sources.base import (
-    RecordContext,
-    RecordError,
-    cached_reader,
-    id_field,
-    json_field,
-    load_json,
-    pattern_image,
-    register,
-    sample,
-    text_field,
-)
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import RecordContext, id_field, pattern_image, sample, text_field
+from pf_ray.data.sources.readers import cached_reader, json_field, load_json
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import exists, resolve
 
@@ -86,7 +78,6 @@ def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
 vqa_records = cached_reader(_parse)
 
 
-@register("vqav2", records=vqa_records, pattern_fields=("split", "image_id"))
 def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     if not isinstance(record, dict) or "question" not in record:
         raise RecordError("bad_record", f"expected a question object, received "
@@ -105,7 +96,7 @@ def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
     all_answers = ann.get("answers") or []
     if not isinstance(all_answers, list):
         raise RecordError("bad_field", f"'answers' is {type(all_answers).__name__}, not list")
-    image = pattern_image(ctx, DEFAULT_PATTERN, split=record["split"], image_id=image_id)
+    image = pattern_image(ctx, split=record["split"], image_id=image_id)
     return sample(ctx, task="vqa", image=image,
                   turns=[{"role": "user", "content": question},
                          {"role": "assistant", "content": answer}],
@@ -114,3 +105,8 @@ def convert(record: Any, ctx: RecordContext) -> dict[str, Any]:
                                     if isinstance(a, dict)],
                         "answer_type": ann.get("answer_type"),
                         "question_type": ann.get("question_type")})
+
+
+ADAPTER = Adapter("vqav2", convert, "VQAv2 / OK-VQA: a questions file joined with its "
+                  "annotations file", reader=vqa_records, image_pattern=DEFAULT_PATTERN,
+                  pattern_fields=("split", "image_id"))

@@ -28,14 +28,10 @@ import re
 import tarfile
 from typing import Any
 
-from pf_ray.data.sources.base import (
-    RecordContext,
-    RecordError,
-    cached_reader,
-    pick,
-    register,
-    sample,
-)
+from pf_ray.data.sources.adapter import Adapter
+from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.fields import RecordContext, pick, sample
+from pf_ray.data.sources.readers import cached_reader
 from pf_ray.data.sources.templates import CAPTION_PROMPTS
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import read_bytes, resolve
@@ -63,7 +59,6 @@ def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
     return list(enumerate(samples.values()))
 
 
-@register("webdataset", records=cached_reader(_parse, maxsize=1))  # a shard is ~300 MB
 def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
     files: dict[str, tuple[str, bytes]] = record["files"]
     ext = next((e for e in IMAGE_EXTS if e in files), None)
@@ -88,3 +83,8 @@ def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
                           if isinstance(info, dict) and k in info}})
     row["image_bytes"] = data
     return row
+
+
+# a shard is ~300 MB: a worker caches one
+ADAPTER = Adapter("webdataset", convert, "WebDataset tar shards as img2dataset writes them "
+                  "(image, caption, json per key)", reader=cached_reader(_parse, maxsize=1))
