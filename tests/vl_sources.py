@@ -17,9 +17,8 @@ from typing import Any
 
 from PIL import Image
 
-from pf_ray.data.schema import ROLES
+from pf_ray.data.schema import ROLES, SAMPLE_COLUMNS
 from pf_ray.data.sources import SourceReader
-from pf_ray.data.sources.source_reader import SAMPLE_COLUMNS
 from pf_ray.specs import StorageConfig
 from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, Batch
 

@@ -36,7 +36,7 @@ PAGE = "report.html"
 FILES = "report_files"
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 6
-SAMPLE_COLUMNS = ("id", "source", "task", "instruction", "original", "output", "image_bytes",
+SHOWN_COLUMNS = ("id", "source", "task", "instruction", "original", "output", "image_bytes",
                   "length", "rouge_score", "sts_similarity", "reward", "nli_similarity",
                   "finish_reason")
 SCORE_COLUMNS = ("length", "rouge_score", "sts_similarity", "reward", "nli_similarity")
@@ -327,7 +327,7 @@ def _sample_rows(ds: Path, n: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for f in sorted((ds / "shards").glob("*.parquet")):
         names = pq.read_schema(f).names
-        cols = [c for c in SAMPLE_COLUMNS if c in names]
+        cols = [c for c in SHOWN_COLUMNS if c in names]
         rows += pq.read_table(f, columns=cols).slice(0, n - len(rows)).to_pylist()
         if len(rows) >= n:
             break

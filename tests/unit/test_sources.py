@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from pf_ray.data.schema import ROLES
+from pf_ray.data.schema import ROLES, SAMPLE_COLUMNS
 from pf_ray.data.sources import SourceReader, expand_paths
-from pf_ray.data.sources.source_reader import SAMPLE_COLUMNS
 from pf_ray.specs import StorageConfig
 from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, Batch
 

@@ -15,6 +15,7 @@ from pf_ray.data.schema import (
     REJECT_DETAIL,
     REJECT_REASON,
     REJECT_STAGE,
+    SAMPLE_COLUMNS,
     Batch,
     dumps_meta,
     make_id,
@@ -24,8 +25,6 @@ from pf_ray.data.sources.fields import RecordContext
 from pf_ray.data.sources.files import file_slug
 from pf_ray.data.sources.registry import get_adapter
 from pf_ray.specs import StorageConfig
-
-SAMPLE_COLUMNS = ("id", "source", "task", "image", "image_bytes", "conversations", "boxes", "meta")
 
 
 def record_key(record: Any, position: int, keys: tuple[str, ...] = ("id", "prompt_id")) -> str:
