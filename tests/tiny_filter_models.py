@@ -14,12 +14,13 @@ from typing import Any
 import pyarrow as pa
 
 from pf_ray.data.io import Dataset
-from pf_ray.data.schema import PF1M_SCHEMA, REJECT_SCHEMA, REWRITE_SCHEMA, to_table
+from pf_ray.data.schema import REJECT_SCHEMA, REWRITE_SCHEMA, to_table
+from pf_ray.filters.schema import pf1m_output
 from pf_ray.scorers.tiny import build_classifier, build_tiny_clip  # noqa: F401 - re-exported
 from pf_ray.specs import StorageConfig
 
 # the rewrite stage's columns, finish_reason nullable (as PF-1M inputs may have it)
-REWRITE_COLUMNS_SCHEMA = pa.schema([f for f in PF1M_SCHEMA if f.name in REWRITE_SCHEMA.names])
+REWRITE_COLUMNS_SCHEMA = pa.schema([f for f in pf1m_output().schema if f.name in REWRITE_SCHEMA.names])
 
 
 def png(color: tuple[int, int, int], size: int = 64) -> bytes:

@@ -1,14 +1,16 @@
 """Declared Arrow schemas for every dataset pf-ray writes.
 
 Writers never guess: :func:`to_table` casts a batch to a declared schema and fails loudly,
-naming the column, when one is missing or cannot be cast. Later stages add their schemas
-here so that one file holds every column name in the project.
+naming the column, when one is missing or cannot be cast. This module holds the formats
+several stages share (samples, rejects, rewrites) and the bookkeeping columns; a kind's own
+output schema lives in its folder (:class:`OutputSchema`, declared in its registration).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -70,40 +72,6 @@ REJECT_SCHEMA = pa.schema(
     ]
 )
 
-# A rewriter training pair: a clean answer and its distorted version (distort stage).
-#   family:      llm | augment | boxes
-#   style:       the LLM distortion style's short name, or the augment ops applied
-#   seed:        the per-row seed every random choice of the pair was drawn from
-#   turn:        index of the assistant turn of the source conversation that was distorted
-#   instruction: the user turn before it (text only, no image marker)
-PAIR_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("task", pa.string(), nullable=False),
-        pa.field("family", pa.string(), nullable=False),
-        pa.field("style", pa.string()),
-        pa.field("seed", pa.int64(), nullable=False),
-        pa.field("turn", pa.int32(), nullable=False),
-        pa.field("instruction", pa.string(), nullable=False),
-        pa.field("original", pa.string(), nullable=False),
-        pa.field("distorted", pa.string(), nullable=False),
-        pa.field("image", pa.string()),
-        pa.field("image_bytes", pa.binary()),
-        pa.field("meta", pa.string(), nullable=False),
-    ]
-)
-
-SCHEMAS: dict[str, pa.Schema] = {"sample": SAMPLE_SCHEMA, "reject": REJECT_SCHEMA,
-                                 "pair": PAIR_SCHEMA}
-
-# Columns whose value counts each shard's marker and the manifest record.
-COUNT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "sample": ("source", "task"),
-    "pair": ("source", "family", "style", "target"),
-}
-
-
 # A rewrite of a raw annotation by the rewriter (rewrite stage, spec §4).
 #   instruction:   the user turn before the first assistant turn (text, no image marker)
 #   original:      the raw annotation as the rewriter got it (the "draft"; boxes appended
@@ -125,72 +93,22 @@ REWRITE_SCHEMA = pa.schema(
         pa.field("meta", pa.string(), nullable=False),
     ]
 )
-SCHEMAS["rewrite"] = REWRITE_SCHEMA
-COUNT_COLUMNS["rewrite"] = ("source", "task")
 
 
-# A filtered rewrite (PF-1M, spec §4 release fields + §5 filters): the rewrite stage's
-# columns, then every filter's score (null where the filter does not apply to the row).
-#   output:                the rewrite after paragraph filtering (paragraphs joined by "\n\n")
-#   length:                words of the output (whitespace tokens), length filter
-#   rouge_score:           ROUGE-L F of output vs original (change filter)
-#   sts_similarity:        cosine(original, output), sentence-transformers (captions)
-#   paragraph_clip_scores: CLIPScore of each paragraph of a multi-paragraph output
-#   filtered_paragraphs:   the paragraphs dropped (score < threshold), as PF-1M stores them
-#   nli_similarity:        the NLI cross-encoder's 3 logits (QA tasks)
-#   reward:                the reward model's logit for (instruction, output)
-SCORED_PARAGRAPH = pa.struct([("score", pa.float64()), ("text", pa.string())])
-PF1M_SCHEMA = pa.schema(
-    # the rewrite columns (finish_reason may be null: PF-1M rows from elsewhere lack it)
-    [f.with_nullable(True) if f.name == "finish_reason" else f for f in REWRITE_SCHEMA]
-    + [
-        pa.field("length", pa.int64()),
-        pa.field("rouge_score", pa.float64()),
-        pa.field("sts_similarity", pa.float64()),
-        pa.field("paragraph_clip_scores", pa.list_(pa.float64())),
-        pa.field("filtered_paragraphs", pa.list_(SCORED_PARAGRAPH)),
-        pa.field("nli_similarity", pa.list_(pa.float64())),
-        pa.field("reward", pa.float64()),
-    ]
-)
-SCHEMAS["pf1m"] = PF1M_SCHEMA
-COUNT_COLUMNS["pf1m"] = ("source", "task")
+@dataclass(frozen=True)
+class OutputSchema:
+    """What a job kind writes: its rows' Arrow schema, and the columns whose value counts
+    each shard's marker and the manifest record. Each kind declares its own (in its
+    registration, :class:`pf_ray.jobs.registry.JobKind`); the formats two stages share
+    (samples, rewrites) live here."""
+
+    name: str
+    schema: pa.Schema
+    count_columns: tuple[str, ...] = ("source",)
 
 
-# One answer of one answer source to one eval item (eval stage, spec §7), with its scores.
-#   id:          "<item id>@<answerer>"; item: the eval set row's id
-#   set:         the eval set's name (a table column: COCO, OK-VQA, ...)
-#   answerer:    the answer source's name (a table row: raw, clever, an endpoint...)
-#   instruction: the question asked (text, no image marker)
-#   references:  the ground-truth answers / captions the metrics compare with
-#   output:      the answer; finish_reason: eos | stop | length ("" for dataset answers)
-#   metric:      the set's metric: rouge_l | nli | sts | answer_match | none
-#   score:       that metric's value (ROUGE-L F, 1/0 judged correct, cosine)
-#   reward:      the reward model's logit for (instruction, output) (politeness)
-#   rouge_l / sts / nli_logits: the underlying scores (null where not computed)
-EVAL_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("item", pa.string(), nullable=False),
-        pa.field("set", pa.string(), nullable=False),
-        pa.field("answerer", pa.string(), nullable=False),
-        pa.field("task", pa.string(), nullable=False),
-        pa.field("image", pa.string()),
-        pa.field("instruction", pa.string(), nullable=False),
-        pa.field("references", pa.list_(pa.string()), nullable=False),
-        pa.field("output", pa.string(), nullable=False),
-        pa.field("finish_reason", pa.string()),
-        pa.field("metric", pa.string(), nullable=False),
-        pa.field("score", pa.float64()),
-        pa.field("reward", pa.float64()),
-        pa.field("rouge_l", pa.float64()),
-        pa.field("sts", pa.float64()),
-        pa.field("nli_logits", pa.list_(pa.float64())),
-        pa.field("meta", pa.string(), nullable=False),
-    ]
-)
-SCHEMAS["eval"] = EVAL_SCHEMA
-COUNT_COLUMNS["eval"] = ("answerer", "set")
+SAMPLE_OUTPUT = OutputSchema("sample", SAMPLE_SCHEMA, ("source", "task"))
+REWRITE_OUTPUT = OutputSchema("rewrite", REWRITE_SCHEMA, ("source", "task"))
 
 
 class SchemaError(ValueError):

@@ -27,6 +27,7 @@ from pf_ray.distort.pairs import (
     cpu_families,
     plan_pairs,
 )
+from pf_ray.distort.schema import PAIR_OUTPUT
 from pf_ray.distort.spec import DistortSpec
 from pf_ray.distort.styles import STYLE_BY_NAME
 from pf_ray.distort.targets import Quota, plan_quotas
@@ -90,7 +91,7 @@ def plan_distort(spec: DistortSpec) -> ShardPlan:
         digest = hashlib.sha256(f"{digest}:{selection}".encode()).hexdigest()[:10]
     plan = ShardPlan(kind="distort", spec_hash=digest, spec=recorded,
                      units=units, reader=read_shard,
-                     output=spec.output, storage=spec.storage, steps=steps, schema="pair",
+                     output=spec.output, storage=spec.storage, steps=steps, schema=PAIR_OUTPUT,
                      faults=spec.faults)
     if spec.engine is not None and spec.engine.kind == "vllm":
         plan.ray_stage = VLLMFamily(spec)

@@ -18,6 +18,7 @@ from pf_ray.eval.answers import answer_steps
 from pf_ray.eval.items import plan_units as item_units
 from pf_ray.eval.items import read_items
 from pf_ray.eval.judges import score_steps
+from pf_ray.eval.schema import EVAL_OUTPUT
 from pf_ray.eval.spec import EvalSpec
 from pf_ray.jobs.shard import ShardPlan
 
@@ -44,13 +45,14 @@ def eval_hash(spec: EvalSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
-def plan_eval(spec: EvalSpec) -> tuple[ShardPlan, dict[str, dict[str, int]]]:
-    """The shard plan, and per set how many rows were eligible and taken."""
+def plan_eval(spec: EvalSpec) -> ShardPlan:
+    """The shard plan; per set how many rows were eligible and taken is recorded in the
+    manifest's spec (``selection``) for the tables."""
     units, selection = item_units(spec)
     recorded = spec.model_dump(mode="json")
     recorded["selection"] = selection
     plan = ShardPlan(kind="eval", spec_hash=eval_hash(spec), spec=recorded, units=units,
                      reader=read_items, output=spec.output, storage=spec.storage,
-                     steps=[*answer_steps(spec), *score_steps(spec)], schema="eval",
+                     steps=[*answer_steps(spec), *score_steps(spec)], schema=EVAL_OUTPUT,
                      faults=spec.faults)
-    return plan, selection
+    return plan

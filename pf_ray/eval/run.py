@@ -1,8 +1,8 @@
-"""``kind: eval`` end to end: the shard job, then the tables of the paper's evaluation.
+"""``kind: eval``'s finalize step: the tables of the paper's evaluation.
 
 The shard part (:mod:`pf_ray.eval.plan`) commits every source's scored answers and resumes
-like any dataset job. Then the committed answers (a few score columns) are read back and
-aggregated (:mod:`pf_ray.eval.aggregate`) into the eval's output folder, beside the
+like any dataset job (the runner runs it). Then the committed answers (a few score columns)
+are read back and aggregated (:mod:`pf_ray.eval.aggregate`) into the eval's output folder, beside the
 dataset's ``shards/`` and ``rejects/``:
 
 * ``results.json``: sets and their selection, answers and rejects per source, the win-rate
@@ -22,7 +22,6 @@ from typing import Any
 
 from pf_ray.data.io import Dataset
 from pf_ray.eval.aggregate import medians, rewards_by_source, understanding, win_rates
-from pf_ray.eval.plan import plan_eval
 from pf_ray.eval.spec import EvalSpec
 from pf_ray.eval.tables import markdown, plots, write_files
 from pf_ray.specs import StorageConfig
@@ -89,16 +88,10 @@ class EvalResult:
                 "files": self.files}
 
 
-def run_eval(spec: EvalSpec, executor: str = "ray") -> EvalResult:
-    """Run the eval's shard job (resuming), then write results.json, tables.md and plots."""
-    from pf_ray.jobs.progress import ShardProgress
-    from pf_ray.jobs.runner import run_plan
-
-    plan, selection = plan_eval(spec)
-    label = f"eval{f' ({spec.name})' if spec.name else ''}"
-    with ShardProgress(label, enabled=spec.ray.progress) as bar:
-        shards = run_plan(plan, executor=executor, progress=bar)
+def finalize_eval(spec: EvalSpec, shards: Any) -> EvalResult:
+    """After the shard job: results.json, tables.md and plots from the committed answers."""
     records = read_records(spec.output.path, spec.storage)
+    selection = shards.manifest.get("spec", {}).get("selection", {})
     results = summarise(spec, records, shards.manifest, selection)
     files: dict[str, bytes] = {}
     if results["politeness"] is not None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
+
 from pf_ray.data.schema import Batch
 from pf_ray.filters.common import applies, drop, new_out, text
 from pf_ray.filters.registry import FilterDef
@@ -41,4 +43,6 @@ def _step(c: ChangeFilter, spec: Any) -> StepDef:
                    {"max_rouge": c.max_rouge, "tasks": c.tasks})
 
 
-FILTER = FilterDef("change", ChangeFilter, _step, ("filter_unchanged",))
+# rouge_score: ROUGE-L F of output vs original
+FILTER = FilterDef("change", ChangeFilter, _step, ("filter_unchanged",),
+                   columns=(pa.field("rouge_score", pa.float64()),))

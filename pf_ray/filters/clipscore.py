@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
+
 from pf_ray.data.images import ImageError, ImageLoader
 from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON, Batch
 from pf_ray.filters.common import applies, drop, model_step, new_out, text
@@ -81,4 +83,10 @@ def _step(c: CLIPFilter, spec: Any) -> StepDef:
                       storage=spec.storage)
 
 
-FILTER = FilterDef("clip", CLIPFilter, _step, ("filter_clip",), required=("pretrained",))
+# paragraph_clip_scores: CLIPScore of each paragraph of a multi-paragraph output;
+# filtered_paragraphs: the paragraphs dropped (score < threshold), as PF-1M stores them; the
+# output keeps the others (joined by "\n\n")
+SCORED_PARAGRAPH = pa.struct([("score", pa.float64()), ("text", pa.string())])
+FILTER = FilterDef("clip", CLIPFilter, _step, ("filter_clip",), required=("pretrained",),
+                   columns=(pa.field("paragraph_clip_scores", pa.list_(pa.float64())),
+                            pa.field("filtered_paragraphs", pa.list_(SCORED_PARAGRAPH))))

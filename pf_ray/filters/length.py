@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
+
 from pf_ray.data.schema import Batch
 from pf_ray.filters.common import applies, drop, new_out, text
 from pf_ray.filters.registry import FilterDef
@@ -41,4 +43,6 @@ def _step(c: LengthFilter, spec: Any) -> StepDef:
                    {"min_words": c.min_words, "max_words": c.max_words, "tasks": c.tasks})
 
 
-FILTER = FilterDef("length", LengthFilter, _step, ("filter_length_short", "filter_length_long"))
+# length: words of the output (whitespace tokens)
+FILTER = FilterDef("length", LengthFilter, _step, ("filter_length_short", "filter_length_long"),
+                   columns=(pa.field("length", pa.int64()),))

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
+
 from pf_ray.data.schema import Batch
 from pf_ray.filters.common import applies, drop, model_step, new_out, text
 from pf_ray.filters.registry import FilterDef
@@ -74,5 +76,7 @@ def _step(c: NLIFilter, spec: Any) -> StepDef:
                       max_length=c.max_length, storage=spec.storage)
 
 
+# nli_similarity: the cross-encoder's logits in nli.labels order (QA tasks)
 FILTER = FilterDef("nli", NLIFilter, _step,
-                   ("filter_nli_contradiction", "filter_nli_not_entailed"), required=("model",))
+                   ("filter_nli_contradiction", "filter_nli_not_entailed"), required=("model",),
+                   columns=(pa.field("nli_similarity", pa.list_(pa.float64())),))

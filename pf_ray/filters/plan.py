@@ -18,8 +18,9 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pf_ray.data.io import Dataset
-from pf_ray.data.schema import PF1M_SCHEMA, Batch
+from pf_ray.data.schema import Batch
 from pf_ray.filters.registry import filters, reasons
+from pf_ray.filters.schema import pf1m_output, score_columns
 from pf_ray.filters.spec import FilterSpecBase
 from pf_ray.filters.stats import FilterStats, summarize
 from pf_ray.filters.topk import find_threshold, top_k_filter
@@ -30,21 +31,21 @@ from pf_ray.storage import resolve
 
 REWRITE_COLUMNS = ("id", "source", "task", "image", "image_bytes", "instruction", "original",
                    "output", "finish_reason", "meta")
-SCORE_COLUMNS = tuple(f.name for f in PF1M_SCHEMA if f.name not in REWRITE_COLUMNS)
 
 
-def read_rewrites(*, file: str, storage: dict[str, Any]) -> Batch:
-    """One committed shard of a rewrite (or pf1m) dataset: its columns, scores it lacks as
-    None (a pf1m input keeps its scores, e.g. for the top-k pass)."""
+def read_rewrites(*, file: str, storage: dict[str, Any], scores: list[str]) -> Batch:
+    """One committed shard of a rewrite (or pf1m) dataset: its columns, the ``scores``
+    (the filters' columns) it lacks as None (a pf1m input keeps its scores, e.g. for the
+    top-k pass)."""
     fs, path = resolve(file, StorageConfig(**storage))
     names = pq.read_schema(path, filesystem=fs).names
     missing = [c for c in REWRITE_COLUMNS if c not in names and c != "finish_reason"]
     if missing:
         raise ValueError(f"{file}: not a rewrite dataset shard, missing column(s) {missing}")
-    cols = [c for c in (*REWRITE_COLUMNS, *SCORE_COLUMNS) if c in names]
+    cols = [c for c in (*REWRITE_COLUMNS, *scores) if c in names]
     batch: Batch = pq.read_table(path, filesystem=fs, columns=cols).to_pydict()
     n = len(batch["id"])
-    for c in ("finish_reason", *SCORE_COLUMNS):
+    for c in ("finish_reason", *scores):
         batch.setdefault(c, [None] * n)
     return batch
 
@@ -70,7 +71,8 @@ def filter_steps(spec: FilterSpecBase) -> list[StepDef]:
 def plan_filter(spec: FilterSpecBase) -> ShardPlan:
     files = input_files(spec.inputs, spec.storage)
     units = [Unit(safe_key(f"i{k}-{posixpath.basename(f).removesuffix('.parquet')}"),
-                  {"file": f, "storage": spec.storage.model_dump()}) for k, f in files]
+                  {"file": f, "storage": spec.storage.model_dump(),
+                   "scores": list(score_columns())}) for k, f in files]
     steps = filter_steps(spec)
     recorded = spec.model_dump(mode="json")
     digest = filter_hash(spec)
@@ -86,7 +88,7 @@ def plan_filter(spec: FilterSpecBase) -> ShardPlan:
             digest = _hash_with(digest, threshold)
     return ShardPlan(kind="filter", spec_hash=digest, spec=recorded, units=units,
                      reader=read_rewrites, output=spec.output, storage=spec.storage,
-                     steps=steps, schema="pf1m", faults=spec.faults,
+                     steps=steps, schema=pf1m_output(), faults=spec.faults,
                      expected_reasons=("not_selected", *reasons()),
                      unit_stats=FilterStats(spec.nli.labels), summarize=summarize)
 

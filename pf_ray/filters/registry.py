@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from pf_ray.filters.spec import FilterBase
 from pf_ray.steps.base import StepDef
 
@@ -27,6 +29,7 @@ class FilterDef:
     config: type[FilterBase]
     step: Callable[[Any, Any], StepDef]  # (its spec block, the whole filter spec) -> step
     reasons: tuple[str, ...]
+    columns: tuple[pa.Field, ...] = ()  # the score columns it adds to PF-1M rows
     required: tuple[str, ...] = ()  # fields of its block that must be set while enabled
     description: str = ""
 

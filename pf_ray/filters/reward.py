@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
+
 from pf_ray.data.schema import Batch
 from pf_ray.filters.common import drop, model_step
 from pf_ray.filters.registry import FilterDef
@@ -43,4 +45,6 @@ def _step(c: RewardFilter, spec: Any) -> StepDef:
                       tasks=c.tasks, max_length=c.max_length, storage=spec.storage)
 
 
-FILTER = FilterDef("reward", RewardFilter, _step, ("filter_reward",), required=("model",))
+# reward: the reward model's logit for (instruction, output)
+FILTER = FilterDef("reward", RewardFilter, _step, ("filter_reward",), required=("model",),
+                   columns=(pa.field("reward", pa.float64()),))

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
+
 from pf_ray.data.schema import Batch
 from pf_ray.filters.common import applies, drop, model_step, new_out, text
 from pf_ray.filters.registry import FilterDef
@@ -56,4 +58,6 @@ def _step(c: STSFilter, spec: Any) -> StepDef:
                       batch_size=pool.batch_size, storage=spec.storage)
 
 
-FILTER = FilterDef("sts", STSFilter, _step, ("filter_sts",))
+# sts_similarity: cosine(original, output) (captions)
+FILTER = FilterDef("sts", STSFilter, _step, ("filter_sts",),
+                   columns=(pa.field("sts_similarity", pa.float64()),))

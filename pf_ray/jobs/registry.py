@@ -9,7 +9,9 @@ CLI's result printing (``summary()`` and ``to_json()`` of the result).
 Two ways to run a kind:
 
 * ``plan``: ``plan(spec) -> ShardPlan``; the runner executes the plan (Ray Data or in
-  process), commits shards and returns a :class:`~pf_ray.jobs.shard.ShardResult`.
+  process), commits shards of the kind's declared ``output`` schema and returns a
+  :class:`~pf_ray.jobs.shard.ShardResult`, or what the kind's optional ``finalize(spec,
+  result)`` makes of it (eval's tables).
 * ``run``: ``run(spec, executor=...) -> result``; the kind runs itself (training on Ray
   Train, a Serve app) and returns an object with ``summary()`` and ``to_json()``.
 
@@ -26,6 +28,7 @@ from typing import Annotated, Any, Literal, Protocol, get_args
 
 from pydantic import Field, TypeAdapter, create_model
 
+from pf_ray.data.schema import OutputSchema
 from pf_ray.specs import SpecBase
 
 PIPELINE = "pipeline"
@@ -48,6 +51,11 @@ class JobKind:
     plan: Callable[[Any], Any] | None = None
     run: Callable[..., ShardResult] | None = None
     description: str = ""
+    # A shard kind's output (its rows' schema and counted columns); its plan writes it.
+    output: OutputSchema | None = None
+    # After a shard kind's units are committed: ``finalize(spec, shard_result) -> result``
+    # (e.g. eval's tables); the job's result is what it returns.
+    finalize: Callable[[Any, Any], ShardResult] | None = None
 
     def __post_init__(self) -> None:
         if (self.plan is None) == (self.run is None):
@@ -59,6 +67,12 @@ class JobKind:
                              f"kind: Literal[{self.name!r}] (received {tags or 'no kind field'})")
         if self.name == PIPELINE:
             raise ValueError(f"kind {PIPELINE!r} is built in")
+        if self.plan is not None and self.output is None:
+            raise ValueError(f"kind {self.name!r}: a shard kind declares its output schema "
+                             "(output=OutputSchema(...))")
+        if self.run is not None and (self.output is not None or self.finalize is not None):
+            raise ValueError(f"kind {self.name!r}: output= and finalize= belong to shard "
+                             "kinds (plan=); a run= kind writes what it writes")
 
 
 _KINDS: dict[str, JobKind] = {}

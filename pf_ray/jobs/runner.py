@@ -89,10 +89,13 @@ def run_job(spec: Any, *, executor: str = "ray", connect: bool = True) -> list[A
     if kind.run is not None:
         return [kind.run(spec, executor=executor)]
     plan: ShardPlan = kind.plan(spec)  # type: ignore[misc]
+    if plan.schema.name != kind.output.name:  # type: ignore[union-attr]
+        raise TypeError(f"kind {kind.name!r}: its plan writes {plan.schema.name!r} rows, its "
+                        f"registration declares {kind.output.name!r}")  # type: ignore[union-attr]
     label = f"{spec.kind}{f' ({spec.name})' if spec.name else ''}"
     with ShardProgress(label, enabled=spec.ray.progress) as bar:
         result = run_plan(plan, executor=executor, progress=bar)
-    return [result]
+    return [kind.finalize(spec, result) if kind.finalize is not None else result]
 
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -146,7 +149,7 @@ def _run_ray(plan: ShardPlan, dataset: Dataset, pending: list[Unit],
         items = [{UNIT: u.key, "_params": json.dumps(u.params)} for u in pending]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = map_units(ds, read_unit, reader=plan.reader)
-        ds = map_steps(ds, plan.steps, plan.faults)
+        ds = map_steps(ds, plan.steps, plan.faults, plan.schema)
         if plan.ray_stage is not None:
             ds = plan.ray_stage(ds)
         ds = map_units(ds, write_unit, dataset=dataset, spec_hash=plan.spec_hash,

@@ -27,16 +27,17 @@ import pyarrow as pa
 
 from pf_ray.data.io import Dataset
 from pf_ray.data.schema import (
-    COUNT_COLUMNS,
     REJECT_DETAIL,
     REJECT_REASON,
     REJECT_SCHEMA,
     REJECT_STAGE,
-    SCHEMAS,
+    SAMPLE_OUTPUT,
+    SAMPLE_SCHEMA,
     UNIT,
     UNIT_ROWS,
     UNIT_T0,
     Batch,
+    OutputSchema,
     to_table,
 )
 from pf_ray.faults import UnitFailed
@@ -77,7 +78,7 @@ class ShardPlan:
     output: OutputConfig
     storage: StorageConfig
     steps: list[StepDef] = field(default_factory=list)
-    schema: str = "sample"
+    schema: OutputSchema = SAMPLE_OUTPUT  # what the kind writes (its registration's output)
     # A Ray Data stage applied after the steps (e.g. ray.data.llm); it may re-batch rows.
     ray_stage: Callable[[Any], Any] | None = None
     faults: FaultPolicy = field(default_factory=FaultPolicy)
@@ -156,7 +157,7 @@ def _jsonable_row(batch: Batch, i: int, columns: Sequence[str]) -> str:
                       ensure_ascii=False, sort_keys=True, default=str)
 
 
-def write_unit(batch: Batch, dataset: Dataset, spec_hash: str, schema: str,
+def write_unit(batch: Batch, dataset: Dataset, spec_hash: str, schema: OutputSchema,
                max_reject_fraction: float = 1.0,
                expected_reasons: Sequence[str] = ("not_selected",),
                unit_stats: Callable[[Batch, list[int]], dict[str, Any]] | None = None
@@ -225,22 +226,23 @@ def reject_fraction_error(unit: str, info: dict[str, Any], limit: float,
             "are expected) and rerun")
 
 
-def _split(batch: Batch, idx: list[int], schema: str) -> tuple[pa.Table, pa.Table, dict]:
+def _split(batch: Batch, idx: list[int], schema: OutputSchema
+           ) -> tuple[pa.Table, pa.Table, dict]:
     """(rows, rejects, counts) of the rows ``idx`` of a batch."""
-    sch = SCHEMAS[schema]
+    sch = schema.schema
     good = [i for i in idx if batch[REJECT_REASON][i] is None]
     bad = [i for i in idx if batch[REJECT_REASON][i] is not None]
     rows = to_table({f.name: [batch[f.name][i] for i in good] for f in sch if f.name in batch},
-                    sch, name=schema)
+                    sch, name=schema.name)
     rejects = to_table({
         "id": [batch["id"][i] for i in bad],
         "stage": [batch[REJECT_STAGE][i] or "unknown" for i in bad],
         "reason": [batch[REJECT_REASON][i] for i in bad],
         "detail": [batch[REJECT_DETAIL][i] or "" for i in bad],
-        "row": [_jsonable_row(batch, i, SCHEMAS["sample"].names + sch.names) for i in bad],
+        "row": [_jsonable_row(batch, i, SAMPLE_SCHEMA.names + sch.names) for i in bad],
     }, REJECT_SCHEMA, name="reject")
     counts: dict[str, dict[str, int]] = {}
-    for col in COUNT_COLUMNS.get(schema, ("source",)):
+    for col in schema.count_columns:
         values = counts.setdefault(col, {})
         for i in good:
             key = str(batch[col][i]) if col in batch else "unknown"

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from pf_ray.data.conversation import read_pairs, row_seed
 from pf_ray.data.images import ImageLoader
 from pf_ray.data.io import Dataset
-from pf_ray.data.schema import SAMPLE_COLUMNS, Batch
+from pf_ray.data.schema import REWRITE_OUTPUT, SAMPLE_COLUMNS, Batch
 from pf_ray.data.select import selected
 from pf_ray.jobs.inputs import input_units
 from pf_ray.jobs.shard import ShardPlan, Unit
@@ -152,5 +152,5 @@ def plan_rewrite(spec: RewriteSpec) -> ShardPlan:
     ]
     return ShardPlan(kind="rewrite", spec_hash=digest, spec=recorded, units=units,
                      reader=read_samples,
-                     output=spec.output, storage=spec.storage, steps=steps, schema="rewrite",
+                     output=spec.output, storage=spec.storage, steps=steps, schema=REWRITE_OUTPUT,
                      faults=spec.faults)

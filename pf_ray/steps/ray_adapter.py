@@ -17,26 +17,44 @@ import pyarrow as pa
 import ray.data
 from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
-from pf_ray.data.schema import BOOKKEEPING, SCHEMAS, UNIT_ROWS, UNIT_T0, Batch
+from pf_ray.data.schema import (
+    BOOKKEEPING,
+    REJECT_SCHEMA,
+    REWRITE_SCHEMA,
+    SAMPLE_SCHEMA,
+    UNIT_ROWS,
+    UNIT_T0,
+    Batch,
+    OutputSchema,
+)
 from pf_ray.specs import FaultPolicy
 from pf_ray.steps.base import StepDef, run_step
 
-# Known column types, so that an all-null column in one block keeps its real type.
-_TYPES: dict[str, pa.DataType] = {f.name: f.type for s in SCHEMAS.values() for f in s}
+# Known column types, so that an all-null column in one block keeps its real type: the
+# formats stages share, the bookkeeping columns, and (per job) the kind's output schema.
+_TYPES: dict[str, pa.DataType] = {f.name: f.type for s in (SAMPLE_SCHEMA, REWRITE_SCHEMA,
+                                                            REJECT_SCHEMA) for f in s}
 _TYPES.update({c: pa.string() for c in BOOKKEEPING})
 _TYPES[UNIT_ROWS] = pa.int64()
 _TYPES[UNIT_T0] = pa.float64()
+
+
+def column_types(output: OutputSchema | None = None) -> dict[str, pa.DataType]:
+    """The known column types, with those of a kind's ``output``."""
+    return {**_TYPES, **({f.name: f.type for f in output.schema} if output else {})}
 
 
 def table_to_batch(table: pa.Table) -> Batch:
     return table.to_pydict()
 
 
-def batch_to_table(batch: Batch) -> pa.Table:
-    """Columns of known name get their declared type; others are inferred."""
+def batch_to_table(batch: Batch, types: dict[str, pa.DataType] | None = None) -> pa.Table:
+    """Columns of known name (``types``, default :func:`column_types`) get their declared
+    type; others are inferred."""
+    types = _TYPES if types is None else types
     arrays, names = [], []
     for name, values in batch.items():
-        typ = _TYPES.get(name)
+        typ = types.get(name)
         try:
             arrays.append(pa.array(values, type=typ))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
@@ -48,26 +66,31 @@ def batch_to_table(batch: Batch) -> pa.Table:
 class _StepActor:
     """Actor wrapper: builds a class/GPU step once, then maps unit blocks."""
 
-    def __init__(self, step: StepDef, faults: FaultPolicy):
-        self.step, self.faults = step, faults
+    def __init__(self, step: StepDef, faults: FaultPolicy,
+                 types: dict[str, pa.DataType] | None = None):
+        self.step, self.faults, self.types = step, faults, types
         self.fn = step.build()
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return batch_to_table(run_step(self.step, self.fn, table_to_batch(table), self.faults))
+        return batch_to_table(run_step(self.step, self.fn, table_to_batch(table), self.faults),
+                              self.types)
 
 
-def _step_task(table: pa.Table, step: StepDef, faults: FaultPolicy) -> pa.Table:
-    return batch_to_table(run_step(step, step.build(), table_to_batch(table), faults))
+def _step_task(table: pa.Table, step: StepDef, faults: FaultPolicy,
+               types: dict[str, pa.DataType] | None = None) -> pa.Table:
+    return batch_to_table(run_step(step, step.build(), table_to_batch(table), faults), types)
 
 
 def _function_task(table: pa.Table, fn: Callable[..., Batch], kwargs: dict[str, Any]) -> pa.Table:
     return batch_to_table(fn(table_to_batch(table), **kwargs))
 
 
-def map_step(ds: ray.data.Dataset, step: StepDef, faults: FaultPolicy | None = None
-             ) -> ray.data.Dataset:
-    """Apply one step to every unit block of ``ds`` (``faults``: infrastructure faults)."""
+def map_step(ds: ray.data.Dataset, step: StepDef, faults: FaultPolicy | None = None,
+             output: OutputSchema | None = None) -> ray.data.Dataset:
+    """Apply one step to every unit block of ``ds`` (``faults``: infrastructure faults;
+    ``output``: the kind's output schema, whose column types the blocks keep)."""
     faults = faults or FaultPolicy()
+    types = column_types(output)
     res = step.resources
     common: dict[str, Any] = {"batch_size": None, "batch_format": "pyarrow",
                               "num_cpus": res.num_cpus}
@@ -77,19 +100,21 @@ def map_step(ds: ray.data.Dataset, step: StepDef, faults: FaultPolicy | None = N
         common["memory"] = res.memory
     if step.uses_actors:
         return ds.map_batches(
-            _StepActor, fn_constructor_kwargs={"step": step, "faults": faults},
+            _StepActor, fn_constructor_kwargs={"step": step, "faults": faults,
+                                               "types": types},
             compute=ActorPoolStrategy(min_size=res.min_actors,
                                       max_size=max(res.min_actors, res.max_actors)),
             **common)
-    return ds.map_batches(_step_task, fn_kwargs={"step": step, "faults": faults},
+    return ds.map_batches(_step_task, fn_kwargs={"step": step, "faults": faults,
+                                                 "types": types},
                           compute=TaskPoolStrategy(),
                           **common)
 
 
-def map_steps(ds: ray.data.Dataset, steps: Sequence[StepDef], faults: FaultPolicy | None = None
-              ) -> ray.data.Dataset:
+def map_steps(ds: ray.data.Dataset, steps: Sequence[StepDef], faults: FaultPolicy | None = None,
+              output: OutputSchema | None = None) -> ray.data.Dataset:
     for step in steps:
-        ds = map_step(ds, step, faults)
+        ds = map_step(ds, step, faults, output)
     return ds
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from pf_ray.eval import judges
 from pf_ray.eval.judges import Understanding
 from pf_ray.metrics.rouge import rouge_l
+from pf_ray.scorers import nli as scorers_nli
 from pf_ray.scorers.nli import NLI_LABELS
 
 TEMPLATE = '"{answer}" is the answer to the question: "{question}"'
@@ -63,7 +63,7 @@ def test_nli_judge_accuracy_with_the_spec_template(monkeypatch: pytest.MonkeyPat
         loaded.update(what=what, path=path, num_labels=num_labels, labels=labels)
         return stub
 
-    monkeypatch.setattr(judges, "load", fake_load)
+    monkeypatch.setattr(scorers_nli, "load", fake_load)
     step = Understanding("/models/nli", TEMPLATE, NLI_LABELS)
     q = "What colour is the bus?"
     rows = [{"id": "1", "task": "vqa", "metric": "nli", "instruction": q,
@@ -89,7 +89,7 @@ def test_nli_judge_accuracy_with_the_spec_template(monkeypatch: pytest.MonkeyPat
 
 def test_nli_label_order_is_read_from_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
     """With labels [entailment, neutral, contradiction] the same logits mean otherwise."""
-    monkeypatch.setattr(judges, "load", lambda *a, **k: StubNLI())
+    monkeypatch.setattr(scorers_nli, "load", lambda *a, **k: StubNLI())
     step = Understanding("/m", TEMPLATE, ["entailment", "neutral", "contradiction"])
     out = step(batch([{"id": "1", "task": "vqa", "metric": "nli", "instruction": "q",
                        "references": ["x"], "output": "y"}]))  # argmax index 0

@@ -10,8 +10,9 @@ import pytest
 from tiny_filter_models import png
 
 from pf_ray.data.io import Dataset
-from pf_ray.data.schema import PF1M_SCHEMA, REJECT_SCHEMA, to_table
+from pf_ray.data.schema import REJECT_SCHEMA, to_table
 from pf_ray.export.pf1m_json import export_pf1m_json, read_pf1m_json
+from pf_ray.filters.schema import pf1m_output
 from pf_ray.specs import StorageConfig
 
 BASE = {"finish_reason": "stop", "meta": "{}", "length": 9, "rouge_score": 0.25,
@@ -36,7 +37,7 @@ ROWS: list[dict[str, Any]] = [
 def write_pf1m(root: Path, kind: str = "filter") -> str:
     ds = Dataset(str(root), StorageConfig())
     empty = to_table({f.name: [] for f in REJECT_SCHEMA}, REJECT_SCHEMA)
-    table = to_table({f.name: [r[f.name] for r in ROWS] for f in PF1M_SCHEMA}, PF1M_SCHEMA)
+    table = to_table({f.name: [r[f.name] for r in ROWS] for f in pf1m_output().schema}, pf1m_output().schema)
     ds.write_data("u-x.parquet", table, empty)
     ds.commit("u-x", {"rows": 3, "rejects": 0, "counts": {}, "rejects_per_reason": {},
                       "files": ["u-x.parquet"], "reject_files": []})

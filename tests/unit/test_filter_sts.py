@@ -33,7 +33,7 @@ def test_paraphrase_kept_unrelated_dropped(sts: STSScore) -> None:
 
 def test_score_is_the_cosine_of_the_embeddings(sts: STSScore) -> None:
     a, b = "Two dogs play in the snow.", "A pair of dogs playing in snow."
-    emb = sts.model.encode([a, b], convert_to_numpy=True)
+    emb = sts.scorer.model.encode([a, b], convert_to_numpy=True)
     want = float(emb[0] @ emb[1] / np.linalg.norm(emb[0]) / np.linalg.norm(emb[1]))
     assert sts.similarities([a], [b])[0] == pytest.approx(want, abs=1e-5)
     assert cosine_rows([[3.0, 4.0]], [[4.0, 3.0]]) == [pytest.approx(24 / 25)]

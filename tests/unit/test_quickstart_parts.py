@@ -191,6 +191,7 @@ def test_one_epoch_holds_the_stage_steps_in_the_data_proportions(tmp_path):
         REJECT_DETAIL,
         REJECT_REASON,
         REJECT_STAGE,
+        SAMPLE_OUTPUT,
         UNIT,
         UNIT_ROWS,
         UNIT_T0,
@@ -204,7 +205,7 @@ def test_one_epoch_holds_the_stage_steps_in_the_data_proportions(tmp_path):
         batch.update({UNIT: ["u0"] * n, UNIT_ROWS: [n] * n, UNIT_T0: [time.time()] * n,
                       REJECT_STAGE: [None] * n, REJECT_REASON: [None] * n,
                       REJECT_DETAIL: [None] * n})
-        write_unit(batch, Dataset(str(tmp_path / name), StorageConfig()), "abc", "sample")
+        write_unit(batch, Dataset(str(tmp_path / name), StorageConfig()), "abc", SAMPLE_OUTPUT)
         return str(tmp_path / name)
 
     a, b = dataset("a", 36), dataset("b", 18)

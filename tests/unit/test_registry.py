@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import pyarrow as pa
 import pytest
 from pydantic import Field
 
 from pf_ray.cli import main
 from pf_ray.config import SpecError, parse_spec
-from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON, Batch
+from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON, Batch, OutputSchema
 from pf_ray.data.synthetic import generate
 from pf_ray.jobs import registry
 from pf_ray.jobs.registry import JobKind
@@ -34,13 +35,20 @@ def reject_odd(batch: Batch) -> Batch:
             REJECT_DETAIL: [None] * len(batch["id"])}
 
 
+# The toy kind's own output: rows of its own schema, declared in its registration (no edit
+# of pf_ray/data/schema.py).
+SHOUT_OUTPUT = OutputSchema("shout", pa.schema([pa.field("id", pa.string(), nullable=False),
+                                               pa.field("source", pa.string()),
+                                               pa.field("task", pa.string())]), ("task",))
+
+
 def plan_shout(spec: ShoutSpec) -> ShardPlan:
     unit = Unit("all", {"seed": 0, "start": 0, "stop": spec.n, "image_size": 32,
                         "embed_images": False})
     return ShardPlan(kind="shout", spec_hash=spec_hash(spec), spec=spec.model_dump(),
                      units=[unit], reader=generate, output=spec.output, storage=spec.storage,
                      steps=[StepDef("reject_odd", reject_odd, ("id",), ())],
-                     faults=spec.faults, expected_reasons=("odd",))
+                     faults=spec.faults, expected_reasons=("odd",), schema=SHOUT_OUTPUT)
 
 
 class EchoSpec(SpecBase):
@@ -65,7 +73,7 @@ def run_echo(spec: EchoSpec, *, executor: str = "ray") -> EchoResult:
 
 @pytest.fixture()
 def toy_kinds() -> Iterator[None]:
-    registry.register(JobKind("shout", ShoutSpec, plan=plan_shout))
+    registry.register(JobKind("shout", ShoutSpec, plan=plan_shout, output=SHOUT_OUTPUT))
     registry.register(JobKind("echo", EchoSpec, run=run_echo))
     yield
     registry.unregister("shout")
@@ -83,6 +91,12 @@ def test_toy_kinds_validate_run_and_print_json(toy_kinds: None, tmp_path: Path,
     result = json.loads(out[out.index("["):])
     assert result[0]["kind"] == "shout"
     assert result[0]["totals"]["rows"] == 3 and result[0]["totals"]["rejects"] == 3
+    from pf_ray.data.io import Dataset
+    from pf_ray.specs import StorageConfig
+
+    written = Dataset(str(tmp_path / "out"), StorageConfig())
+    assert written.read().schema.names == ["id", "source", "task"]  # the kind's own schema
+    assert set(written.read_manifest()["totals"]["counts"]) == {"task"}
 
     pipeline = tmp_path / "pipe.yaml"
     pipeline.write_text(f"kind: pipeline\njobs:\n  - {spec.name}\n  - {{kind: echo, text: hi}}\n")
@@ -111,6 +125,30 @@ def test_unknown_kind_lists_registered_kinds() -> None:
     for kind in ("synthetic", "ingest", "distort", "rewrite", "train", "pipeline"):
         assert kind in info.value.problems[0]
     assert "shout" not in info.value.problems[0]
+
+
+def test_a_kind_finalizes_its_shards(tmp_path: Path) -> None:
+    """``finalize`` turns the committed shards into the job's result (as eval's tables)."""
+    from pf_ray.jobs.runner import run_job
+
+    seen: list[Any] = []
+
+    def tables(spec: ShoutSpec, shards: Any) -> EchoResult:
+        seen.append(shards.manifest["totals"]["rows"])
+        return EchoResult(f"{seen[0]} rows")
+
+    registry.register(JobKind("shout", ShoutSpec, plan=plan_shout, output=SHOUT_OUTPUT,
+                              finalize=tables))
+    try:
+        spec = parse_spec({"kind": "shout", "n": 4, "output": {"path": str(tmp_path)}})
+        [result] = run_job(spec, executor="local")
+        assert result.summary() == "echo: 2 rows" and seen == [2]
+    finally:
+        registry.unregister("shout")
+    with pytest.raises(ValueError, match="declares its output schema"):
+        JobKind("shout", ShoutSpec, plan=plan_shout)
+    with pytest.raises(ValueError, match="belong to shard kinds"):
+        JobKind("echo", EchoSpec, run=run_echo, finalize=tables)
 
 
 def test_a_kind_must_match_its_spec() -> None:

@@ -20,18 +20,20 @@ import pytest
 from pf_ray.config import SpecError, parse_spec
 from pf_ray.data.io import Dataset
 from pf_ray.data.schema import (
-    PF1M_SCHEMA,
     REJECT_DETAIL,
     REJECT_REASON,
     REJECT_SCHEMA,
     REJECT_STAGE,
+    SAMPLE_OUTPUT,
     SAMPLE_SCHEMA,
     UNIT,
     UNIT_ROWS,
     UNIT_T0,
+    OutputSchema,
     to_table,
 )
 from pf_ray.data.synthetic import generate
+from pf_ray.filters.schema import pf1m_output
 from pf_ray.jobs.shard import write_unit
 from pf_ray.specs import StorageConfig
 from pf_ray.train import data as train_data
@@ -65,7 +67,7 @@ def _batch(rows: list[dict[str, Any]], unit: str, unit_rows: int) -> dict[str, l
 
 
 def write_dataset(root: Path, rows: list[dict[str, Any]], per_unit: int, *,
-                  schema: str = "sample", parts: int = 1) -> str:
+                  schema: OutputSchema = SAMPLE_OUTPUT, parts: int = 1) -> str:
     """A committed dataset of ``rows``, ``per_unit`` rows a unit; ``parts`` > 1: each unit
     reaches the writer in that many blocks, so its marker lists that many files."""
     ds = Dataset(str(root), STORAGE)
@@ -189,11 +191,11 @@ def test_older_markers_without_counts_read_the_columns(tmp_path: Path) -> None:
 
 def test_pf1m_shards_are_selected_by_task_and_read_as_conversations(tmp_path: Path) -> None:
     tasks = ["captions", "vqa", "region_caption"]
-    rows = [{f.name: None for f in PF1M_SCHEMA} | {
+    rows = [{f.name: None for f in pf1m_output().schema} | {
         "id": f"p:{i}", "source": "coco" if i % 2 else "vqav2", "task": tasks[i % 3],
         "instruction": f"question {i}", "original": f"draft {i}", "output": f"polite {i}",
         "meta": "{}"} for i in range(12)]
-    root = write_dataset(tmp_path / "pf1m", rows, per_unit=5, schema="pf1m")
+    root = write_dataset(tmp_path / "pf1m", rows, per_unit=5, schema=pf1m_output())
     spec = train([{"path": root, "tasks": ["vqa", "captions"], "sources": ["coco"]}])
     want = expected(rows, ["coco"], ["vqa", "captions"])
     assert sum(n for f in data_files(spec) for _, n in f) == len(want) == 4
