@@ -129,6 +129,14 @@ class ImagePolicy(Strict):
     allowed_hosts: list[str] = Field(
         default_factory=list, description="http(s) hosts images may be fetched from"
     )
+    max_bytes: int = Field(
+        50 * 2**20, ge=1, description="larger encoded images (files, objects, URLs, tar "
+        "members) are rejected as image_too_large"
+    )
+    timeout_s: float = Field(
+        20.0, gt=0, description="limit of one http(s) image fetch; a host that does not "
+        "answer in time is an infrastructure fault (retried, then the unit fails)"
+    )
 
 
 def spec_hash(job: BaseModel, *, exclude: set[str] | None = None) -> str:
