@@ -255,3 +255,37 @@ def test_oom_row_is_rejected_and_the_rest_committed_on_ray(ray_session: str,
     kept, rejected, committed = contents(tmp_path / "out")
     assert committed == 2 and rejected == {"synthetic:0-000000002": "oom_row"}
     assert len(kept) == 7 and result.manifest["totals"]["rejects"] == 1
+
+
+# ------------------------------------------------------------------ re-batched units on Ray
+
+
+def _rebatch_plan(root: Path, stage: Any) -> ShardPlan:
+    from pf_ray.data.synthetic import generate
+
+    units = [Unit(f"u{k}", {"seed": 1, "start": 5 * k, "stop": 5 * k + 5, "image_size": 16,
+                            "embed_images": False}) for k in range(3)]
+    return ShardPlan(kind="toy", spec_hash="h2", spec={}, units=units, reader=generate,
+                     output=OutputConfig(path=str(root)), storage=StorageConfig(),
+                     ray_stage=stage, faults=FaultPolicy(retries=0, backoff_s=0))
+
+
+def test_rebatched_units_commit_by_ids_on_ray(ray_session: str, tmp_path: Path) -> None:
+    """A stage that re-batches rows across units (parts) commits every unit; one that
+    duplicates a row of u1 in place of another (same counts, other ids) fails u1 only
+    after the others, and the rerun without it commits u1 with each id once."""
+    root = tmp_path / "out"
+
+    def duplicate_one(ds: Any) -> Any:
+        one = ds.filter(lambda r: r["id"] == "synthetic:1-000000006")
+        rest = ds.filter(lambda r: r["id"] != "synthetic:1-000000007")
+        return rest.union(one).repartition(4)
+
+    with pytest.raises(JobFailed, match="u1: .* ids are not the 5 id.s. read"):
+        run_plan(_rebatch_plan(root, duplicate_one), executor="ray")
+    ds = Dataset(str(root), StorageConfig())
+    assert sorted(ds.committed()) == ["u0-h2", "u2-h2"]
+    result = run_plan(_rebatch_plan(root, lambda ds: ds.repartition(4)), executor="ray")
+    assert result.written == 1 and result.skipped == 2
+    ids = [r["id"] for r in ds.read().to_pylist()]
+    assert len(ids) == 15 and len(set(ids)) == 15
