@@ -129,6 +129,18 @@ class ImagePolicy(Strict):
     allowed_hosts: list[str] = Field(
         default_factory=list, description="http(s) hosts images may be fetched from"
     )
+    # Left out of dumps at their defaults, so spec hashes (shard names) of datasets made
+    # before these fields existed stay the same and their jobs still resume.
+    max_bytes: int = Field(
+        50 * 2**20, ge=1, exclude_if=lambda v: v == 50 * 2**20,
+        description="larger encoded images (files, objects, URLs, tar members) are "
+        "rejected as image_too_large"
+    )
+    timeout_s: float = Field(
+        20.0, gt=0, exclude_if=lambda v: v == 20.0,
+        description="limit of one http(s) image fetch; a host that does not answer in time "
+        "is an infrastructure fault (retried, then the unit fails)"
+    )
 
 
 class ImageLimits(Strict):

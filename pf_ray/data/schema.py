@@ -21,11 +21,12 @@ SCHEMA_VERSION = 1
 # ``conversations`` are lists of dicts, which numpy cannot hold without object arrays).
 Batch = dict[str, list[Any]]
 
-# In-flight bookkeeping columns (never written to shards): the unit a row belongs to, and
-# why a row was rejected (the stage, a machine-readable reason, a human-readable detail).
-UNIT, UNIT_ROWS, UNIT_T0 = "_unit", "_unit_rows", "_unit_t0"
+# In-flight bookkeeping columns (never written to shards): the unit a row belongs to, its
+# row count and ids digest at read time, and why a row was rejected (the stage, a
+# machine-readable reason, a human-readable detail).
+UNIT, UNIT_ROWS, UNIT_T0, UNIT_IDS = "_unit", "_unit_rows", "_unit_t0", "_unit_ids"
 REJECT_STAGE, REJECT_REASON, REJECT_DETAIL = "_reject_stage", "_reject_reason", "_reject_detail"
-BOOKKEEPING = (UNIT, UNIT_ROWS, UNIT_T0, REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)
+BOOKKEEPING = (UNIT, UNIT_ROWS, UNIT_T0, UNIT_IDS, REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)
 
 ROLES = ("system", "user", "assistant")
 

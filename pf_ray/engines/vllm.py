@@ -7,7 +7,13 @@ the shard writer commits such units part by part (see ``jobs.shard.write_unit``)
 What is stage-specific is injected as an :class:`LLMTask`: which rows go to the engine,
 the chat messages of a row, and what to do with the generated text (the column it fills,
 or a reject reason). Rows not selected bypass the processor and are unioned back.
-Engine errors on a row (``__inference_error__``) become rejects with reason ``llm_error``.
+
+``should_continue_on_error=True`` makes ``ray.data.llm`` report a row's failure in
+``__inference_error__`` instead of failing the dataset. Errors about the row (a prompt
+longer than the model's context) become rejects with reason ``llm_error``; errors of the
+engine (a dead engine core, an out-of-memory, a CUDA error, a full queue; see
+:func:`pf_ray.faults.llm_row_error_fault`) fail the unit instead (:class:`UnitFailed`):
+nothing of it is committed and a rerun redoes it.
 """
 
 from __future__ import annotations
@@ -16,10 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pf_ray.data.schema import BOOKKEEPING, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, Batch
+from pf_ray.data.schema import (
+    BOOKKEEPING,
+    REJECT_DETAIL,
+    REJECT_REASON,
+    REJECT_STAGE,
+    UNIT,
+    Batch,
+)
 from pf_ray.engines.base import GenParams
 from pf_ray.engines.config import VLLMEngineConfig
 from pf_ray.engines.prompting import Message, cut_at_stop, guanaco_prompt
+from pf_ray.faults import UnitFailed, llm_row_error_fault
 
 Row = dict[str, Any]
 
@@ -85,12 +99,20 @@ class _Post:
 
 
 def mark_engine_errors(batch: Batch, *, task: LLMTask) -> Batch:
-    """Rows the engine failed on (``__inference_error__``) become rejects, not crashes.
+    """Rows the engine failed on (``__inference_error__``) become rejects when the error is
+    the row's; an engine fault in any row raises :class:`UnitFailed` for its unit(s).
 
     Such rows bypass the postprocessor, so they arrive with the processor's columns only.
     """
     n = len(batch["id"])
     errors = batch.pop("__inference_error__", None) or [None] * n
+    engine = [i for i, e in enumerate(errors) if e and llm_row_error_fault(e) != "row"]
+    if engine:
+        units = sorted({str(batch[UNIT][i]) for i in engine}) if UNIT in batch else ["?"]
+        raise UnitFailed(
+            f"{task.stage}: the vLLM engine failed on {len(engine)} row(s) of unit(s) "
+            f"{', '.join(units)} with an engine fault, not a row's: "
+            f"{str(errors[engine[0]])[:1000]}")
     out = {k: batch.get(k, [None] * n) for k in task.columns}
     for i, e in enumerate(errors):
         if e:

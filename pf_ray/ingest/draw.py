@@ -52,6 +52,7 @@ def draw_regions_step(policy: ImagePolicy, storage: StorageConfig,
                       image_root: str | None = None) -> StepDef:
     """The RenderRegions step, loading images under the spec's ``images`` policy."""
     loader = ImageLoader(image_root=image_root, storage=storage, max_pixels=policy.max_pixels,
-                         allowed_hosts=tuple(policy.allowed_hosts))
+                         allowed_hosts=tuple(policy.allowed_hosts),
+                         max_bytes=policy.max_bytes, timeout_s=policy.timeout_s)
     return StepDef(RenderRegions.name, RenderRegions, RenderRegions.inputs,
                    RenderRegions.outputs, RenderRegions.resources, {"loader": loader})

@@ -132,7 +132,23 @@ def run_plan(plan: ShardPlan, *, executor: str = "ray",
         error = failure_from(exc)
         if error is None:
             raise
+    if error is None:
+        error = _unreported(plan, pending, summaries)
     return finish(plan, dataset, summaries, skipped, t0, executor, error)
+
+
+def _unreported(plan: ShardPlan, pending: list[Unit], summaries: list[dict[str, Any]]
+                ) -> JobFailed | None:
+    """A failure for units the writers never completed (parts that never added up to the
+    unit: rows lost on the way), or None. Without it such a unit would be left uncommitted
+    by a job that exits 0."""
+    reported = {s["name"] for s in summaries}
+    lost = [u.key for u in pending if plan.shard_name(u) not in reported]
+    if not lost:
+        return None
+    return JobFailed(f"unit(s) {', '.join(lost[:20])}{' ...' if len(lost) > 20 else ''}: "
+                     "their rows did not all reach the writer (parts that never add up to "
+                     "the unit's ids); not committed: rerun to redo them")
 
 
 def _run_ray(plan: ShardPlan, dataset: Dataset, pending: list[Unit],

@@ -9,7 +9,10 @@ output shard named ``<unit key>-<spec hash>``; committed shards are skipped on r
 A unit is committed only when it is sound: an infrastructure fault in a step fails it
 (:class:`~pf_ray.faults.UnitFailed`), and so does a reject fraction above the spec's
 ``faults.max_reject_fraction``; either way the job fails after the other units are done
-and a rerun resumes the failed ones.
+and a rerun resumes the failed ones. A unit that reaches the writer in parts (after a
+re-batching stage) is committed only when the ids of its parts are exactly the ids read
+(:func:`ids_digest`, carried from :func:`read_unit` in the ``_unit_ids`` column), not when
+their counts add up: a duplicated or a lost row fails the unit instead.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +37,7 @@ from pf_ray.data.schema import (
     SAMPLE_OUTPUT,
     SAMPLE_SCHEMA,
     UNIT,
+    UNIT_IDS,
     UNIT_ROWS,
     UNIT_T0,
     Batch,
@@ -133,8 +137,37 @@ class JobFailed(RuntimeError):
 # ------------------------------------------------------------------ per-unit functions
 
 
+_DIGEST_MOD = 2**256
+
+
+def ids_digest(ids: Iterable[object]) -> str:
+    """``"N:HEX"``: how many ids, and the sum modulo 2**256 of their SHA-256.
+
+    A multiset hash: the same for any order and any split of the ids into parts, so the
+    parts' digests combine (:func:`combine_digests`) into the digest of their union, and a
+    duplicated id or a lost one changes it. No list of ids is stored anywhere.
+    """
+    total, n = 0, 0
+    for i in ids:
+        total += int.from_bytes(hashlib.sha256(str(i).encode()).digest(), "big")
+        n += 1
+    return f"{n}:{total % _DIGEST_MOD:064x}"
+
+
+def combine_digests(digests: Iterable[str]) -> str:
+    """The :func:`ids_digest` of the union (as a multiset) of the parts with ``digests``."""
+    total, n = 0, 0
+    for d in digests:
+        count, _, value = d.partition(":")
+        n += int(count)
+        total += int(value, 16)
+    return f"{n}:{total % _DIGEST_MOD:064x}"
+
+
 def read_unit(batch: Batch, reader: Reader) -> Batch:
-    """One row per unit in, that unit's rows out (with the bookkeeping columns)."""
+    """One row per unit in, that unit's rows out (with the bookkeeping columns: the unit,
+    its row count and :func:`ids_digest` of its ids, so the writer can tell a complete
+    unit from parts that merely add up)."""
     out: Batch = {}
     for key, params in zip(batch[UNIT], batch["_params"], strict=True):
         t0 = time.time()
@@ -143,7 +176,8 @@ def read_unit(batch: Batch, reader: Reader) -> Batch:
         rows.setdefault(REJECT_STAGE, [None] * n)
         rows.setdefault(REJECT_REASON, [None] * n)
         rows.setdefault(REJECT_DETAIL, [None] * n)
-        rows.update({UNIT: [key] * n, UNIT_ROWS: [n] * n, UNIT_T0: [t0] * n})
+        rows.update({UNIT: [key] * n, UNIT_ROWS: [n] * n, UNIT_T0: [t0] * n,
+                     UNIT_IDS: [ids_digest(rows.get("id", []))] * n})
         for col, values in rows.items():
             out.setdefault(col, []).extend(values)
     return out
@@ -166,9 +200,12 @@ def write_unit(batch: Batch, dataset: Dataset, spec_hash: str, schema: OutputSch
 
     Normally a block holds one whole unit, written as ``<name>.parquet``. A block holding
     part of a unit (after a re-batching stage) is written as a part file; the writer that
-    completes the unit commits its marker. A unit whose unexpected rejects exceed
-    ``max_reject_fraction`` of its rows is not committed: its summary row carries the
-    reason in ``failed`` and the runner fails the job.
+    completes the unit commits its marker. Whole or in parts, a unit is complete when its
+    ids are those read (``_unit_ids``, see :func:`ids_digest`); parts that reach the row
+    count with other ids (a duplicate, a lost row) are not committed: the summary row
+    says so in ``failed``. (Batches without ``_unit_ids``, built by hand, fall back to
+    counting rows.) A unit whose unexpected rejects exceed ``max_reject_fraction`` of its
+    rows is not committed either, and the runner fails the job.
     """
     t_write = time.time()
     units: dict[str, list[int]] = {}
@@ -182,7 +219,10 @@ def write_unit(batch: Batch, dataset: Dataset, spec_hash: str, schema: OutputSch
         if unit_stats is not None:
             info["stats"] = [unit_stats(batch, idx)]
         info.update(seconds_total=round(time.time() - batch[UNIT_T0][idx[0]], 4))
-        whole = len(idx) == expected
+        want = batch[UNIT_IDS][idx[0]] if UNIT_IDS in batch else None
+        got = ids_digest(batch["id"][i] for i in idx)
+        whole = len(idx) == expected and want in (None, got)
+        failed: str | None = None
         if whole:  # the whole unit: one file, committed at once
             file = f"{name}.parquet"
         else:
@@ -190,12 +230,15 @@ def write_unit(batch: Batch, dataset: Dataset, spec_hash: str, schema: OutputSch
             part = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
             file = f"{name}.part-{part}.parquet"
             dataset.write_data(file, rows, rejects)
-            info.update(files=[file], reject_files=[file] if info["rejects"] else [])
+            info.update(files=[file], reject_files=[file] if info["rejects"] else [], ids=got)
             parts = dataset.write_part_info(name, part, info)
-            if sum(p["rows"] + p["rejects"] for p in parts) < expected:
+            seen = sum(p["rows"] + p["rejects"] for p in parts)
+            if seen < expected:
                 continue
+            failed = _parts_error(unit, parts, seen, expected, want)
             info = _merge_parts(parts)
-        failed = reject_fraction_error(unit, info, max_reject_fraction, expected_reasons)
+        failed = failed or reject_fraction_error(unit, info, max_reject_fraction,
+                                                 expected_reasons)
         if failed is None:
             if whole:
                 dataset.write_data(file, rows, rejects)
@@ -207,6 +250,21 @@ def write_unit(batch: Batch, dataset: Dataset, spec_hash: str, schema: OutputSch
         out["rejects"].append(info["rejects"])
         out["failed"].append(failed)
     return out
+
+
+def _parts_error(unit: str, parts: list[dict[str, Any]], seen: int, expected: int,
+                 want: str | None) -> str | None:
+    """Why parts that reach the unit's row count do not make the unit, or None."""
+    if want is None:  # no digest known: the counts must match exactly
+        same = seen == expected
+    else:
+        same = "ids" in parts[0] and all("ids" in p for p in parts) and combine_digests(
+            p["ids"] for p in parts) == want
+    if same:
+        return None
+    return (f"unit {unit}: its {len(parts)} part(s) hold {seen} row(s) whose ids are not the "
+            f"{expected} id(s) read (a row duplicated or lost on the way to the writer); not "
+            "committed: rerun to redo the unit")
 
 
 def reject_fraction_error(unit: str, info: dict[str, Any], limit: float,

@@ -41,9 +41,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
+from pf_ray.faults import ModelUnavailable
 from pf_ray.model.config import FlamingoConfig
 from pf_ray.model.flamingo import FlamingoModel, build_flamingo
 from pf_ray.model.lora import is_lora_name, load_adapter, save_adapter
@@ -298,23 +300,55 @@ def read_config(folder: str | Path) -> FlamingoConfig:
     return FlamingoConfig.from_dict(json.loads((Path(folder) / CONFIG_NAME).read_text()))
 
 
+class CheckpointMismatch(ModelUnavailable, KeyError):
+    """A model folder whose weights do not fit its config (missing, unexpected or
+    mis-shaped keys). A ``KeyError`` naming the keys, and a :class:`ModelUnavailable`: a
+    step that loads it fails its unit instead of rejecting rows one by one."""
+
+    def __str__(self) -> str:  # KeyError would quote the message: keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
 def load_pretrained(folder: str | Path, *, device: str | torch.device = "cpu",
                     strict: bool = True) -> FlamingoModel:
     """Rebuild a model from its folder (local, or a URI copied to a local cache): config,
-    weights (every key), LoRA adapter."""
+    weights (every key), LoRA adapter.
+
+    A folder that cannot be read (missing, or a store that is down), a ``config.json`` that
+    is not one, a truncated or corrupt ``model.safetensors`` or adapter raise
+    :class:`~pf_ray.faults.ModelUnavailable` (an infrastructure fault: retried, then the
+    unit fails; never a per-row ``exception`` reject); keys that do not fit raise
+    :class:`CheckpointMismatch`.
+    """
     from pf_ray.storage import local_copy
 
-    folder = Path(local_copy(str(folder)))
-    config = read_config(folder)
+    where = str(folder)
+    try:
+        folder = Path(local_copy(where))
+        config = read_config(folder)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the read: the model is not there
+        raise ModelUnavailable(f"model folder {where}: {CONFIG_NAME} cannot be read "
+                               f"({type(exc).__name__}: {exc})") from exc
     # weights come from the folder: don't read the original pretrained paths again
     config = config.replace(vision=replace(config.vision, pretrained=None),
                             lm=replace(config.lm, pretrained=None))
     model = build_flamingo(config, device=device)
-    state = load_file(str(folder / WEIGHTS_NAME), device=str(device))
-    load_state_dict(model, state, layout=FOLDER_LAYOUT, strict=strict, map_keys=False,
-                    source=str(folder / WEIGHTS_NAME))
-    if config.lora is not None:
-        load_adapter(model.lang_encoder, folder / ADAPTER_DIR, strict=strict)
+    weights = folder / WEIGHTS_NAME
+    try:
+        state = load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelUnavailable(f"{weights}: cannot be loaded ({type(exc).__name__}: {exc}); "
+                               "the file is missing, truncated or corrupt") from exc
+    try:
+        load_state_dict(model, state, layout=FOLDER_LAYOUT, strict=strict, map_keys=False,
+                        source=str(weights))
+        if config.lora is not None:
+            load_adapter(model.lang_encoder, folder / ADAPTER_DIR, strict=strict)
+    except KeyError as exc:
+        raise CheckpointMismatch(exc.args[0] if exc.args else str(exc)) from exc
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelUnavailable(f"{folder / ADAPTER_DIR}: the LoRA adapter cannot be loaded "
+                               f"({type(exc).__name__}: {exc})") from exc
     model.eval()
     return model
 

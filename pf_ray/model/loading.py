@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pf_ray.faults import ModelUnavailable
 from pf_ray.model.config import FlamingoConfig
 from pf_ray.storage import is_uri, local_copy
 
@@ -19,7 +20,15 @@ def model_config(model: str) -> FlamingoConfig:
     from pf_ray.model.checkpoint import read_config
     from pf_ray.model.presets import get_preset
 
-    return get_preset(model) if _is_preset(model) else read_config(local_copy(model))
+    if _is_preset(model):
+        return get_preset(model)
+    try:
+        return read_config(_local(model))
+    except ModelUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an unreadable config: the model is unusable
+        raise ModelUnavailable(f"model {model!r}: config.json cannot be read "
+                               f"({type(exc).__name__}: {exc})") from exc
 
 
 def model_tokenizer(model: str, config: FlamingoConfig | None = None) -> Any:
@@ -43,4 +52,14 @@ def build_model(model: str, seed: int = 0) -> Any:
     if _is_preset(model):
         torch.manual_seed(seed)
         return build_flamingo(get_preset(model))
-    return load_pretrained(local_copy(model))
+    return load_pretrained(_local(model))
+
+
+def _local(model: str) -> str:
+    """A local copy of a model folder, or :class:`ModelUnavailable` (a store that is down,
+    a folder that is not there: every row would fail alike)."""
+    try:
+        return local_copy(model)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the copy: the model is not there
+        raise ModelUnavailable(f"model {model!r}: cannot be copied or found "
+                               f"({type(exc).__name__}: {exc})") from exc

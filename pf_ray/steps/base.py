@@ -14,12 +14,16 @@ Steps never import Ray: :mod:`pf_ray.steps.ray_adapter` runs them with ``map_bat
 :mod:`pf_ray.steps.local` runs them in-process. Both go through :func:`run_step`, which
 isolates row faults: a row that makes the step raise is rejected with the stage, exception
 type and message, and its batch-mates are kept. Infrastructure faults (a dead endpoint, a
-CUDA error, see :mod:`pf_ray.faults`) are retried and then fail the unit instead. A step
-may also reject rows itself by returning ``_reject_reason`` (and ``_reject_detail``).
+CUDA error, see :mod:`pf_ray.faults`) are retried and then fail the unit instead. An
+out-of-memory is retried like any infrastructure fault and then isolated: one row that
+runs out of memory alone is rejected ``oom_row`` (see :func:`run_step`). A step may also
+reject rows itself by returning ``_reject_reason`` (and ``_reject_detail``).
 """
 
 from __future__ import annotations
 
+import gc
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +39,7 @@ from pf_ray.data.schema import (  # noqa: F401 - re-exported: steps speak in the
     UNIT_T0,
     Batch,
 )
-from pf_ray.faults import UnitFailed, is_infrastructure_fault
+from pf_ray.faults import UnitFailed, is_infrastructure_fault, is_out_of_memory
 from pf_ray.specs import FaultPolicy
 
 
@@ -133,6 +137,17 @@ def _check(step: StepDef, out: Batch, n: int) -> None:
                 f"for {n} row(s); steps map rows one to one (reject rows instead of dropping)")
 
 
+OOM_REASON = "oom_row"
+
+
+class _OutOfMemory(Exception):
+    """Internal: a micro-batch still ran out of memory after its retries (bisect it)."""
+
+    def __init__(self, exc: BaseException):
+        super().__init__(str(exc))
+        self.exc = exc
+
+
 def run_step(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch,
              faults: FaultPolicy | None = None) -> Batch:
     """Apply ``fn`` (built from ``step``) to the live rows of ``batch`` in micro-batches.
@@ -142,6 +157,16 @@ def run_step(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch,
     ``exception`` and the exception type and message as detail. If it raises an
     infrastructure fault (see :mod:`pf_ray.faults`), the same micro-batch is retried with
     backoff, then :class:`~pf_ray.faults.UnitFailed` is raised: the unit is not committed.
+
+    An out-of-memory (``torch.OutOfMemoryError``, ``MemoryError``, "CUDA out of memory")
+    is retried the same way (cached device memory is released before each retry). If it
+    persists, the micro-batch is bisected once down to single rows; a row that runs out of
+    memory alone is rejected ``oom_row`` and its batch-mates go on. If every live row of
+    the batch runs out of memory alone, the device is at fault, not a row: the unit fails.
+    Bounds: ``faults.retries + 1`` calls with backoff for the micro-batch, then at most
+    ``2 n - 1`` calls for its ``n`` rows during the bisection, each tried once and without
+    sleeping (an OOM of a given sub-batch repeats; waiting would only multiply the sleeps).
+
     Returns a new batch with the step's columns.
     """
     n = num_rows(batch)
@@ -154,14 +179,41 @@ def run_step(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch,
                                 f"{sorted(batch)}")
     live = [i for i in range(n) if out[REJECT_REASON][i] is None]
     size = max(1, step.resources.batch_size)
+    policy = faults or FaultPolicy()
+    oom: list[int] = []
     for start in range(0, len(live), size):
-        _apply(step, fn, batch, out, live[start:start + size], faults or FaultPolicy())
+        _apply(step, fn, batch, out, live[start:start + size], policy, oom, bisecting=False)
+    if oom and len(oom) == len(live):
+        raise UnitFailed(
+            f"step {step.name!r} ran out of memory on each of the {len(live)} row(s) of "
+            f"unit(s) {', '.join(_units(batch, live)) or '?'} alone, after "
+            f"{policy.retries} retries: the device is short of memory, not a row at fault "
+            f"(lower the step's batch size or give it a larger device): "
+            f"{out[REJECT_DETAIL][oom[0]]}"[:4000])
     return out
 
 
+def _units(batch: Batch, idx: list[int]) -> list[str]:
+    return sorted({str(batch[UNIT][i]) for i in idx}) if UNIT in batch else []
+
+
+def _release_memory() -> None:
+    """Give cached memory back before a retry after an OOM (torch only if already loaded:
+    steps never make this module import it)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _call(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch, sub: Batch,
-          idx: list[int], faults: FaultPolicy) -> Batch:
-    """``fn(sub)``, retrying infrastructure faults with exponential backoff."""
+          idx: list[int], faults: FaultPolicy, bisecting: bool) -> Batch:
+    """``fn(sub)``, retrying infrastructure faults with exponential backoff.
+
+    An OOM that outlasts the retries (or any OOM while ``bisecting``) raises
+    :class:`_OutOfMemory` for the caller to bisect; other infrastructure faults raise
+    :class:`UnitFailed` after the retries.
+    """
     for attempt in range(faults.retries + 1):
         try:
             result = fn(sub)
@@ -172,29 +224,45 @@ def _call(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch, sub: Batch,
         except Exception as exc:
             if not is_infrastructure_fault(exc):
                 raise
-            if attempt == faults.retries:
-                units = sorted({str(batch[UNIT][i]) for i in idx}) if UNIT in batch else []
+            if is_out_of_memory(exc):
+                _release_memory()
+                if bisecting or attempt == faults.retries:
+                    raise _OutOfMemory(exc) from exc
+            elif attempt == faults.retries:
                 raise UnitFailed(
                     f"step {step.name!r} failed with an infrastructure fault on "
-                    f"{len(idx)} row(s) of unit(s) {', '.join(units) or '?'} after "
-                    f"{faults.retries} retries: {type(exc).__name__}: {exc}"[:4000]) from exc
+                    f"{len(idx)} row(s) of unit(s) {', '.join(_units(batch, idx)) or '?'} "
+                    f"after {faults.retries} retries: {type(exc).__name__}: {exc}"[:4000]
+                ) from exc
             time.sleep(faults.backoff_s * 2**attempt)
     raise AssertionError("unreachable")
 
 
 def _apply(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch, out: Batch,
-           idx: list[int], faults: FaultPolicy) -> None:
+           idx: list[int], faults: FaultPolicy, oom: list[int], bisecting: bool) -> None:
     # A step that reads nothing still gets the ids, so it knows how many rows it maps.
     sub = take({k: batch[k] for k in (step.inputs or ("id",)) if k in batch}, idx)
     try:
-        result = _call(step, fn, batch, sub, idx, faults)
+        result = _call(step, fn, batch, sub, idx, faults, bisecting)
     except (StepContractError, UnitFailed):
         raise
+    except _OutOfMemory as exc:
+        if len(idx) > 1:
+            mid = len(idx) // 2
+            _apply(step, fn, batch, out, idx[:mid], faults, oom, bisecting=True)
+            _apply(step, fn, batch, out, idx[mid:], faults, oom, bisecting=True)
+            return
+        i = idx[0]
+        oom.append(i)
+        out[REJECT_STAGE][i] = step.name
+        out[REJECT_REASON][i] = OOM_REASON
+        out[REJECT_DETAIL][i] = f"{type(exc.exc).__name__}: {exc.exc}"[:2000]
+        return
     except Exception as exc:  # noqa: BLE001 - any other failure is a row fault
         if len(idx) > 1:
             mid = len(idx) // 2
-            _apply(step, fn, batch, out, idx[:mid], faults)
-            _apply(step, fn, batch, out, idx[mid:], faults)
+            _apply(step, fn, batch, out, idx[:mid], faults, oom, bisecting)
+            _apply(step, fn, batch, out, idx[mid:], faults, oom, bisecting)
             return
         i = idx[0]
         out[REJECT_STAGE][i] = step.name

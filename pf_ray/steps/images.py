@@ -43,6 +43,7 @@ def check_images_step(policy: ImagePolicy, storage: StorageConfig,
                       image_root: str | None = None) -> StepDef:
     """The CheckImages step configured from a spec's ``images`` block."""
     loader = ImageLoader(image_root=image_root, storage=storage, max_pixels=policy.max_pixels,
-                         allowed_hosts=tuple(policy.allowed_hosts))
+                         allowed_hosts=tuple(policy.allowed_hosts),
+                         max_bytes=policy.max_bytes, timeout_s=policy.timeout_s)
     return StepDef(CheckImages.name, CheckImages, CheckImages.inputs, CheckImages.outputs,
                    CheckImages.resources, {"loader": loader, "embed": policy.embed})

@@ -7,11 +7,20 @@ import urllib.error
 from pathlib import Path
 
 import pytest
+import torch
 
 from pf_ray.data.io import Dataset
-from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON, UNIT, Batch
+from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, UNIT, Batch
 from pf_ray.data.synthetic import generate
-from pf_ray.faults import EngineUnavailable, UnitFailed, is_infrastructure_fault
+from pf_ray.engines.vllm import LLMTask, mark_engine_errors
+from pf_ray.faults import (
+    EngineUnavailable,
+    UnitFailed,
+    http_status_fault,
+    is_infrastructure_fault,
+    is_out_of_memory,
+    llm_row_error_fault,
+)
 from pf_ray.jobs.runner import run_plan
 from pf_ray.jobs.shard import JobFailed, ShardPlan, Unit, failure_from
 from pf_ray.specs import FaultPolicy, OutputConfig, StorageConfig
@@ -119,3 +128,134 @@ def test_unit_over_max_reject_fraction_is_not_committed(tmp_path: Path) -> None:
     assert result.manifest["totals"] == {**result.manifest["totals"], "rows": 4, "rejects": 12}
     assert json.loads(json.dumps(result.to_json()))["run"]["shards_written"] == 2
 
+
+
+# ------------------------------------------------------------------ the taxonomy
+
+
+@pytest.mark.parametrize(("status", "endpoint", "obj"), [
+    (500, "infrastructure", "infrastructure"), (503, "infrastructure", "infrastructure"),
+    (429, "infrastructure", "infrastructure"), (401, "infrastructure", "infrastructure"),
+    (402, "infrastructure", "infrastructure"), (403, "infrastructure", "infrastructure"),
+    (407, "infrastructure", "infrastructure"), (408, "infrastructure", "infrastructure"),
+    (404, "infrastructure", "row"), (405, "infrastructure", "row"), (410, "row", "row"),
+    (301, "infrastructure", "row"), (302, "infrastructure", "row"),
+    (400, "row", "row"), (413, "row", "row"), (422, "row", "row"),
+])
+def test_http_status_fault(status: int, endpoint: str, obj: str) -> None:
+    assert http_status_fault(status) == endpoint
+    assert http_status_fault(status, target="object") == obj
+    assert is_infrastructure_fault(urllib.error.HTTPError("u", status, "x", {}, None)) == (
+        endpoint == "infrastructure")
+
+
+def test_http_status_fault_names_its_targets() -> None:
+    with pytest.raises(ValueError, match="target: received 'image'; allowed"):
+        http_status_fault(404, target="image")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("error", "fault"), [
+    # what ray.data.llm stores: f"{type(e).__name__}: {str(e)}" (vllm_engine_stage.py)
+    ("EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the "
+     "root cause.", "infrastructure"),
+    ("AsyncEngineDeadError: Background loop has errored already.", "infrastructure"),
+    ("EngineGenerateError: ", "infrastructure"),
+    ("OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.10 GiB "
+     "total capacity)", "infrastructure"),
+    ("RuntimeError: CUDA error: an illegal memory access was encountered", "infrastructure"),
+    ("QueueOverflowError: Request queue full.", "infrastructure"),
+    ("ValueError: The decoder prompt (length 5000) is longer than the maximum model length "
+     "of 2048. Make sure that `max_model_len` is no smaller than the number of text tokens.",
+     "row"),
+    ("VLLMValidationError: The decoder prompt (length 2048) plus the number of requested "
+     "output tokens (at least 1) is longer than the maximum model length of 2048.", "row"),
+    ("ValueError: temperature must be non-negative, got -1.0.", "row"),
+])
+def test_llm_row_errors_are_classified(error: str, fault: str) -> None:
+    assert llm_row_error_fault(error) == fault
+
+
+def _llm_task() -> LLMTask:
+    return LLMTask(stage="rewrite", carried=("id",), select=bool,
+                   messages=lambda r: [], on_output=lambda r, t: ({}, None))
+
+
+def _llm_batch(errors: list[str]) -> Batch:
+    n = len(errors)
+    return {"id": [f"r{i}" for i in range(n)], UNIT: ["u7"] * n, "__inference_error__": errors,
+            REJECT_STAGE: [None] * n, REJECT_REASON: [None] * n, REJECT_DETAIL: [None] * n}
+
+
+def test_llm_row_errors_of_the_row_become_rejects() -> None:
+    out = mark_engine_errors(_llm_batch(
+        ["", "ValueError: The decoder prompt (length 5000) is longer than the maximum model "
+             "length of 2048."]), task=_llm_task())
+    assert out[REJECT_REASON] == [None, "llm_error"] and "decoder prompt" in out[REJECT_DETAIL][1]
+
+
+def test_llm_engine_errors_fail_the_unit() -> None:
+    with pytest.raises(UnitFailed, match="unit.s. u7 .*EngineDeadError"):
+        mark_engine_errors(_llm_batch(
+            ["", "EngineDeadError: EngineCore encountered an issue."]), task=_llm_task())
+
+
+# ------------------------------------------------------------------ out of memory
+
+
+class OOMOn:
+    """A step that runs out of memory on any sub-batch holding one of ``ids`` (``"*"``:
+    on every call), in one of the ways torch reports it."""
+
+    def __init__(self, ids: set[str], kind: str = "torch"):
+        self.ids, self.kind, self.calls = ids, kind, 0
+
+    def __call__(self, batch: Batch) -> Batch:
+        self.calls += 1
+        if "*" in self.ids or self.ids & set(batch["id"]):
+            if self.kind == "torch":
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            if self.kind == "runtime":
+                raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            raise MemoryError()
+        return {"y": [f"ok {i}" for i in batch["id"]]}
+
+
+OOM_STEP = StepDef("oomy", OOMOn, ("id",), ("y",), Resources(batch_size=8))
+
+
+@pytest.mark.parametrize("kind", ["torch", "runtime", "memory"])
+def test_a_row_that_runs_out_of_memory_alone_is_rejected(kind: str) -> None:
+    fn = OOMOn({"r5"}, kind)
+    assert is_out_of_memory(torch.OutOfMemoryError("x")) and is_out_of_memory(MemoryError())
+    out = run_step(OOM_STEP, fn, batch_of(8), FaultPolicy(retries=2, backoff_s=0))
+    assert out[REJECT_REASON] == [None] * 5 + ["oom_row"] + [None] * 2
+    assert "out of memory" in out[REJECT_DETAIL][5].lower() or kind == "memory"
+    assert out["y"][0] == "ok r0" and out["y"][7] == "ok r7" and out["y"][5] is None
+    # 3 calls on the micro-batch (first + 2 retries), then one bisection: 8 -> 4+4 -> ...
+    assert fn.calls == 3 + 2 + 2 + 2
+
+
+def test_a_batch_that_runs_out_of_memory_at_any_size_fails_the_unit() -> None:
+    fn = OOMOn({"*"})
+    with pytest.raises(UnitFailed, match="ran out of memory on each of the 8 row.s. of unit.s. "
+                                         "u0 alone"):
+        run_step(OOM_STEP, fn, batch_of(8), FaultPolicy(retries=2, backoff_s=0))
+    assert fn.calls == 3 + 2 * 8 - 2  # the retries, then each sub-batch of the bisection once
+
+
+def test_oom_row_is_rejected_and_the_rest_of_the_unit_committed(tmp_path: Path) -> None:
+    def add_y(batch: Batch) -> Batch:
+        return OOMOn({"synthetic:0-000000003"})(batch)
+
+    units = [Unit("u0", {"seed": 0, "start": 0, "stop": 8, "image_size": 32,
+                         "embed_images": False})]
+    plan = ShardPlan(kind="toy", spec_hash="h1", spec={}, units=units, reader=generate,
+                     output=OutputConfig(path=str(tmp_path / "out")), storage=StorageConfig(),
+                     steps=[StepDef("oomy", add_y, ("id",), ("y",), Resources(batch_size=4))],
+                     faults=FaultPolicy(retries=1, backoff_s=0))
+    result = run_plan(plan, executor="local")
+    dataset = Dataset(str(tmp_path / "out"), StorageConfig())
+    rejects = dataset.read("rejects").to_pylist()
+    assert [(r["id"], r["reason"], r["stage"]) for r in rejects] == [
+        ("synthetic:0-000000003", "oom_row", "oomy")]
+    assert result.manifest["totals"]["rows"] == 7 and len(dataset.committed()) == 1

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from pf_ray.faults import ModelUnavailable, is_infrastructure_fault
 from pf_ray.model import convert
 from pf_ray.model.checkpoint import (
     LAYOUTS,
@@ -296,7 +297,27 @@ def test_folder_with_a_missing_tensor_fails_strictly(model, tmp_path):
     state = load_file(folder / "model.safetensors")
     del state["perceiver.norm.bias"]
     save_file(state, folder / "model.safetensors")
-    with pytest.raises(KeyError, match="missing key 'perceiver.norm.bias'"):
+    with pytest.raises(KeyError, match="missing key 'perceiver.norm.bias'") as info:
+        load_pretrained(folder)
+    assert isinstance(info.value, ModelUnavailable)  # a step fails its unit, no row rejects
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0001, 0.0])
+def test_truncated_weights_are_model_unavailable(tmp_path, keep):
+    """A cut ``model.safetensors`` (an interrupted copy) is an infrastructure fault, never
+    a per-row ``exception``; and so is a folder whose config is missing."""
+    torch.manual_seed(0)
+    plain = build_flamingo(get_preset("tiny-qwen2").replace(lora=None)).eval()
+    folder = save_pretrained(plain, tmp_path / "m")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ModelUnavailable, match="model.safetensors: cannot be loaded "
+                                               r"\(SafetensorError: .*truncated or corrupt"):
+        load_pretrained(folder)
+    assert is_infrastructure_fault(ModelUnavailable("x"))
+    (folder / "config.json").unlink()
+    with pytest.raises(ModelUnavailable, match="config.json cannot be read"):
         load_pretrained(folder)
 
 
