@@ -30,14 +30,25 @@ from typing import Any, TypeVar
 from pf_ray.engines.base import Completion, GenParams, Result
 from pf_ray.engines.config import DecodingConfig, HTTPEndpoint
 from pf_ray.engines.prompting import Message, cut_at_stop, render
-from pf_ray.faults import EngineUnavailable
+from pf_ray.faults import EngineUnavailable, http_status_fault
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-# HTTP statuses that say the endpoint (key, URL, method), not the request, is wrong.
-_ENDPOINT_FAULTS = frozenset({401, 403, 404, 405})
+# Infrastructure statuses worth a quick retry of the same request (the others, a refused key
+# or a wrong URL, would answer the same).
+_TRANSIENT = frozenset({408, 425, 429})
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx stays an HTTPError: an API endpoint that redirects has a wrong base URL."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 class HTTPRequestError(RuntimeError):
@@ -93,13 +104,14 @@ class HTTPEngine:
         return Result(done.text, done.finish_reason)
 
     def _post(self, body: dict[str, Any], path: str = "/completions") -> dict[str, Any]:
-        """POST to ``{base_url}{path}`` with ``retries`` quick retries for transient faults
-        of one request.
+        """POST to ``{base_url}{path}``; the reply's JSON object.
 
-        A refused connection, a timeout, HTTP 429 or 5xx raise :class:`EngineUnavailable`
-        (an infrastructure fault: the step retries with backoff, then fails the job), and so
-        do HTTP 401/403/404/405 (a wrong key, URL or method fails every row alike), without
-        quick retries; any other 4xx is about this request (a row fault) and raises
+        Statuses follow :func:`pf_ray.faults.http_status_fault` (``endpoint``): a refused
+        connection, a timeout, HTTP 408 / 425 / 429 / 5xx get ``retries`` quick retries, then
+        raise :class:`EngineUnavailable`; a refused key (401/403/407), payment (402), a
+        wrong URL or method (404/405) or a redirect (3xx, never followed) raise it at once:
+        every row would fail alike. A 200 whose body is not a JSON object is the server's
+        fault too. Any other 4xx is about this request (a row fault) and raises
         :class:`HTTPRequestError`.
         """
         url = self.base_url.rstrip("/") + path
@@ -114,21 +126,32 @@ class HTTPEngine:
                 time.sleep(0.5 * 2 ** (attempt - 1))
             req = urllib.request.Request(url, data=data, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
-                    return json.loads(resp.read())
+                with _OPENER.open(req, timeout=self.timeout_s) as resp:
+                    raw = resp.read()
             except urllib.error.HTTPError as exc:
                 body_text = exc.read().decode(errors="replace")
                 detail = body_text[:500]
-                if exc.code in _ENDPOINT_FAULTS:  # wrong URL, key or method: every row fails
-                    raise EngineUnavailable(f"{url}: HTTP {exc.code} (endpoint refused the "
-                                            f"request, not a row fault): {detail}") from exc
-                if exc.code < 500 and exc.code != 429:  # the request is wrong: no retry
+                if http_status_fault(exc.code) == "row":  # the request is wrong: no retry
                     raise HTTPRequestError(url, exc.code, detail,
                                            _error_code(body_text)) from exc
+                if exc.code not in _TRANSIENT and exc.code < 500:
+                    raise EngineUnavailable(f"{url}: HTTP {exc.code} (the endpoint refused "
+                                            f"the request, not a row fault): {detail}") from exc
                 last = EngineUnavailable(f"{url}: HTTP {exc.code}: {detail}")
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                continue
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
                 last = EngineUnavailable(f"{url}: {type(reason).__name__}: {reason}")
+                continue
+            try:
+                reply = json.loads(raw)
+            except ValueError as exc:
+                raise EngineUnavailable(f"{url}: HTTP 200 but the body is not JSON (not an "
+                                        f"OpenAI-compatible server?): {raw[:200]!r}") from exc
+            if not isinstance(reply, dict):
+                raise EngineUnavailable(f"{url}: HTTP 200 but the body is not a JSON object: "
+                                        f"{raw[:200]!r}")
+            return reply
         assert last is not None
         raise last
 
@@ -156,8 +179,9 @@ class HTTPEngine:
         try:
             choice = reply["choices"][0]
             return finished(choice["text"], choice, params.stop)
-        except (KeyError, IndexError, TypeError) as exc:
-            raise RuntimeError(f"unexpected completions reply: {str(reply)[:300]}") from exc
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise EngineUnavailable(f"{self.base_url}/completions: HTTP 200 but not a "
+                                    f"completions reply: {str(reply)[:300]}") from exc
 
     def chat_one(self, messages: list[dict[str, Any]], params: GenParams) -> Completion:
         """``POST /chat/completions`` with OpenAI chat messages (content may be a list of
@@ -167,8 +191,9 @@ class HTTPEngine:
         try:
             choice = reply["choices"][0]
             return finished(choice["message"]["content"] or "", choice, params.stop)
-        except (KeyError, IndexError, TypeError) as exc:
-            raise RuntimeError(f"unexpected chat completions reply: {str(reply)[:300]}") from exc
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise EngineUnavailable(f"{self.base_url}/chat/completions: HTTP 200 but not a "
+                                    f"chat completions reply: {str(reply)[:300]}") from exc
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``fn`` over ``items`` with up to ``max_concurrency`` requests in flight."""

@@ -20,17 +20,19 @@ from pf_ray.faults import EngineUnavailable, is_infrastructure_fault
 from pf_ray.rewrite.engines import HTTPRewriter, Request
 from pf_ray.rewrite.spec import HTTPRewriteEngineConfig
 
-REPLY: dict[str, tuple[int, dict[str, Any]]] = {}  # path -> (status, json body)
+REPLY: dict[str, tuple[int, Any]] = {}  # path -> (status, JSON body or raw bytes)
 
 
 class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         self.rfile.read(int(self.headers.get("content-length", 0)))
         status, body = REPLY[self.path]
-        data = json.dumps(body).encode()
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
+        if 300 <= status < 400:
+            self.send_header("location", "http://127.0.0.1:9/elsewhere")
         self.end_headers()
         self.wfile.write(data)
 
@@ -53,7 +55,7 @@ def _error(code: str | None) -> dict[str, Any]:
                       "code": code}}
 
 
-@pytest.mark.parametrize("status", [401, 403, 404, 405])
+@pytest.mark.parametrize("status", [301, 307, 401, 402, 403, 404, 405, 407, 408, 429, 500, 503])
 def test_endpoint_statuses_are_infrastructure_faults(base_url: str, status: int) -> None:
     REPLY["/v1/completions"] = (status, _error(None))
     engine = HTTPEngine(base_url=base_url, model="m", retries=0)
@@ -71,6 +73,28 @@ def test_other_4xx_are_row_faults(base_url: str, status: int, code: str | None) 
         HTTPEngine(base_url=base_url, model="m", retries=0).complete_one("hi", GenParams())
     assert info.value.status == status and info.value.code == (code or "")
     assert not is_infrastructure_fault(info.value)
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/completions", b"<html>502 Bad Gateway</html>"),  # a proxy's page, not JSON
+    ("/v1/completions", [1, 2]),  # JSON, but no object
+    ("/v1/completions", {"id": "x", "object": "text_completion"}),  # no choices
+    ("/v1/chat/completions", {"choices": [{"text": "not a chat choice"}]}),
+])
+def test_a_200_that_is_no_reply_is_an_infrastructure_fault(base_url: str, path: str,
+                                                           body: Any) -> None:
+    REPLY[path] = (200, body)
+    engine = HTTPEngine(base_url=base_url, model="m", retries=0)
+    with pytest.raises(EngineUnavailable, match="HTTP 200 but") as info:
+        if path.endswith("chat/completions"):
+            engine.chat_one([{"role": "user", "content": "hi"}], GenParams())
+        else:
+            engine.complete_one("hi", GenParams())
+    assert is_infrastructure_fault(info.value)
+    # and never a row's reject: the rewriter raises it
+    with pytest.raises(EngineUnavailable):
+        _rewriter(base_url, "chat" if path.endswith("chat/completions") else "completions"
+                  ).rewrite([Request("Q?", "draft")])
 
 
 def _rewriter(base_url: str, api: str) -> HTTPRewriter:
