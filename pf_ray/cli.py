@@ -11,6 +11,7 @@ from typing import Any
 
 from pf_ray import __version__
 from pf_ray.config import SpecError, load_spec
+from pf_ray.faults import InfrastructureError
 
 EXIT_FAILED = 1  # the job ran and failed (a unit not committed, Ray unreachable...)
 EXIT_SPEC = 2  # the spec is wrong: nothing ran
@@ -68,8 +69,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except JobFailed as exc:
         print(f"{args.spec}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (OutputExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"{args.spec}: {exc}", file=sys.stderr)
+    except (OutputExistsError, FileNotFoundError, ValueError, InfrastructureError) as exc:
+        print(f"{args.spec}: {type(exc).__name__}: {exc}" if isinstance(
+            exc, InfrastructureError) else f"{args.spec}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except ConnectionError as exc:
         print(f"{args.spec}: cannot reach Ray ({exc}); check ray.address / RAY_ADDRESS",

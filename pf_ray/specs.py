@@ -150,6 +150,14 @@ class ImageLimits(Strict):
     allowed_hosts: list[str] = Field(default_factory=list,
                                      description="http(s) hosts images may be fetched from")
     fetch_threads: int = Field(8, ge=1, description="concurrent image reads per engine actor")
+    # Left out of dumps at their defaults (as ImagePolicy's): older spec hashes still match.
+    max_bytes: int = Field(
+        50 * 2**20, ge=1, exclude_if=lambda v: v == 50 * 2**20,
+        description="larger encoded images are rejected as image_too_large")
+    timeout_s: float = Field(
+        20.0, gt=0, exclude_if=lambda v: v == 20.0,
+        description="limit of one http(s) image fetch; a host that does not answer in time "
+        "is an infrastructure fault (retried, then the unit fails)")
 
 
 def spec_hash(job: BaseModel, *, exclude: set[str] | None = None) -> str:

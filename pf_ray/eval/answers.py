@@ -193,6 +193,7 @@ def engine_factory(source: ModelSource | HTTPSource, spec: EvalSpec) -> Any:
 def answer_steps(spec: EvalSpec) -> list[StepDef]:
     """One step per model / http source, each in its own actor pool."""
     loader = ImageLoader(storage=spec.storage, max_pixels=spec.images.max_pixels,
+                         max_bytes=spec.images.max_bytes, timeout_s=spec.images.timeout_s,
                          allowed_hosts=tuple(spec.images.allowed_hosts))
     steps = []
     for s in spec.sources:

@@ -134,6 +134,7 @@ def plan_rewrite(spec: RewriteSpec) -> ShardPlan:
         digest = hashlib.sha256(f"{digest}:{picked}".encode()).hexdigest()[:10]
     e = spec.engine
     loader = ImageLoader(storage=spec.storage, max_pixels=spec.images.max_pixels,
+                         max_bytes=spec.images.max_bytes, timeout_s=spec.images.timeout_s,
                          allowed_hosts=tuple(spec.images.allowed_hosts))
     steps = [
         StepDef("prepare_rows", prepare_rows,
