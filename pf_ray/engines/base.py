@@ -1,4 +1,4 @@
-"""What every engine takes and gives: decoding parameters, one generated text, one result.
+"""What every engine takes and gives: a prompt in every form, one generated text, one result.
 
 A stage's engine returns one :class:`Result` per request: the text (cut before the first
 stop string) and why generation ended (``eos``, ``stop``, ``length``), or a reject decided
@@ -8,7 +8,9 @@ raised, never returned (:mod:`pf_ray.faults`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from pf_ray.engines.prompting import DEFAULT_STOP
 
@@ -39,3 +41,32 @@ class Result:
     text: str = ""
     finish_reason: str = ""  # eos | stop | length ("" when rejected)
     reject: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request as every engine can take it: the stage fills each form from its own
+    prompt, and the engine uses the form it speaks.
+
+    * chat APIs: an optional ``system`` message, then a user message of the images (their
+      stored encodings, ``image_bytes``, as ``image_url`` parts) and ``user``;
+    * completions APIs: ``text(mode)``, the whole prompt in pf-ray's format with its
+      ``<image>`` markers placed for the cross-attention ``mode``, images sent beside it;
+    * pf-ray's model: ``encode(tokenizer, mode)``, the token ids, and the decoded
+      ``images`` in marker order.
+    """
+
+    user: str
+    system: str | None = None
+    text: Callable[[str], str] | None = None
+    encode: Callable[[Any, Any], list[int]] | None = None
+    images: tuple[Any, ...] = ()
+    image_bytes: tuple[bytes, ...] = ()
+    stops: tuple[str, ...] = ()
+
+
+class Generator(Protocol):
+    """An engine: one :class:`Result` per prompt, in order. Row faults come back as
+    rejects; infrastructure faults are raised (:mod:`pf_ray.faults`)."""
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[Result]: ...

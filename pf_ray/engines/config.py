@@ -116,3 +116,39 @@ class DecodingConfig(Strict):
             raise ValueError(f"num_beams {self.num_beams} with do_sample: beam sampling is not "
                              "supported; set do_sample false or num_beams 1")
         return self
+
+
+class GenerationEngine(ActorPool):
+    """An engine block of a spec that generates from prompts (``engine:`` of rewrite): its
+    ``kind`` picks the registered engine (:mod:`pf_ray.engines.registry`)."""
+
+    kind: str
+
+
+class FlamingoEngineConfig(GenerationEngine):
+    """pf-ray's Flamingo model (a ``pf-ray convert`` / training export folder) in an actor
+    pool, batched generation (each distinct image encoded once per batch)."""
+
+    kind: Literal["flamingo"]
+    model: str = Field(..., description="model folder or URI (s3://...): config.json, "
+                       "model.safetensors, adapter/, tokenizer/")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if the "
+                                                   "actor sees a GPU")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: the model config's dtype")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads per actor")
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="longer prompts are rejected (prompt_too_long); None: the "
+        "language model's max_position_embeddings minus max_new_tokens")
+
+
+class HTTPEngineSpec(GenerationEngine, HTTPEndpoint):
+    """An OpenAI-compatible server: ``completions`` sends the prompt text with its
+    ``<image>`` markers and the images as data URIs in ``images`` (pf-ray's Serve app);
+    ``chat`` sends a user message of image_url + text parts (generic VLM servers, vLLM)."""
+
+    kind: Literal["http"]
+    api: Literal["completions", "chat"] = "completions"
+    image_markers: Literal["next_image", "previous_image"] = Field(
+        "next_image", description="completions: where the prompt's <image> marker goes (the "
+        "model's cross-attention mask; released v1 models: next_image)")

@@ -17,8 +17,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from pf_ray.engines.base import Result
-from pf_ray.engines.config import DecodingConfig
+from pf_ray.engines.base import Prompt, Result
+from pf_ray.engines.config import DecodingConfig, FlamingoEngineConfig
+from pf_ray.engines.registry import EngineDef
 from pf_ray.faults import ModelUnavailable
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import local_copy
@@ -113,8 +114,25 @@ class FlamingoGenerator:
         positions = self.model.config.lm.hf_config.get("max_position_embeddings", 2048)
         return max(1, int(positions) - self.decoding.max_new_tokens)
 
-    def generate(self, prompts: Sequence[Sequence[int]], images: Sequence[Sequence[Any]],
-                 stops: Sequence[str], *, batch_size: int | None = None) -> list[Result]:
+    def generate(self, prompts: Sequence[Prompt]) -> list[Result]:
+        """The :class:`~pf_ray.engines.base.Generator` protocol: each prompt encoded for
+        this model (``prompt.encode``), its decoded images; one batched call per distinct
+        set of stop strings."""
+        results: list[Result | None] = [None] * len(prompts)
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, p in enumerate(prompts):
+            if p.encode is None:
+                raise ValueError("a prompt for pf-ray's model needs encode(tokenizer, mode)")
+            groups.setdefault(tuple(p.stops), []).append(i)
+        for stops, idx in groups.items():
+            ids = [prompts[i].encode(self.tokenizer, self.mask_mode) for i in idx]  # type: ignore[misc]
+            for i, r in zip(idx, self.generate_ids(ids, [list(prompts[i].images) for i in idx],
+                                                   stops), strict=True):
+                results[i] = r
+        return results  # type: ignore[return-value]
+
+    def generate_ids(self, prompts: Sequence[Sequence[int]], images: Sequence[Sequence[Any]],
+                     stops: Sequence[str], *, batch_size: int | None = None) -> list[Result]:
         """One :class:`Result` per prompt (token ids; ``images[i]`` in the order of prompt
         i's image markers), texts cut before the first stop string.
 
@@ -150,3 +168,14 @@ class FlamingoGenerator:
                 results[i] = Result(g.text, g.finish_reason)
         return [r if r is not None else Result(reject=("exception", "no result"))
                 for r in results]
+
+
+def _build(cfg: FlamingoEngineConfig, decoding: DecodingConfig,
+           storage: StorageConfig) -> FlamingoGenerator:
+    return FlamingoGenerator(cfg.model, decoding=decoding, device=cfg.device, dtype=cfg.dtype,
+                             num_threads=cfg.num_threads,
+                             max_prompt_tokens=cfg.max_prompt_tokens, storage=storage)
+
+
+ENGINE = EngineDef("flamingo", FlamingoEngineConfig, _build, beams=True,
+                   description="pf-ray's Flamingo model, batched in an actor pool")

@@ -27,9 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pf_ray.engines.base import Completion, GenParams, Result
-from pf_ray.engines.config import DecodingConfig, HTTPEndpoint
+from pf_ray.engines.base import Completion, GenParams, Prompt, Result
+from pf_ray.engines.config import DecodingConfig, HTTPEndpoint, HTTPEngineSpec
 from pf_ray.engines.prompting import Message, cut_at_stop, render
+from pf_ray.engines.registry import EngineDef
 from pf_ray.faults import EngineUnavailable, http_status_fault
 
 T = TypeVar("T")
@@ -258,3 +259,42 @@ def sendable(data: bytes) -> tuple[bytes, str]:
 def image_part(data: bytes) -> dict[str, Any]:
     """An OpenAI ``image_url`` content part carrying the image as a data URI."""
     return {"type": "image_url", "image_url": {"url": data_uri(*sendable(data))}}
+
+
+class HTTPGenerator:
+    """An OpenAI-compatible server as a :class:`~pf_ray.engines.base.Generator`: ``chat``
+    sends the prompt's system message and a user message of its images + text,
+    ``completions`` its text (``<image>`` markers for ``image_markers``) with the images in
+    ``images``; requests go concurrently, a 4xx about a request is that row's reject."""
+
+    def __init__(self, cfg: HTTPEngineSpec, decoding: DecodingConfig):
+        self.cfg, self.decoding = cfg, decoding
+        self.http = HTTPEngine.of(cfg)
+
+    def messages(self, p: Prompt) -> list[dict[str, Any]]:
+        parts = [image_part(b) for b in p.image_bytes]
+        parts.append({"type": "text", "text": p.user})
+        system = [{"role": "system", "content": p.system}] if p.system else []
+        return [*system, {"role": "user", "content": parts}]
+
+    def _one(self, p: Prompt) -> Result:
+        params = http_params(self.decoding, p.stops)
+        if self.cfg.api == "chat":
+            messages = self.messages(p)
+            return self.http.result(lambda: self.http.chat_one(messages, params))
+        if p.text is None:
+            raise ValueError("a prompt for a completions API needs text(mode)")
+        text = p.text(self.cfg.image_markers)
+        uris = [data_uri(*sendable(b)) for b in p.image_bytes]
+        return self.http.result(lambda: self.http.complete_one(text, params, images=uris))
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[Result]:
+        return self.http.map(self._one, list(prompts))
+
+
+def _build(cfg: HTTPEngineSpec, decoding: DecodingConfig, storage: Any) -> HTTPGenerator:
+    return HTTPGenerator(cfg, decoding)
+
+
+ENGINE = EngineDef("http", HTTPEngineSpec, _build, needs_bytes=True,
+                   description="any OpenAI-compatible server (completions or chat)")

@@ -5,14 +5,14 @@ actor) that answers the rows of its own source and passes the others through, so
 source runs in its own pool over the same units. The engines are the engines layer's
 (:mod:`pf_ray.engines`) with eval's prompts:
 
-* :class:`FlamingoAnswerer`: :class:`~pf_ray.engines.flamingo.FlamingoGenerator`.
+* ``model``: :class:`~pf_ray.engines.flamingo.FlamingoGenerator`.
   ``prompt: chat`` encodes the question in Clever Flamingo's chat format with
   :func:`pf_ray.model.prompts.encode_chat`, exactly as the Serve app does for a chat request
   (same system message, same image marker), so under greedy decoding the served model and
   its checkpoint give the same answers; ``prompt: rewrite`` is the rewriter prompt
   (:func:`pf_ray.model.prompts.encode_rewrite`) with the item's raw annotation as the draft.
-* ``http`` goes through :class:`~pf_ray.engines.http.HTTPEngine`'s ``chat_one``: a user
-  message of an image_url part (the stored bytes as a data URI) and the question text.
+* ``http``: :class:`~pf_ray.engines.http.HTTPGenerator` on the chat API: a user message of
+  an image_url part (the stored bytes as a data URI) and the question text.
   A 4xx about one request is that row's reject (``http_<status>``); a dead endpoint or a
   refused key raises :class:`~pf_ray.faults.EngineUnavailable` and fails the unit.
 
@@ -31,10 +31,10 @@ from typing import Any
 from PIL import Image
 
 from pf_ray.data.images import ImageError, ImageLoader, synthetic_bytes
-from pf_ray.engines.base import Result
-from pf_ray.engines.config import DecodingConfig
+from pf_ray.engines.base import Generator, Prompt, Result
+from pf_ray.engines.config import HTTPEndpoint, HTTPEngineSpec
 from pf_ray.engines.flamingo import FlamingoGenerator
-from pf_ray.engines.http import HTTPEngine, http_params, image_part
+from pf_ray.engines.http import HTTPGenerator
 from pf_ray.eval.spec import EvalSpec, HTTPSource, ModelSource
 from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, Batch, Resources, StepDef
 
@@ -64,56 +64,37 @@ class Request:
     image_bytes: bytes | None = None  # the encoded image as stored (http sends it)
 
 
-class FlamingoAnswerer:
-    """pf-ray's Flamingo model answering questions (``chat``) or rewriting (``rewrite``)."""
+class Answerer:
+    """Eval's prompts over an engine of the engines layer: ``chat`` asks the question in
+    Clever Flamingo's chat format (``system``: a system message for chat APIs), ``rewrite``
+    gives the rewriter the question and the raw annotation as its draft."""
 
-    def __init__(self, generator: FlamingoGenerator, *, prompt: str = "chat",
-                 prompt_format: str = "paper"):
-        self.generator, self.prompt, self.prompt_format = generator, prompt, prompt_format
+    def __init__(self, generator: Generator, *, prompt: str = "chat",
+                 prompt_format: str = "paper", system: str | None = None):
+        self.generator, self.prompt_kind = generator, prompt
+        self.prompt_format, self.system = prompt_format, system
 
-    def answer(self, requests: Sequence[Request]) -> list[Result]:
+    def prompt(self, r: Request) -> Prompt:
         from pf_ray.model.prompts import Turn, encode_chat, encode_rewrite, rewrite_stops
 
-        g = self.generator
-        images = [[r.image] if r.image is not None else [] for r in requests]
-        if self.prompt == "rewrite":
-            stops = rewrite_stops(self.prompt_format)
-            prompts = [encode_rewrite(g.tokenizer, r.question, r.draft, None,
-                                      images=len(imgs), mode=g.mask_mode,
-                                      prompt_format=self.prompt_format).input_ids  # type: ignore[arg-type]
-                       for r, imgs in zip(requests, images, strict=True)]
-        else:
-            stops = _stops()
-            prompts = [encode_chat(g.tokenizer, [Turn(r.question, None, images=len(imgs))],
-                                   g.mask_mode).input_ids
-                       for r, imgs in zip(requests, images, strict=True)]
-        # Answers compare on their text only: every source is cut at pf-ray's stop strings.
-        return [r if r.reject else Result(clean(r.text, _stops()), r.finish_reason)
-                for r in g.generate(prompts, images, stops)]
-
-
-class HTTPAnswerer:
-    """An OpenAI-compatible chat endpoint answering one request per item, concurrently."""
-
-    def __init__(self, cfg: HTTPSource, decoding: DecodingConfig):
-        self.cfg = cfg
-        self.http = HTTPEngine.of(cfg)
-        self.params = http_params(decoding, _stops())
-
-    def messages(self, question: str, image: bytes | None) -> list[dict[str, Any]]:
-        parts: list[dict[str, Any]] = [image_part(image)] if image is not None else []
-        parts.append({"type": "text", "text": question})
-        system = [{"role": "system", "content": self.cfg.system}] if self.cfg.system else []
-        return [*system, {"role": "user", "content": parts}]
-
-    def _one(self, r: Request) -> Result:
-        messages = self.messages(r.question, r.image_bytes)
-        res = self.http.result(lambda: self.http.chat_one(messages, self.params))
-        return res if res.reject else Result(clean(res.text, self.params.stop),
-                                             res.finish_reason)
+        n, fmt = int(r.image is not None or r.image_bytes is not None), self.prompt_format
+        images = (r.image,) if r.image is not None else ()
+        data = (r.image_bytes,) if r.image_bytes is not None else ()
+        if self.prompt_kind == "rewrite":
+            return Prompt(user=r.question, images=images, image_bytes=data,
+                          encode=lambda tok, mode: encode_rewrite(
+                              tok, r.question, r.draft, None, images=n, mode=mode,
+                              prompt_format=fmt).input_ids,  # type: ignore[arg-type]
+                          stops=rewrite_stops(fmt))
+        return Prompt(user=r.question, system=self.system, images=images, image_bytes=data,
+                      encode=lambda tok, mode: encode_chat(
+                          tok, [Turn(r.question, None, images=n)], mode).input_ids,
+                      stops=_stops())
 
     def answer(self, requests: Sequence[Request]) -> list[Result]:
-        return self.http.map(self._one, list(requests))
+        # Answers compare on their text only: every source is cut at pf-ray's stop strings.
+        return [r if r.reject else Result(clean(r.text, _stops()), r.finish_reason)
+                for r in self.generator.generate([self.prompt(q) for q in requests])]
 
 
 class Answer:
@@ -176,18 +157,22 @@ class Answer:
         return out
 
 
-def _flamingo(source: ModelSource, spec: EvalSpec) -> FlamingoAnswerer:
-    return FlamingoAnswerer(FlamingoGenerator(
+def _model(source: ModelSource, spec: EvalSpec) -> Answerer:
+    return Answerer(FlamingoGenerator(
         source.model, decoding=spec.decoding, device=source.device, dtype=source.dtype,
         num_threads=source.num_threads, max_prompt_tokens=source.max_prompt_tokens,
         storage=spec.storage), prompt=source.prompt, prompt_format=source.prompt_format)
 
 
+def _http(source: HTTPSource, spec: EvalSpec) -> Answerer:
+    endpoint = {k: getattr(source, k) for k in HTTPEndpoint.model_fields}
+    cfg = HTTPEngineSpec(kind="http", api="chat", **endpoint)
+    return Answerer(HTTPGenerator(cfg, spec.decoding), system=source.system)
+
+
 def engine_factory(source: ModelSource | HTTPSource, spec: EvalSpec) -> Any:
-    """A picklable zero-argument callable that builds the source's engine."""
-    if isinstance(source, ModelSource):
-        return partial(_flamingo, source, spec)
-    return partial(HTTPAnswerer, source, spec.decoding)
+    """A picklable zero-argument callable that builds the source's answerer (per actor)."""
+    return partial(_model if isinstance(source, ModelSource) else _http, source, spec)
 
 
 def answer_steps(spec: EvalSpec) -> list[StepDef]:

@@ -34,7 +34,7 @@ def revise(model: Any, tokenizer: Any, pairs: list[dict[str, Any]], *,
                               prompt_format=prompt_format).input_ids  # type: ignore[arg-type]
                for p, imgs in zip(pairs, images, strict=True)]
     # A prompt too long for the model is revised to nothing (scored as such).
-    return [clean_response(r.text) for r in gen.generate(prompts, images, STOP_STRINGS,
+    return [clean_response(r.text) for r in gen.generate_ids(prompts, images, STOP_STRINGS,
                                                            batch_size=batch_size)]
 
 

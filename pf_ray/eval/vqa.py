@@ -93,7 +93,7 @@ def answer_questions(model: Any, tokenizer: Any, questions: list[Question], *,
     prompts = [encode_chat(tokenizer, [Turn(q.question, None, images=len(imgs))],
                            gen.mask_mode).input_ids
                for q, imgs in zip(questions, images, strict=True)]
-    return [clean_response(r.text) for r in gen.generate(prompts, images, STOP_STRINGS,
+    return [clean_response(r.text) for r in gen.generate_ids(prompts, images, STOP_STRINGS,
                                                            batch_size=batch_size)]
 
 

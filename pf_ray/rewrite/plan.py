@@ -29,10 +29,11 @@ from pf_ray.data.images import ImageLoader
 from pf_ray.data.io import Dataset
 from pf_ray.data.schema import REWRITE_OUTPUT, SAMPLE_COLUMNS, Batch
 from pf_ray.data.select import selected
+from pf_ray.engines import registry as engines
 from pf_ray.jobs.inputs import input_units
 from pf_ray.jobs.shard import ShardPlan, Unit
 from pf_ray.rewrite.engines import engine_factory
-from pf_ray.rewrite.spec import RewriteSpec
+from pf_ray.rewrite.spec import RewriteSpecBase as RewriteSpec
 from pf_ray.rewrite.steps import PREPARED, Rewrite, prepare_rows
 from pf_ray.steps.base import Resources, StepDef
 from pf_ray.storage import resolve
@@ -144,12 +145,11 @@ def plan_rewrite(spec: RewriteSpec) -> ShardPlan:
                  "thresholds": thresholds}),
         StepDef(Rewrite.name, Rewrite, Rewrite.inputs, Rewrite.outputs,
                 # micro-batches of LENGTH_BUCKETS engine batches, sorted by length inside
-                Resources(num_cpus=e.num_cpus, num_gpus=getattr(e, "num_gpus", 0.0),
-                          batch_size=e.batch_size * LENGTH_BUCKETS, min_actors=e.min_actors,
-                          max_actors=e.max_actors),
+                e.resources(batch_size=e.batch_size * LENGTH_BUCKETS),
                 {"engine_factory": engine_factory(spec), "checks": spec.checks,
                  "loader": loader, "fetch_threads": spec.images.fetch_threads,
-                 "needs_bytes": e.kind == "http", "engine_batch": e.batch_size}),
+                 "needs_bytes": engines.get(e.kind).needs_bytes,
+                 "engine_batch": e.batch_size}),
     ]
     return ShardPlan(kind="rewrite", spec_hash=digest, spec=recorded, units=units,
                      reader=read_samples,

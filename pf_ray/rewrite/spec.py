@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from pf_ray.data.select import SelectConfig
-from pf_ray.engines.config import DecodingConfig, HTTPEndpoint
+from pf_ray.engines.config import DecodingConfig
 from pf_ray.specs import ImageLimits, OutputConfig, SpecBase, Strict
-from pf_ray.steps.pool import ActorPool
 
 # The user message of the ``chat`` api (generic VLM servers, which do not know the rewriter
 # prompt): the image travels as an image_url part before this text.
@@ -58,35 +57,29 @@ class ChecksConfig(Strict):
     loop_min_words: int = Field(8, ge=2)
 
 
-class FlamingoEngineConfig(ActorPool):
-    """pf-ray's Flamingo model (a ``pf-ray convert`` / training export folder) in an actor
-    pool, batched generation (each distinct image encoded once per batch)."""
+class RewriteSpecBase(SpecBase):
+    """Raw vision-language annotations -> rewrites by the rewriter (Polite Flamingo).
 
-    kind: Literal["flamingo"]
-    model: str = Field(..., description="model folder or URI (s3://...): config.json, "
-                       "model.safetensors, adapter/, tokenizer/")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if the "
-                                                   "actor sees a GPU")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: the model config's dtype")
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads per actor")
-    max_prompt_tokens: int | None = Field(
-        None, ge=1, description="longer prompts are rejected (prompt_too_long); None: the "
-        "language model's max_position_embeddings minus max_new_tokens")
+    ``engine`` is one of the registered engines (:mod:`pf_ray.engines.registry`), added by
+    :func:`build_rewrite_spec`.
+    """
 
-
-class HTTPRewriteEngineConfig(ActorPool, HTTPEndpoint):
-    """An OpenAI-compatible server: ``completions`` sends the rewriter prompt text with its
-    ``<image>`` markers and the images as data URIs in ``images`` (pf-ray's Serve app);
-    ``chat`` sends a user message of image_url + text parts (generic VLM servers, vLLM)."""
-
-    kind: Literal["http"]
-    api: Literal["completions", "chat"] = "completions"
-    image_markers: Literal["next_image", "previous_image"] = Field(
-        "next_image", description="completions: where the prompt's <image> marker goes (the "
-        "model's cross-attention mask; released v1 models: next_image)")
-    chat_prompt: str = Field(DEFAULT_CHAT_PROMPT, description="chat: the user text, with "
-                             "{instruction} and {draft}")
+    kind: Literal["rewrite"]
+    inputs: list[str] = Field(..., min_length=1, description="pf-ray sample dataset roots "
+                              "(ingest or synthetic outputs)")
+    output: OutputConfig
+    select: RewriteSelect = Field(default_factory=RewriteSelect)
+    seed: int = Field(0, description="seeds select.samples")
+    prompt_format: Literal["paper", "released"] = Field(
+        "paper", description="the rewriter prompt the model was trained with: paper (Fig. 3) "
+        "or released (the released weights' README prompt)")
+    chat_prompt: str = Field(DEFAULT_CHAT_PROMPT, description="chat APIs (engine http, api "
+                             "chat): the user text, with {instruction} and {draft}")
+    draft_boxes: bool = Field(True, description="rows with boxes: the draft is the annotation "
+                              "plus the serialised boxes (spec §4: captions plus boxes)")
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
+    images: ImageLimits = Field(default_factory=ImageLimits)
 
     @field_validator("chat_prompt")
     @classmethod
@@ -96,33 +89,29 @@ class HTTPRewriteEngineConfig(ActorPool, HTTPEndpoint):
             raise ValueError(f"must contain {' and '.join(missing)}, received {v[:80]!r}")
         return v
 
-
-RewriteEngineConfig = Annotated[FlamingoEngineConfig | HTTPRewriteEngineConfig,
-                                Field(discriminator="kind")]
-
-
-class RewriteSpec(SpecBase):
-    """Raw vision-language annotations -> rewrites by the rewriter (Polite Flamingo)."""
-
-    kind: Literal["rewrite"]
-    inputs: list[str] = Field(..., min_length=1, description="pf-ray sample dataset roots "
-                              "(ingest or synthetic outputs)")
-    output: OutputConfig
-    select: RewriteSelect = Field(default_factory=RewriteSelect)
-    seed: int = Field(0, description="seeds select.samples")
-    engine: RewriteEngineConfig
-    prompt_format: Literal["paper", "released"] = Field(
-        "paper", description="the rewriter prompt the model was trained with: paper (Fig. 3) "
-        "or released (the released weights' README prompt)")
-    draft_boxes: bool = Field(True, description="rows with boxes: the draft is the annotation "
-                              "plus the serialised boxes (spec §4: captions plus boxes)")
-    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
-    checks: ChecksConfig = Field(default_factory=ChecksConfig)
-    images: ImageLimits = Field(default_factory=ImageLimits)
-
     @model_validator(mode="after")
-    def _engine_decoding(self) -> RewriteSpec:
-        if self.engine.kind == "http" and self.decoding.num_beams > 1:
+    def _engine_decoding(self) -> RewriteSpecBase:
+        from pf_ray.engines.registry import engines
+
+        engine = getattr(self, "engine")  # noqa: B009 - added by build_rewrite_spec
+        if self.decoding.num_beams > 1 and not engines()[engine.kind].beams:
+            beams = [k for k, e in engines().items() if e.beams]
             raise ValueError(f"decoding.num_beams: received {self.decoding.num_beams}; the "
-                             "http engine allows 1 (beam search needs the flamingo engine)")
+                             f"{engine.kind} engine allows 1 (beam search needs one of the "
+                             f"engines {beams})")
         return self
+
+
+def build_rewrite_spec() -> type[RewriteSpecBase]:
+    """The ``rewrite`` spec class for the engines registered now."""
+    from pydantic import create_model
+
+    from pf_ray.engines.registry import engine_union
+
+    return create_model("RewriteSpec", __base__=RewriteSpecBase,
+                        __doc__=RewriteSpecBase.__doc__,
+                        engine=(engine_union(), Field(..., description="the engine that "
+                                                      "rewrites: its kind and settings")))
+
+
+RewriteSpec = build_rewrite_spec()

@@ -11,13 +11,15 @@ import socket
 import threading
 from collections.abc import Iterator
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from pf_ray.data.images import ImageLoader, synthetic_bytes
 from pf_ray.engines.config import DecodingConfig
-from pf_ray.eval.answers import Answer, HTTPAnswerer
+from pf_ray.eval import answers
+from pf_ray.eval.answers import Answer
 from pf_ray.eval.spec import HTTPSource
 from pf_ray.faults import EngineUnavailable
 from pf_ray.steps.base import REJECT_REASON
@@ -62,7 +64,9 @@ def server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 def step(base_url: str) -> Answer:
     cfg = HTTPSource(kind="http", name="api", base_url=base_url, model="m", max_concurrency=2)
-    return Answer("api", partial(HTTPAnswerer, cfg, DecodingConfig(max_new_tokens=7)),
+    decoding = DecodingConfig(max_new_tokens=7)
+    spec = SimpleNamespace(decoding=decoding)  # what the answerer reads of the eval spec
+    return Answer("api", partial(answers._http, cfg, spec),
                   ImageLoader(), needs_bytes=True)
 
 

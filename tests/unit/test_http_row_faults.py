@@ -14,11 +14,10 @@ import pytest
 from PIL import Image
 
 from pf_ray.engines.base import GenParams
-from pf_ray.engines.config import DecodingConfig
+from pf_ray.engines.config import DecodingConfig, HTTPEngineSpec
 from pf_ray.engines.http import HTTPEngine, HTTPRequestError, sendable
 from pf_ray.faults import EngineUnavailable, is_infrastructure_fault
-from pf_ray.rewrite.engines import HTTPRewriter, Request
-from pf_ray.rewrite.spec import HTTPRewriteEngineConfig
+from pf_ray.rewrite.engines import Request, Rewriter
 
 REPLY: dict[str, tuple[int, Any]] = {}  # path -> (status, JSON body or raw bytes)
 
@@ -97,9 +96,9 @@ def test_a_200_that_is_no_reply_is_an_infrastructure_fault(base_url: str, path: 
                   ).rewrite([Request("Q?", "draft")])
 
 
-def _rewriter(base_url: str, api: str) -> HTTPRewriter:
-    cfg = HTTPRewriteEngineConfig(kind="http", api=api, base_url=base_url, model="m")
-    return HTTPRewriter(cfg, prompt_format="paper", decoding=DecodingConfig())
+def _rewriter(base_url: str, api: str) -> Rewriter:
+    cfg = HTTPEngineSpec(kind="http", api=api, base_url=base_url, model="m")
+    return Rewriter(cfg, prompt_format="paper", decoding=DecodingConfig())
 
 
 @pytest.mark.parametrize("api", ["completions", "chat"])

@@ -19,7 +19,7 @@ from pf_ray.engines.config import DecodingConfig
 from pf_ray.engines.flamingo import FlamingoGenerator
 from pf_ray.faults import ModelUnavailable, UnitFailed
 from pf_ray.jobs.runner import run_job
-from pf_ray.rewrite.engines import FlamingoRewriter, Request
+from pf_ray.rewrite.engines import Request, Rewriter
 from pf_ray.rewrite.spec import ChecksConfig
 from pf_ray.rewrite.steps import Rewrite
 from pf_ray.specs import FaultPolicy, StorageConfig
@@ -54,9 +54,9 @@ def requests_of(rows: dict) -> list[Request]:
 
 def test_batched_rewrite_encodes_each_image_once_and_equals_batch_one(rewriter: str,
                                                                      rows: dict) -> None:
-    engine = FlamingoRewriter(FlamingoGenerator(rewriter, decoding=DECODING, num_threads=1),
-                              prompt_format="paper")
-    model = engine.generator.model
+    engine = Rewriter(FlamingoGenerator(rewriter, decoding=DECODING, num_threads=1),
+                      prompt_format="paper", decoding=DECODING)
+    model = engine.generator.model  # type: ignore[attr-defined]
     encoded: list[int] = []
     original = model.encode_images
 
@@ -78,8 +78,8 @@ def test_batched_rewrite_encodes_each_image_once_and_equals_batch_one(rewriter: 
 
 
 def test_missing_model_is_an_infrastructure_fault(tmp_path: Path, rows: dict) -> None:
-    engine = FlamingoRewriter(FlamingoGenerator(str(tmp_path / "nowhere"), decoding=DECODING),
-                              prompt_format="paper")
+    engine = Rewriter(FlamingoGenerator(str(tmp_path / "nowhere"), decoding=DECODING),
+                      prompt_format="paper", decoding=DECODING)
     with pytest.raises(ModelUnavailable, match="nowhere"):
         engine.rewrite(requests_of(rows)[:1])
     (tmp_path / "empty").mkdir()

@@ -17,9 +17,9 @@ from pf_ray.engines.base import Completion
 from pf_ray.engines.config import DecodingConfig
 from pf_ray.engines.http import HTTPEngine, finished
 from pf_ray.rewrite.checks import check_output, tail_loop
-from pf_ray.rewrite.engines import HTTPRewriter, Request
+from pf_ray.rewrite.engines import Request, Rewriter
 from pf_ray.rewrite.plan import plan_rewrite, rewrite_hash
-from pf_ray.rewrite.prompt import chat_messages
+from pf_ray.rewrite.prompt import chat_text
 from pf_ray.rewrite.spec import ChecksConfig
 from pf_ray.rewrite.steps import prepare_rows
 
@@ -52,8 +52,9 @@ def test_spec_errors_name_the_field_and_what_is_allowed() -> None:
                   decoding={"num_beams": 3})
     assert "num_beams" in text and "http" in text
     assert "base_url" in errors(engine={"kind": "http", "base_url": "h:1", "model": "m"})
-    assert "chat_prompt" in errors(engine={"kind": "http", "base_url": "http://h/v1",
-                                           "model": "m", "chat_prompt": "no slots"})
+    assert "chat_prompt: must contain {instruction} and {draft}" in errors(
+        engine={"kind": "http", "base_url": "http://h/v1", "model": "m"},
+        chat_prompt="no slots")
     assert "min_actors" in errors(engine={"kind": "flamingo", "model": "m", "min_actors": 0})
     assert "beam sampling" in errors(decoding={"num_beams": 2, "do_sample": True})
 
@@ -162,11 +163,11 @@ def test_http_rewriter_request_bodies(api: str, monkeypatch: pytest.MonkeyPatch)
              decoding={"max_new_tokens": 40, "do_sample": True, "temperature": 0.7,
                        "top_k": 20, "top_p": 0.9, "seed": 3})
     png = _png()
-    engine = HTTPRewriter(s.engine, prompt_format="paper", decoding=s.decoding)
+    engine = Rewriter(s.engine, prompt_format="paper", decoding=s.decoding)
     (res,) = engine.rewrite([Request("What colour?", "red", None, png)])
     assert res.text == "A red circle."
     path, body = sent[0]
-    assert engine.http.base_url == "http://h:1/v1"
+    assert engine.generator.http.base_url == "http://h:1/v1"  # type: ignore[attr-defined]
     uri = "data:image/png;base64," + base64.b64encode(png).decode()
     assert (body["model"], body["max_tokens"], body["temperature"], body["top_k"],
             body["top_p"], body["seed"]) == ("pf", 40, 0.7, 20, 0.9, 3)
@@ -185,9 +186,9 @@ def test_http_rewriter_request_bodies(api: str, monkeypatch: pytest.MonkeyPatch)
         assert "Draft response: red" in user["content"][1]["text"]
 
 
-def test_chat_messages_keep_braces_in_text() -> None:
-    (_, user) = chat_messages("f({x})?", "{draft}", [], "Q: {instruction} D: {draft}")
-    assert user["content"] == [{"type": "text", "text": "Q: f({x})? D: {draft}"}]
+def test_chat_text_keeps_braces_in_text() -> None:
+    assert chat_text("f({x})?", "{draft}", "Q: {instruction} D: {draft}") == \
+        "Q: f({x})? D: {draft}"
 
 
 def test_plan_has_one_unit_per_input_shard(tmp_path: Any) -> None:
@@ -199,7 +200,7 @@ def test_plan_has_one_unit_per_input_shard(tmp_path: Any) -> None:
     plan = plan_rewrite(spec(inputs=[root], engine={
         "kind": "flamingo", "model": "/m", "num_gpus": 1, "min_actors": 1, "max_actors": 4,
         "batch_size": 32}))
-    assert len(plan.units) == 3 and plan.schema == "rewrite"
+    assert len(plan.units) == 3 and plan.schema.name == "rewrite"
     step = plan.steps[-1]
     assert step.name == "rewrite" and step.uses_actors
     r = step.resources
