@@ -145,7 +145,7 @@ def _first_paragraph(doc: str | None) -> str:
     return _one_line(inspect.cleandoc(doc).split("\n\n")[0])
 
 
-# The sections of docs/paper.md (the paper's facts the code cites as "spec §N"), so that a
+# The sections of docs/paper.md (the paper's facts the code cites as "paper.md §N"), so that a
 # citation in a field's description becomes a link on the page.
 PAPER_SECTIONS = {
     "1": "1-rewriter-training-data", "2": "2-distortions", "3": "3-model",
@@ -154,7 +154,7 @@ PAPER_SECTIONS = {
     "6": "6-clever-flamingo", "7": "7-evaluation", "8": "8-official-code",
     "9": "9-re-implementation",
 }
-_CITATION = re.compile(r"(?:spec|docs/paper\.md) §(\d+(?:\.\d+)?)")
+_CITATION = re.compile(r"(?:spec|paper\.md) §(\d+(?:\.\d+)?)")
 
 
 def _paper_link(match: re.Match[str]) -> str:

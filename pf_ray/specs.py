@@ -32,7 +32,7 @@ BaseURL = Annotated[str, AfterValidator(_base_url)]
 """An OpenAI-compatible server's URL (``http(s)://host:port/v1``), trailing ``/`` removed."""
 
 QATemplate = Annotated[str, AfterValidator(_qa_template)]
-"""The spec §5 NLI sentence: a template with ``{answer}`` and ``{question}``."""
+"""The paper.md §5 NLI sentence: a template with ``{answer}`` and ``{question}``."""
 
 
 class Strict(BaseModel):

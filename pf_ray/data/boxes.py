@@ -1,7 +1,7 @@
 """Captions + boxes serialisation: the raw text the rewriter learns to turn into a detailed
 description (LLaVA-detail; later also COCO / Flickr / TextCaps / DIOR... when rewriting).
 
-Format (spec §2 and the PF-1M sample in the Polite Flamingo README): the captions joined by
+Format (paper.md §2 and the PF-1M sample in the Polite Flamingo README): the captions joined by
 '\\n', a blank line, the GPT-4 preamble, then one ``label: [x1, y1, x2, y2]\\n`` line per
 object, coordinates normalised to 0-1 and printed as ``round(v, 3)``
 (``person: [0.44, 0.176, 0.591, 0.316]``).

@@ -1,4 +1,4 @@
-"""Which assistant turns of a conversation become pairs, with which ids (spec §1).
+"""Which assistant turns of a conversation become pairs, with which ids (paper.md §1).
 
 ``every_turn`` (the paper's count: 224k LLaVA pairs from 158k conversations) makes one pair
 per assistant turn that follows a user turn, with id ``<sample id>#t<turn index>``; the

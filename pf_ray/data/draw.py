@@ -1,4 +1,4 @@
-"""Regions drawn onto images: RefCOCOg's box and PointQA's arrow (spec §4).
+"""Regions drawn onto images: RefCOCOg's box and PointQA's arrow (paper.md §4).
 
 Some raw annotations are about one region of an image. The paper shows the region to the
 rewriter by drawing it: a green bounding box for RefCOCOg ("Describe the object inside this

@@ -73,7 +73,7 @@ REJECT_SCHEMA = pa.schema(
     ]
 )
 
-# A rewrite of a raw annotation by the rewriter (rewrite stage, spec §4).
+# A rewrite of a raw annotation by the rewriter (rewrite stage, paper.md §4).
 #   instruction:   the user turn before the first assistant turn (text, no image marker)
 #   original:      the raw annotation as the rewriter got it (the "draft"; boxes appended
 #                  when the row has them and draft_boxes is on)

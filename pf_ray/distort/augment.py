@@ -1,4 +1,4 @@
-"""Random text augmentation: the 4-step chain of the paper (spec §2, README snippet).
+"""Random text augmentation: the 4-step chain of the paper (paper.md §2, README snippet).
 
 Each step runs with probability 0.5, in order, all draws from one ``random.Random`` seeded
 per pair:

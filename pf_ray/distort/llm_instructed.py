@@ -1,4 +1,4 @@
-"""LLM-instructed distortion: prompt, output clean-up and output checks (spec §2).
+"""LLM-instructed distortion: prompt, output clean-up and output checks (paper.md §2).
 
 The conversation given to the LLM (``build_messages``): the system message, the original
 Human/Assistant turn, a Human turn asking for a compressed answer, and the prefilled

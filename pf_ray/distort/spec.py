@@ -14,7 +14,7 @@ Family = Literal["llm", "augment", "boxes"]
 
 
 class MixtureConfig(Strict):
-    """Distortion family weights per kind of row (normalised; spec §1 ratios by default).
+    """Distortion family weights per kind of row (normalised; paper.md §1 ratios by default).
 
     Ratios only: every selected pair gets a family, so at paper scale all UltraChat and
     ShareGPT pairs would be LLM-distorted. ``targets`` (below) give exact counts instead.

@@ -1,4 +1,4 @@
-"""The LLM-instructed distortion prompt and its 24 styles, as data (spec §2).
+"""The LLM-instructed distortion prompt and its 24 styles, as data (paper.md §2).
 
 Source: the Polite Flamingo README's distortion prompt (Guanaco chat format). The assistant
 turn is prefilled and ends with an opening quote; generation continues from there and stops

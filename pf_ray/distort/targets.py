@@ -1,4 +1,4 @@
-"""Absolute targets: exactly ``pairs`` pairs per family and sources, seeded (spec §1).
+"""Absolute targets: exactly ``pairs`` pairs per family and sources, seeded (paper.md §1).
 
 Plan time (driver): one scan per input shard (on a few threads) reads the columns that
 decide its pairs (id, source, task, image, conversations), keeps the usable pairs

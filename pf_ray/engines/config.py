@@ -78,7 +78,7 @@ ENGINE_KINDS = ("hf", "vllm", "http")
 
 
 class DecodingConfig(Strict):
-    """How the rewriter decodes (spec §4 "Decoding"; the paper gives no settings).
+    """How the rewriter decodes (paper.md §4 "Decoding"; the paper gives no settings).
 
     Defaults are the released dataset-inference script's ([code-v2]
     ``instruction_dataset_inference.py``): greedy, 1 beam, top_p 1, 128 new tokens. The

@@ -3,7 +3,7 @@
 Pure functions over records (one dict per committed answer: ``set``, ``item``,
 ``answerer``, ``reward``, ``metric``, ``score``, ``rouge_l``, ``sts``).
 
-**Win rate** of source A over source B (spec §7, "Clever Flamingo beats raw annotations
+**Win rate** of source A over source B (paper.md §7, "Clever Flamingo beats raw annotations
 79.6%"): over the items both answered (same set, same item), the share where A's reward is
 higher, a tie (|difference| <= ``tie_margin``, 0: equal rewards, e.g. identical answers)
 counting as half a win. The paper does not say how it counts ties; half a win keeps

@@ -1,6 +1,6 @@
 """Fact recall: does a rewrite still state the ground-truth answer of its raw annotation?
 
-The paper's failure modes of rewriting include *changed answers* (spec §4). On the synthetic
+The paper's failure modes of rewriting include *changed answers* (paper.md §4). On the synthetic
 data the ground truth is known, so each rewritten VQA, classification and multiple-choice
 row can be checked: the first answer word of the question's kind in the text (the first
 colour, shape, number, yes/no; see :func:`pf_ray.eval.vqa.read_answer`) must be the

@@ -2,7 +2,7 @@
 
 * ``rouge_l``: ROUGE-L F of the answer against the references, the best over them
   (:func:`pf_ray.metrics.rouge.rouge_l`, rouge-score semantics by default); ``score`` is it.
-* ``nli``: the spec §5 NLI judge. For each unique reference (at most
+* ``nli``: the paper.md §5 NLI judge. For each unique reference (at most
   ``max_references``), premise = template(answer), hypothesis = template(reference), both
   with the question; the answer is correct (``score`` 1) when the argmax label is
   ``entailment`` for at least one reference. ``nli_logits`` keeps the logits of the

@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from pf_ray.data.schema import OutputSchema
 
-# One answer of one answer source to one eval item (eval stage, spec §7), with its scores.
+# One answer of one answer source to one eval item (eval stage, paper.md §7), with its scores.
 #   id:          "<item id>@<answerer>"; item: the eval set row's id
 #   set:         the eval set's name (a table column: COCO, OK-VQA, ...)
 #   answerer:    the answer source's name (a table row: raw, clever, an endpoint...)

@@ -1,7 +1,7 @@
 """The spec of ``kind: eval``: eval sets, answer sources, and how answers are scored.
 
 * ``sets``: rows of pf-ray sample datasets (ingest outputs) as (image, question,
-  references), each set with its metric and sample size (spec §7: COCO 5k; TextCaps,
+  references), each set with its metric and sample size (paper.md §7: COCO 5k; TextCaps,
   Img2P, OK-VQA, Grid3D, NLVR2 3k; the rest their full validation sets).
 * ``sources``: who answers, each under a name (a row of the tables): an exported pf-ray
   model (``model``: chat prompt, or the rewriter prompt with the raw annotation as draft),
@@ -114,7 +114,7 @@ Source = Annotated[ModelSource | HTTPSource | DatasetSource, Field(discriminator
 
 
 class RewardConfig(Strict):
-    """Politeness (spec §7): a reward model's logit for (question, answer), as the PF-1M
+    """Politeness (paper.md §7): a reward model's logit for (question, answer), as the PF-1M
     reward (OpenAssistant/reward-model-deberta-v3-large-v2)."""
 
     model: str = Field(..., description="reward model folder or URI (a transformers sequence "
@@ -126,7 +126,7 @@ class RewardConfig(Strict):
 
 
 class NLIJudge(Strict):
-    """The NLI judge of VQA answers (spec §5's cross-encoder, template and label order):
+    """The NLI judge of VQA answers (paper.md §5's cross-encoder, template and label order):
     premise = template(answer), hypothesis = template(reference); correct when the argmax
     is ``entailment`` for at least one reference."""
 

@@ -1,6 +1,6 @@
 """The eval's outputs for people: Markdown tables in the paper's layouts and PNG plots.
 
-* Table 1 layout (spec §7): one row per source, one column per captioning / VQA set;
+* Table 1 layout (paper.md §7): one row per source, one column per captioning / VQA set;
   ROUGE-L x100 for ``rouge_l`` sets, judged-correct % for ``nli`` (and ``answer_match``).
 * Table 2 layout: change-captioning sets (``sts``), each cell "STS x100 / ROUGE-L" as the
   paper prints it (46.1 / .185).

@@ -10,7 +10,7 @@ mentions none of them is wrong.
 
 ``blind=True`` asks the same questions with the images withheld: the prompt keeps its
 ``<image>`` marker but the pixels are all zeros, as the padding images of Clever Flamingo's
-training (spec §6), so the prompt format is unchanged and only the visual information is
+training (paper.md §6), so the prompt format is unchanged and only the visual information is
 gone. This image-blind control shows how much of the accuracy the vision path brings
 (chance level: 1/6 colours, 1/4 shapes, 1/2 yes/no).
 """
@@ -88,7 +88,7 @@ def answer_questions(model: Any, tokenizer: Any, questions: list[Question], *,
     gen = FlamingoGenerator(model=model.eval(), tokenizer=tokenizer,
                             decoding=DecodingConfig(max_new_tokens=max_new_tokens))
     size = model.config.vision.image_size
-    blank = torch.zeros(3, size, size)  # a preprocessed all-zero image (spec §6 padding)
+    blank = torch.zeros(3, size, size)  # a preprocessed all-zero image (paper.md §6 padding)
     images = [[blank] if blind else [loader.load(q.image, q.image_bytes)] for q in questions]
     prompts = [encode_chat(tokenizer, [Turn(q.question, None, images=len(imgs))],
                            gen.mask_mode).input_ids

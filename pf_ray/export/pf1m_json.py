@@ -1,4 +1,4 @@
-"""PF-1M as released (HF ``chendelong/PF-1M``, spec §4): one JSON list of samples.
+"""PF-1M as released (HF ``chendelong/PF-1M``, paper.md §4): one JSON list of samples.
 
 Each sample::
 

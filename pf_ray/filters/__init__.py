@@ -1,1 +1,1 @@
-"""The PF-1M filter chain (spec §5): ``kind: filter``, one module per filter."""
+"""The PF-1M filter chain (paper.md §5): ``kind: filter``, one module per filter."""

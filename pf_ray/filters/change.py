@@ -1,4 +1,4 @@
-"""Change filter: outputs the rewriter did not change (spec §5.2).
+"""Change filter: outputs the rewriter did not change (paper.md §5.2).
 
 ``rouge_score`` is ROUGE-L F (rouge-score's convention, :mod:`pf_ray.metrics.rouge`) of the
 output against the original annotation, the same number PF-1M ships. A row is unchanged

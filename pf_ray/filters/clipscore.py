@@ -1,4 +1,4 @@
-"""Per-paragraph CLIPScore filter (captions, spec §5.3), only for outputs with a blank line.
+"""Per-paragraph CLIPScore filter (captions, paper.md §5.3), only for outputs with a blank line.
 
 Each paragraph of an output split on '\\n\\n' is scored by the CLIP scorer
 (:class:`pf_ray.scorers.clip.ParagraphCLIP`: 100 x the image embedding against the mean of

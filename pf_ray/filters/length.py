@@ -1,4 +1,4 @@
-"""Length filter: outputs too short or too long, counted in words (spec §5.1)."""
+"""Length filter: outputs too short or too long, counted in words (paper.md §5.1)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""NLI filter (QA, spec §5.4): drop rewrites an NLI cross-encoder says contradict the
+"""NLI filter (QA, paper.md §5.4): drop rewrites an NLI cross-encoder says contradict the
 original answer.
 
-The pair fed to the model is exactly (spec §5, in its order)::
+The pair fed to the model is exactly (paper.md §5, in its order)::
 
     premise    = '"{output}" is the answer to the question: "{instruction}"'
     hypothesis = '"{original}" is the answer to the question: "{instruction}"'

@@ -1,4 +1,4 @@
-"""``kind: filter``: rewrite datasets -> PF-1M shards, the spec §5 chain as steps.
+"""``kind: filter``: rewrite datasets -> PF-1M shards, the paper.md §5 chain as steps.
 
 Units are the committed shard files of the inputs (one output shard each). Steps, in the
 paper's order: length and change (CPU tasks), then STS, CLIPScore, NLI and reward (each an

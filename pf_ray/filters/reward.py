@@ -1,4 +1,4 @@
-"""Reward filter (spec §5 end): the reward scorer's logit for (instruction, output).
+"""Reward filter (paper.md §5 end): the reward scorer's logit for (instruction, output).
 
 Not a stated PF-1M filter: the score is stored as ``reward``; ``reward.threshold``
 (optional) drops rows below it; a global top-k is a second pass

@@ -1,4 +1,4 @@
-"""The spec of ``kind: filter``: the PF-1M filter chain (spec §5), each filter configurable.
+"""The spec of ``kind: filter``: the PF-1M filter chain (paper.md §5), each filter configurable.
 
 Filters run in the paper's order: length -> change -> STS -> CLIPScore -> NLI -> reward.
 Each has ``enabled``, the tasks it applies to (None: every task), its thresholds with the
@@ -18,7 +18,7 @@ from pf_ray.scorers.config import ScorerPool
 from pf_ray.scorers.nli import NLI_LABELS
 from pf_ray.specs import OutputConfig, QATemplate, SpecBase, Strict
 
-# Task families of the rewrite stage's rows (spec §4 templates).
+# Task families of the rewrite stage's rows (paper.md §4 templates).
 QA_TASKS = ["vqa", "multiple_choice"]
 CAPTION_TASKS = ["captions", "region_caption"]
 
@@ -94,7 +94,7 @@ class CLIPFilter(ModelFilter):
 
 
 class NLIFilter(ModelFilter):
-    """An NLI cross-encoder on the spec §5 pair; drop when it predicts contradiction.
+    """An NLI cross-encoder on the paper.md §5 pair; drop when it predicts contradiction.
 
     Both sides are ``template`` filled with the row's instruction as ``question``: one with
     the rewrite as ``answer``, the other with the original annotation. ``premise`` says

@@ -1,4 +1,4 @@
-"""STS filter (captions, spec §5.3): the STS scorer's cosine(original, output)
+"""STS filter (captions, paper.md §5.3): the STS scorer's cosine(original, output)
 (:class:`pf_ray.scorers.sts.STSModel`); rows below the threshold (0.40) are dropped."""
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ LAYOUTS: dict[str, Layout] = {
     # the frozen vision tower / LM may be there too.
     "openflamingo": Layout(frozenset({"perceiver", "xattn_attn", "xattn_ffn", "lm_embeddings"}),
                            frozenset({"vision", "lm_full"})),
-    # polite_flamingo.pt / polite_flamingo_gen2.pt: LoRA + input embeddings (291M, spec §3)
+    # polite_flamingo.pt / polite_flamingo_gen2.pt: LoRA + input embeddings (291M, paper.md §3)
     "polite_flamingo": Layout(frozenset({"lm_lora", "lm_embeddings"})),
     # clever_flamingo.pt: everything Clever Flamingo tuned, plus possibly frozen parts
     "clever_flamingo": Layout(frozenset({"perceiver", "xattn_attn", "xattn_ffn", "lm_lora",

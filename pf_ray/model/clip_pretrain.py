@@ -1,6 +1,6 @@
 """Contrastive (CLIP) pretraining of a small open_clip model on image-caption pairs.
 
-Flamingo reads images through a *pretrained* CLIP tower (spec §3: openai ViT-L-14-336,
+Flamingo reads images through a *pretrained* CLIP tower (paper.md §3: openai ViT-L-14-336,
 frozen). No CLIP weights ship inside a PyPI package, and a random tower hands the perceiver
 features it cannot learn from in a quickstart's budget (measured on the quickstart's VQA
 questions: after 1200 steps of training everything else, answers with and without the

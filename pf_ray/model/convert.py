@@ -8,7 +8,7 @@
 
 The gen-2 rewriter is ``--load clever_flamingo=clever_flamingo.pt --load
 polite_flamingo=polite_flamingo_gen2.pt``; the gen-1 rewriter ``--load openflamingo=...
---load polite_flamingo=polite_flamingo.pt``. Files load in the order given (spec §6: LoRA
+--load polite_flamingo=polite_flamingo.pt``. Files load in the order given (paper.md §6: LoRA
 init, then OpenFlamingo-9B, then the Flamingo file), each strictly against its layout
 (``--non-strict`` to report and go on). Vision keys in released files are skipped: the
 tower comes from ``--vision`` (the paper replaced OpenFlamingo's 224 px ViT with the 336 px

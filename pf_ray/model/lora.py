@@ -6,7 +6,7 @@ gated cross-attention blocks, which live outside the LM (and whose linears are n
 renames an adapted linear's weight ``q_proj.weight`` -> ``q_proj.base_layer.weight`` and
 adds ``q_proj.lora_A.default.weight`` / ``q_proj.lora_B.default.weight``.
 
-Paper setting (spec §3): r 64, alpha 16, dropout 0.1 on q/k/v/o/gate/up/down_proj of
+Paper setting (paper.md §3): r 64, alpha 16, dropout 0.1 on q/k/v/o/gate/up/down_proj of
 LLaMA-7B: per layer 4 * 64*(4096+4096) (attention) + 3 * 64*(4096+11008) (MLP) =
 4,997,120, times 32 layers = 159,907,840 ("≈160M").
 

@@ -3,7 +3,7 @@
 ``tiny``                 ~4M params, random weights, tiny-bpe tokenizer: tests and the offline
                          quickstart (trains in minutes on 2 CPUs).
 ``tiny-qwen2``           ``tiny`` with a Qwen2 language model (proves the LM family is free).
-``openflamingo-9b-v1``   Polite / Clever Flamingo (spec §3): ViT-L-14-336 + LLaMA-7B dims,
+``openflamingo-9b-v1``   Polite / Clever Flamingo (paper.md §3): ViT-L-14-336 + LLaMA-7B dims,
                          patch tokens before ``ln_post``, LLaMA tokenised as OpenFlamingo v1.
                          Build it only with real weights (see :mod:`pf_ray.model.convert`).
 ``smol``                 SmolLM2-135M-Instruct (real pretrained weights, shipped offline in the
@@ -34,7 +34,7 @@ from pf_ray.model.tokenizer import TINY, TINY_BASE_VOCAB, TINY_VOCAB
 TINY_TOKENS = TokenIds(media=TINY_BASE_VOCAB + 1, endofchunk=TINY_BASE_VOCAB, pad=TINY_BASE_VOCAB + 2,
                        bos=1, eos=2)
 # LLaMA: 32000 SentencePiece tokens + <|endofchunk|> 32000, <image> 32001, <PAD> 32002;
-# the released models force pad/bos/eos to 0/1/2 (spec §3)
+# the released models force pad/bos/eos to 0/1/2 (paper.md §3)
 LLAMA_TOKENS = TokenIds(media=32001, endofchunk=32000, pad=0, bos=1, eos=2)
 LLAMA_VOCAB = 32003
 

@@ -1,11 +1,11 @@
 """The pinned prompt formats, shared by training and inference.
 
-Chat (Clever Flamingo; spec §6). The first turn carries the Guanaco system message, later
+Chat (Clever Flamingo; paper.md §6). The first turn carries the Guanaco system message, later
 turns don't; every assistant response ends with EOS (``</s>``)::
 
     <s>{SYSTEM}\\n### Human: {human 1}\\n### Assistant: {response 1}</s>\\n### Human: {human 2}\\n### Assistant: {response 2}</s>
 
-Rewriter (Polite Flamingo; spec §1, Fig. 3, with the image marker of the chat format), the
+Rewriter (Polite Flamingo; paper.md §1, Fig. 3, with the image marker of the chat format), the
 ``prompt_format`` ``"paper"``::
 
     <s>{SYSTEM}\\n### Human: {instruction}\\n### Assistant: (Drafted Response) {draft} (Revised Response) {revised}</s>

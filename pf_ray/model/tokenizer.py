@@ -2,7 +2,7 @@
 
 Flamingo adds three tokens after the LM's vocabulary, in OpenFlamingo v1's order:
 ``<|endofchunk|>`` (ends the text that belongs to an image), ``<image>`` (where an image's
-latents are attended), ``<PAD>``. LLaMA's 32000 + 3 = 32003 (spec §3). The released models
+latents are attended), ``<PAD>``. LLaMA's 32000 + 3 = 32003 (paper.md §3). The released models
 then force pad/bos/eos to 0/1/2; :class:`~pf_ray.model.config.TokenIds` in the model config
 is the source of truth and :func:`check_tokenizer` verifies a tokenizer against it.
 

@@ -12,7 +12,7 @@ Every parameter belongs to exactly one part:
 
 ``apply_trainability(model, assignment)`` sets ``requires_grad`` of every parameter to its
 part's value, so a stage is fully described by its assignment (nothing inherited from an
-earlier stage). The paper's stages are in :data:`STAGES` (spec §3 Table 4): "LoRA (0.29B)"
+earlier stage). The paper's stages are in :data:`STAGES` (paper.md §3 Table 4): "LoRA (0.29B)"
 = lm_lora (160M) + lm_embeddings (32003*4096 = 131M); "Perceiver + XATTN attention (0.1B)"
 = perceiver (63M) + xattn_attn (42M).
 """

@@ -664,7 +664,7 @@ def quickstart(workdir: Path, *, n: int = 1800, executor: str = "ray", progress:
     qs.save()
     filtered = qs.pf1m(rewriter)
     qs.save()
-    # spec §6: S1 and S3 = the clean instructions + 10% of PF-1M; S2 = PF-1M
+    # paper.md §6: S1 and S3 = the clean instructions + 10% of PF-1M; S2 = PF-1M
     clean = [{"path": qs.path("synthetic"), "sources": CLEAN_SOURCES, "fraction": 1.0},
              {"path": filtered, "fraction": 0.1}]
     qs.clever(base, clean, [{"path": filtered}])

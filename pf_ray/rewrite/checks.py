@@ -1,4 +1,4 @@
-"""Output checks: the rewriter's failure modes (spec §4) as reject reasons.
+"""Output checks: the rewriter's failure modes (paper.md §4) as reject reasons.
 
 The paper names missing EOS (the model loops until its token budget), and the released v2
 converter drops outputs ending in "...". A check returns the reason and a short detail, or

@@ -39,7 +39,7 @@ class RewriteSelect(SelectConfig):
 
 
 class ChecksConfig(Strict):
-    """Output checks (spec §4 failure modes); a failing output is a reject with the reason.
+    """Output checks (paper.md §4 failure modes); a failing output is a reject with the reason.
 
     ``repetition_loop``: the output ends in a loop, the same span of 1 to
     ``loop_max_period`` words (punctuation marks count as words) repeated at least
@@ -76,7 +76,7 @@ class RewriteSpecBase(SpecBase):
     chat_prompt: str = Field(DEFAULT_CHAT_PROMPT, description="chat APIs (engine http, api "
                              "chat): the user text, with {instruction} and {draft}")
     draft_boxes: bool = Field(True, description="rows with boxes: the draft is the annotation "
-                              "plus the serialised boxes (spec §4: captions plus boxes)")
+                              "plus the serialised boxes (paper.md §4: captions plus boxes)")
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
     checks: ChecksConfig = Field(default_factory=ChecksConfig)
     images: ImageLimits = Field(default_factory=ImageLimits)

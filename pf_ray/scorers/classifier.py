@@ -49,7 +49,7 @@ class PairClassifier:
 
 def nli_pair(template: str, question: str, output: str, original: str,
              premise: str = "output") -> tuple[str, str]:
-    """(premise, hypothesis) of the spec §5 NLI check.
+    """(premise, hypothesis) of the paper.md §5 NLI check.
 
     Both are ``template`` with ``{question}`` = the instruction; one has the rewrite as
     ``{answer}``, the other the original annotation; ``premise`` says which comes first.

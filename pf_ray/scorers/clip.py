@@ -6,7 +6,7 @@ stripped, empty pieces skipped; a paragraph without '.' is one sentence)::
     score(P) = 100 * < v / |v| , (1/m) * sum_j t_j / |t_j| >
 
 with v the open_clip image embedding and t_j the text embedding of s_j. The mean of the
-normalised sentence embeddings is *not* re-normalised (spec §5: "mean of the L2-normalised
+normalised sentence embeddings is *not* re-normalised (paper.md §5: "mean of the L2-normalised
 embeddings"), so a paragraph of disagreeing sentences scores lower than each of them.
 """
 

@@ -1,6 +1,6 @@
 """NLI: a cross-encoder's logits for (premise, hypothesis) pairs, in the spec's label order.
 
-The PF-1M NLI filter and eval's NLI judge both build the spec §5 pair
+The PF-1M NLI filter and eval's NLI judge both build the paper.md §5 pair
 (:func:`~pf_ray.scorers.classifier.nli_pair`) and read the argmax label.
 """
 

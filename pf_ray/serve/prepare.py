@@ -1,6 +1,6 @@
 """Requests -> what the generator takes: prompt token ids, images, a generation config.
 
-Chat requests map onto the Clever Flamingo chat format (spec §6) through
+Chat requests map onto the Clever Flamingo chat format (paper.md §6) through
 :func:`pf_ray.model.prompts.encode_chat`, the function training used: a leading system
 message (else the Guanaco one) and then ``\\n### Human: {text}<image><|endofchunk|>\\n###
 Assistant: {answer}</s>`` per turn. Images stay in the turn that carried them, earlier turns

@@ -20,7 +20,7 @@ Each read is one file (:class:`ReadUnit`); the reads of all datasets are interle
 proportion to their counts (each dataset's reads spread evenly over the epoch), and
 ``shuffle_window`` consecutive rows are shuffled together (seeded), so batches mix datasets.
 
-Multi-turn augmentation (Clever stages, spec §6, as the paper's code): each example is
+Multi-turn augmentation (Clever stages, paper.md §6, as the paper's code): each example is
 followed by up to 32 candidates drawn at random (seeded per row) from a pool of the last
 ``multiturn_pool`` rows of that mixed stream, while the images stay within ``max_images``;
 the candidate that crosses ``max_length`` is cut there and ends the example. Only the first

@@ -1,4 +1,4 @@
-"""The spec of ``kind: train``: rewriter SFT or one Clever Flamingo stage (spec §3, §6)."""
+"""The spec of ``kind: train``: rewriter SFT or one Clever Flamingo stage (paper.md §3, §6)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ class ScalingSpec(Strict):
 
 
 class TrainSpec(SpecBase):
-    """Rewriter SFT or one Clever Flamingo stage on Ray Train (spec §3 Table 4, §6)."""
+    """Rewriter SFT or one Clever Flamingo stage on Ray Train (paper.md §3 Table 4, §6)."""
 
     kind: Literal["train"]
     stage: Literal["rewriter", "clever_s1", "clever_s2", "clever_s3", "flamingo_pretrain"]

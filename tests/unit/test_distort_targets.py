@@ -211,7 +211,7 @@ def test_not_selected_rejects_are_slim(synthetic: str, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ the paper-scale spec
 
-PAPER = {  # spec §1: pairs per family and (group of) sources
+PAPER = {  # paper.md §1: pairs per family and (group of) sources
     ("boxes", ("llava_instruct",)): 14_000,
     ("llm", ("llava_instruct",)): 133_000,
     ("augment", ("llava_instruct",)): 77_000,

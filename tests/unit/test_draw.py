@@ -1,4 +1,4 @@
-"""Regions drawn onto images (RefCOCOg box, PointQA arrow; spec §4): the pixels drawn, the
+"""Regions drawn onto images (RefCOCOg box, PointQA arrow; paper.md §4): the pixels drawn, the
 ``refcocog`` adapter that asks for its box, and the ingest step that renders it."""
 
 from __future__ import annotations

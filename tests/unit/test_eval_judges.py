@@ -1,5 +1,5 @@
 """The understanding metrics on hand-made answers: ROUGE-L over several references, the
-NLI judge (spec §5 template and label order; the cross-encoder stubbed), STS, and the
+NLI judge (paper.md §5 template and label order; the cross-encoder stubbed), STS, and the
 synthetic ground truth."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ TEMPLATE = '"{answer}" is the answer to the question: "{question}"'
 
 class StubNLI:
     """Entailment when the premise's answer equals the hypothesis's, else contradiction;
-    logits in the spec §5 order [contradiction, entailment, neutral]."""
+    logits in the paper.md §5 order [contradiction, entailment, neutral]."""
 
     def __init__(self) -> None:
         self.pairs: list[tuple[str, str]] = []

@@ -1,5 +1,5 @@
 """``kind: eval`` specs: field errors name the field, what was received and what is allowed;
-the shipped eval jobs hold the paper's sets and sample sizes (spec §7)."""
+the shipped eval jobs hold the paper's sets and sample sizes (paper.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""NLI filter: the spec §5 pair, the logits stored, contradiction (argmax) dropped."""
+"""NLI filter: the paper.md §5 pair, the logits stored, contradiction (argmax) dropped."""
 
 from __future__ import annotations
 

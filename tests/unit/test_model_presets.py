@@ -1,4 +1,4 @@
-"""Preset numbers (spec §3), checked on the meta device: nothing is allocated."""
+"""Preset numbers (paper.md §3), checked on the meta device: nothing is allocated."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Rationale-VQA adapters (issue 11): A-OKVQA and ScienceQA on files written in their
 public layouts. Task ``multiple_choice``; the choices are appended to the question and the
-raw answer is ``"Answer: {a}. {rationale}"`` (spec §4)."""
+raw answer is ``"Answer: {a}. {rationale}"`` (paper.md §4)."""
 
 from __future__ import annotations
 

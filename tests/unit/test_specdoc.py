@@ -46,7 +46,7 @@ class Item(Strict):
 
 
 class ToySpec(SpecBase):
-    """A toy kind for the generator (see ``pf_ray.specdoc``): spec §5.3 is cited."""
+    """A toy kind for the generator (see ``pf_ray.specdoc``): paper.md §5.3 is cited."""
 
     kind: Literal["toy"]
     decoding: Inner = Field(default_factory=lambda: Inner(max_new_tokens=256))

@@ -122,7 +122,7 @@ def test_shuffled_windows_mix_sources_in_every_batch(tmp_path: Path) -> None:
     assert all(len({i.split(":")[0] for i in b}) >= 2 for b in batches)
 
 
-# The paper's sizes (spec §6, paper §4.3, Table 4, Fig. 6), per dataset path under the bucket.
+# The paper's sizes (paper.md §6, paper §4.3, Table 4, Fig. 6), per dataset path under the bucket.
 PAPER_S1_TOTAL = 772_000
 PAPER_S1 = {
     "pf1m/filtered": 97_000,  # "10% samples (97k) from PF-1M"

@@ -4,7 +4,7 @@ Format, as released (allenai/aokvqa): a JSON array of ``{"split", "image_id",
 "question_id", "question", "choices": [4 str], "correct_choice_idx", "direct_answers":
 [10 str], "difficult_direct_answer", "rationales": [3 str]}``.
 
-One ``multiple_choice`` row per question (the paper's rationale-VQA template, spec §4):
+One ``multiple_choice`` row per question (the paper's rationale-VQA template, paper.md §4):
 the user turn is the question with the choices appended (:func:`with_choices`), the raw
 answer ``"Answer: {correct choice}. {first rationale}"``; all rationales, the direct
 answers and the choice index are kept in ``meta``. The test split (no

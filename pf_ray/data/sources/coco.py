@@ -9,7 +9,7 @@ the boxes in ``boxes``, the captions list and COCO ids in ``meta``. Both the 201
 names (``COCO_train2014_000000215677.jpg``) and the 2017 ones (``000000215677.jpg``) are
 kept as given, relative to ``image_root``.
 
-``coco_captions`` reads the same files into the same rows for the rewrite stage (spec §4's
+``coco_captions`` reads the same files into the same rows for the rewrite stage (paper.md §4's
 caption template): the user turn is one of LLaVA's 16 detailed-description requests, chosen
 from the image id (``coco`` keeps the single request, for the distort stage's box join).
 """

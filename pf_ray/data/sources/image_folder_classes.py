@@ -3,7 +3,7 @@ ELEVATER-style ``root/{class}/{image}``).
 
 The source path names the root folder (local or ``s3://``). Every file with an image
 extension (torchvision's list: jpg, jpeg, png, ppm, bmp, pgm, tif, tiff, webp) under a class
-folder, at any depth, is one ``classification`` row (spec §4's ELEVATER template): the user
+folder, at any depth, is one ``classification`` row (paper.md §4's ELEVATER template): the user
 turn ``"What is this?"``, the raw answer ``"a photo of a {class}."`` with the folder name's
 underscores read as spaces (``golden_retriever`` -> ``golden retriever``); the folder name
 is kept in ``meta.class_folder``. Files directly in the root and non-image files are not

@@ -1,5 +1,5 @@
 """RefCOCOg referring expressions (``refcocog/refs(umd).p`` + ``refcocog/instances.json``),
-drawn as region captions (spec §4).
+drawn as region captions (paper.md §4).
 
 Format, as released with the refer toolkit (github.com/lichengunc/refer, ``data/refcocog``):
 ``refs(umd).p`` (or ``refs(google).p``) is a Python pickle of a list of ``{"ref_id",

@@ -1,4 +1,4 @@
-"""The paper's instruction templates for raw vision-language annotations (spec §4).
+"""The paper's instruction templates for raw vision-language annotations (paper.md §4).
 
 The raw annotation becomes the assistant turn (the rewriter later rewrites it); the user
 turn comes from one of these templates. Choices that vary per sample (which of the 16
