@@ -75,9 +75,7 @@ def plan_distort(spec: DistortSpec) -> ShardPlan:
     if spec.engine is not None and spec.engine.kind in ("hf", "http"):
         e = spec.engine
         steps.append(StepDef(LLMDistort.name, LLMDistort, LLMDistort.inputs, LLMDistort.outputs,
-                             Resources(num_cpus=e.num_cpus, num_gpus=e.num_gpus,
-                                       batch_size=e.batch_size, min_actors=e.min_actors,
-                                       max_actors=e.max_actors),
+                             e.resources(),
                              {"engine_factory": engine_factory(e, spec.storage),
                               "params": gen_params(e.sampling, spec.seed),
                               "reject_longer": spec.llm_reject_longer}))

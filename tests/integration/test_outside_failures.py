@@ -14,8 +14,6 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -165,21 +163,24 @@ def _kill(server: S3Server) -> None:
     server.process.wait(timeout=10)
 
 
-def _restart(server: S3Server) -> S3Server:
-    """The same server again: same command, ports and data folder."""
+def _restart(server: S3Server, probe: str) -> S3Server:
+    """The same server again: same command, ports and data folder. Ready means `probe` (an
+    object written before the stop) reads back: the S3 gateway answers before its volume
+    server has registered, and a GetObject in that window fails with INTERNAL_FAILURE."""
     log = open(server.workdir / "weed-restart.log", "wb")  # noqa: SIM115 - lives with it
     proc = subprocess.Popen(server.process.args, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
+    again = S3Server(server.endpoint, proc, server.workdir)
+    deadline = time.time() + 90
+    while True:
         try:
-            urllib.request.urlopen(server.endpoint, timeout=1)
-            break
-        except urllib.error.HTTPError:
-            break
+            with _fs(again).open_input_stream(probe) as f:
+                f.read()
+            return again
         except OSError:
-            time.sleep(0.3)
-    return S3Server(server.endpoint, proc, server.workdir)
+            if time.time() > deadline or proc.poll() is not None:
+                raise
+            time.sleep(0.5)
 
 
 def _fs(server: S3Server) -> Any:
@@ -222,7 +223,7 @@ def test_s3_server_stopped_fails_the_unit_and_the_rerun_recovers(
         if units:
             assert sorted(kept) == ["px:r0", "px:r1"] and rejected == {"px:r2": "image_missing"}
 
-        server = _restart(server)
+        server = _restart(server, "imgs/3.png")
         (again,) = run_job(spec)
         assert again.written + again.skipped == 2 and again.written >= 1
         kept, rejected, units = contents(out)
