@@ -214,6 +214,7 @@ def main() -> None:
     pics = images()
     results: dict[str, list[dict[str, Any]]] = {"batched": [], "unbatched": []}
     mismatches: list[str] = []
+    completions: list[dict[str, Any]] = []  # the unbatched app's replies, for the JSON
     try:
         for c in args.concurrency:
             n = max(8, args.requests * c)
@@ -228,6 +229,10 @@ def main() -> None:
                 reqs = now["batched_so_far"] - (prev["batched_so_far"] if prev else 0)
                 now["mean_batch"] = round(reqs / max(batches, 1), 2)
             found = differences(c, replies["batched"], replies["unbatched"])
+            completions.append({"concurrency": c, "replies": {
+                i: {"tokens": r.tokens, "finish_reason": r.finish_reason, "text": r.text,
+                    "stream": body(i, pics, args.max_tokens)["stream"]}
+                for i, r in sorted(replies["unbatched"].items())}})
             results["batched"][-1]["same_completions"] = n - len(found)
             mismatches += found
     finally:
@@ -249,8 +254,8 @@ def main() -> None:
               f"unbatched; same completions: {b['same_completions']} of {b['requests']})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results, "mismatches": mismatches},
-                      f, indent=1)
+            json.dump({"args": vars(args), "results": results, "mismatches": mismatches,
+                       "completions": completions}, f, indent=1)
     if mismatches:
         print(f"FAILED: {len(mismatches)} request(s) got different completions from the "
               "batched and the unbatched app (greedy, same model):", file=sys.stderr)
