@@ -35,10 +35,11 @@ The runs (``--runs``):
   its longest row.
 
 Prints, per run: the cores each side had, rows/s of each, the job / loop ratios (unmerged
-and merged), the generated tokens per row (mean, min, max; the loop's counted, the job's
-re-tokenised from its texts) and why generation stopped, and how many rows the batched job
-and the loop wrote the same text for (batched decoding pads prompts on the left, so a
-trained model's greedy text can differ in a few rows; an untrained model's should not).
+and merged), the generated tokens per row (mean, min, max) and why generation stopped (the
+loop's rows counted; the job's rows that ran to the limit exact, the others re-tokenised
+from their texts), and how many rows the batched job and the loop wrote the same text for
+(batched decoding pads prompts on the left, so greedy text can differ in a few rows where
+two tokens' logits nearly tie).
 """
 
 from __future__ import annotations
@@ -100,8 +101,12 @@ def build_untrained(folder: Path) -> str:
     return str(folder)
 
 
-def retokenised(tok: Any, text: str, reason: str | None) -> int:
-    """Tokens a stored output took to generate, estimated from its text (+1 for EOS)."""
+def job_tokens(tok: Any, text: str, reason: str | None, max_new_tokens: int) -> int:
+    """Tokens a stored output took to generate: ``max_new_tokens`` when it ran to the limit
+    (exact); otherwise estimated by re-tokenising its text (+1 for EOS; a stop string's
+    tokens, cut from the text, are not counted)."""
+    if reason == "length":
+        return max_new_tokens
     return len(tok(text, add_special_tokens=False).input_ids) + int(reason == "eos")
 
 
@@ -188,8 +193,8 @@ def run_rewrite_job(run: Run, syn: str, work: Path, args: argparse.Namespace) ->
     for r in rows:
         if r["output"] is not None:
             run.job_out[r["id"]] = r["output"]
-            run.job_lengths.add(retokenised(tok, r["output"], r["finish_reason"]),
-                                r["finish_reason"])
+            run.job_lengths.add(job_tokens(tok, r["output"], r["finish_reason"],
+                                           args.max_new_tokens), r["finish_reason"])
 
 
 def train_run(syn: str, work: Path, args: argparse.Namespace) -> Run:
@@ -222,7 +227,7 @@ def report(run: Run, args: argparse.Namespace, bare_threads: int, bare_rows: int
     cores = args.actors * args.threads
     print(f"\n== {run.name}: {run.note}")
     print(f"   generated tokens per row (max {args.max_new_tokens}): job "
-          f"{run.job_lengths.summary()} [re-tokenised]; loop {run.loop_lengths.summary()}")
+          f"{run.job_lengths.summary()} [EOS rows re-tokenised]; loop {run.loop_lengths.summary()}")
     print(f"   job  : {args.actors} actor(s) x {args.threads} torch thread(s) = {cores} "
           f"core(s), batch {args.batch_size}: {run.job_rows} rows in {run.job_s:.1f} s = "
           f"{job_rate:.2f} rows/s ({job_rate / args.actors:.2f} per actor)")
