@@ -223,6 +223,10 @@ def train_run(syn: str, work: Path, args: argparse.Namespace) -> Run:
 def report(run: Run, args: argparse.Namespace, bare_threads: int, bare_rows: int) -> dict:
     job_rate = run.job_rows / run.job_s
     rates = {k: bare_rows / s for k, s in run.loop.items()}
+    # generated tokens/s: the rows/s ratio weighs the job's rows and the loop's sample
+    # alike; this one does not depend on how long the sample's rows happen to be
+    job_tps = sum(run.job_lengths.tokens) / run.job_s
+    tps = {k: sum(run.loop_lengths.tokens) / s for k, s in run.loop.items()}
     same = sum(run.job_out.get(k) == v for k, v in run.loop_out.items())
     cores = args.actors * args.threads
     print(f"\n== {run.name}: {run.note}")
@@ -230,20 +234,25 @@ def report(run: Run, args: argparse.Namespace, bare_threads: int, bare_rows: int
           f"{run.job_lengths.summary()} [EOS rows re-tokenised]; loop {run.loop_lengths.summary()}")
     print(f"   job  : {args.actors} actor(s) x {args.threads} torch thread(s) = {cores} "
           f"core(s), batch {args.batch_size}: {run.job_rows} rows in {run.job_s:.1f} s = "
-          f"{job_rate:.2f} rows/s ({job_rate / args.actors:.2f} per actor)")
+          f"{job_rate:.2f} rows/s ({job_rate / args.actors:.2f} per actor), "
+          f"{job_tps:.0f} tokens/s")
     for k, rate in rates.items():
         print(f"   loop : 1 process x {bare_threads} torch thread(s) = {bare_threads} core(s), "
-              f"batch 1, LoRA {k}: {bare_rows} rows in {run.loop[k]:.1f} s = {rate:.2f} rows/s")
+              f"batch 1, LoRA {k}: {bare_rows} rows in {run.loop[k]:.1f} s = {rate:.2f} rows/s, "
+              f"{tps[k]:.0f} tokens/s")
     equal = "equal cores" if bare_threads == cores else \
         f"UNEQUAL cores: job {cores}, loop {bare_threads}"
     for k, rate in rates.items():
-        print(f"   ratio job / loop (LoRA {k}, {equal}): {job_rate / rate:.1f}x")
+        print(f"   ratio job / loop (LoRA {k}, {equal}): {job_rate / rate:.1f}x rows/s, "
+              f"{job_tps / tps[k]:.1f}x tokens/s")
     print(f"   same text in the job and the loop: {same} of {len(run.loop_out)} rows")
     return {"name": run.name, "note": run.note, "job_rows": run.job_rows,
             "job_s": run.job_s, "job_rows_per_s": job_rate, "job_cores": cores,
             "loop_cores": bare_threads, "loop_rows": bare_rows, "loop_s": run.loop,
             "loop_rows_per_s": rates,
             "ratio": {k: job_rate / r for k, r in rates.items()},
+            "job_tokens_per_s": job_tps, "loop_tokens_per_s": tps,
+            "tokens_ratio": {k: job_tps / t for k, t in tps.items()},
             "job_tokens_mean": statistics.fmean(run.job_lengths.tokens)
             if run.job_lengths.tokens else None,
             "loop_tokens_mean": statistics.fmean(run.loop_lengths.tokens)
@@ -331,7 +340,8 @@ def main() -> None:
           + ("equal cores" if bare_threads == args.actors * args.threads else "UNEQUAL cores")
           + f": job {args.actors} x {args.threads}, loop {bare_threads} thread(s)):")
     for r in results:
-        print(f"   {r['name']:9s} mean {r['job_tokens_mean'] or 0:5.1f} tokens/row: "
+        print(f"   {r['name']:9s} {r['job_tokens_mean'] or 0:5.1f} tokens/row (loop's rows "
+              f"{r['loop_tokens_mean'] or 0:5.1f}): "
               f"{r['ratio']['unmerged']:.1f}x vs the loop as released, "
               f"{r['ratio']['merged']:.1f}x vs the loop with LoRA merged")
     for r in results[:1]:
