@@ -215,8 +215,7 @@ def train_run(syn: str, work: Path, args: argparse.Namespace) -> Run:
     print(f"   trained in {trained.seconds:.0f} s ({trained.seconds / trained.steps:.2f} "
           f"s/step); loss {trained.first_loss:.2f} -> {trained.last_loss:.2f}", flush=True)
     return Run("trained", trained.folder,
-               f"tiny preset trained {trained.steps} steps on {len(pairs)} distortion pairs "
-               "(stops at EOS)",
+               f"tiny preset trained {trained.steps} steps on {len(pairs)} distortion pairs",
                extra={"pairs": len(pairs), **asdict(trained)})
 
 
@@ -246,6 +245,10 @@ def report(run: Run, args: argparse.Namespace, bare_threads: int, bare_rows: int
         print(f"   ratio job / loop (LoRA {k}, {equal}): {job_rate / rate:.1f}x rows/s, "
               f"{job_tps / tps[k]:.1f}x tokens/s")
     print(f"   same text in the job and the loop: {same} of {len(run.loop_out)} rows")
+    at_limit = run.job_lengths.reasons["length"]
+    if run.name == "trained" and at_limit > len(run.job_lengths.tokens) / 2:
+        print(f"   WARNING: {at_limit} of {len(run.job_lengths.tokens)} rows ran to the limit: "
+              "this rewriter has not learnt to stop; train longer (--train-steps)")
     return {"name": run.name, "note": run.note, "job_rows": run.job_rows,
             "job_s": run.job_s, "job_rows_per_s": job_rate, "job_cores": cores,
             "loop_cores": bare_threads, "loop_rows": bare_rows, "loop_s": run.loop,
