@@ -17,9 +17,14 @@ At each concurrency C, C clients (aiohttp, one event loop) send image chats (4 d
 images, mixed questions, greedy, ``--max-tokens``) back to back, ``--requests`` x C requests
 in all; a quarter of them stream (they share batches with the others). Both apps are
 measured at one level before the next (interleaved, so background load hits both alike).
-Prints requests/s, p50 and p99 latency, generated tokens/s, the mean batch size the replica
-ran (from its /health counters), and the batched / unbatched request throughput ratio at
-each level.
+Prints requests/s, generated (completion) tokens/s, p50 and p99 latency, the mean batch size
+the replica ran (from its /health counters), and the batched / unbatched ratios of requests/s
+and tokens/s at each level.
+
+Both apps get the same requests at each level (request i has the same body in both), and
+the bench checks that each got the same completion from both (text, completion tokens,
+finish reason; greedy, so batching must not change them): it lists the requests that
+differ and exits 1 if any does, after printing the table.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ import json
 import os
 import socket
 import statistics
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -79,37 +86,54 @@ def body(i: int, pics: list[str], max_tokens: int) -> dict[str, Any]:
                 {"type": "image_url", "image_url": {"url": pics[i % len(pics)]}}]}]}
 
 
-async def one(session: Any, url: str, req: dict[str, Any]) -> tuple[float, int]:
+@dataclass(frozen=True)
+class Reply:
+    """One request's measured latency and what the app answered (text, tokens, why it
+    stopped): the batched and unbatched apps must answer each request alike."""
+
+    seconds: float
+    tokens: int
+    text: str
+    finish_reason: str | None
+
+
+async def one(session: Any, url: str, req: dict[str, Any]) -> Reply:
     t0 = time.perf_counter()
     async with session.post(url, json=req) as resp:
         if resp.status != 200:
             raise RuntimeError(f"HTTP {resp.status}: {await resp.text()}")
         if req["stream"]:
-            tokens = 0
+            tokens, parts, reason = 0, [], None
             async for line in resp.content:
-                if line.startswith(b"data: {") and b'"usage"' in line:
-                    usage = json.loads(line[6:]).get("usage")
-                    tokens = usage["completion_tokens"] if usage else tokens
+                if not line.startswith(b"data: {"):
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+                for choice in chunk.get("choices") or []:
+                    parts.append(choice["delta"].get("content") or "")
+                    reason = choice.get("finish_reason") or reason
+            text = "".join(parts)
         else:
-            tokens = (await resp.json())["usage"]["completion_tokens"]
-    return time.perf_counter() - t0, tokens
+            reply = await resp.json()
+            tokens = reply["usage"]["completion_tokens"]
+            text = reply["choices"][0]["message"]["content"]
+            reason = reply["choices"][0]["finish_reason"]
+    return Reply(time.perf_counter() - t0, tokens, text, reason)
 
 
 async def level(url: str, concurrency: int, n: int, pics: list[str],
-                max_tokens: int) -> dict[str, Any]:
+                max_tokens: int) -> tuple[dict[str, Any], dict[int, Reply]]:
+    """Measure one app at one concurrency; also returns each request's reply by index."""
     import aiohttp
 
     queue = list(range(n))
-    lat: list[float] = []
-    toks = 0
+    replies: dict[int, Reply] = {}
 
     async def client(session: aiohttp.ClientSession) -> None:
-        nonlocal toks
         while queue:
             i = queue.pop()
-            took, tokens = await one(session, url, body(i, pics, max_tokens))
-            lat.append(took)
-            toks += tokens
+            replies[i] = await one(session, url, body(i, pics, max_tokens))
 
     conn = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=600)
@@ -118,7 +142,8 @@ async def level(url: str, concurrency: int, n: int, pics: list[str],
         t0 = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    lat.sort()
+    lat = sorted(r.seconds for r in replies.values())
+    toks = sum(r.tokens for r in replies.values())
     async with aiohttp.ClientSession() as session, \
             session.get(url.replace("/v1/chat/completions", "/health")) as resp:
         health = await resp.json()  # this replica's batch counters so far
@@ -126,7 +151,27 @@ async def level(url: str, concurrency: int, n: int, pics: list[str],
             "concurrency": concurrency, "requests": n, "wall_s": round(wall, 3),
             "rps": round(n / wall, 2), "tokens_per_s": round(toks / wall, 1),
             "p50_s": round(statistics.median(lat), 4),
-            "p99_s": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 4)}
+            "p99_s": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 4),
+            "completion_tokens": toks}, replies
+
+
+def differences(concurrency: int, batched: dict[int, Reply],
+                unbatched: dict[int, Reply]) -> list[str]:
+    """The requests whose completions differ between the two apps (text, token count or
+    finish reason), described one a line. Greedy decoding of the same model must give the
+    same completion whether a request decoded alone or in a batch (left padding, rows
+    leaving the batch); a difference means batching changed what the model says, and
+    the throughput ratio would compare different work."""
+    out = []
+    for i in sorted(unbatched):
+        a, b = unbatched[i], batched.get(i)
+        if b is None:
+            out.append(f"concurrency {concurrency}, request {i}: no batched reply")
+        elif (a.text, a.tokens, a.finish_reason) != (b.text, b.tokens, b.finish_reason):
+            out.append(f"concurrency {concurrency}, request {i}: unbatched {a.tokens} tokens "
+                       f"({a.finish_reason}) {a.text[:80]!r} | batched {b.tokens} tokens "
+                       f"({b.finish_reason}) {b.text[:80]!r}")
+    return out
 
 
 def main() -> None:
@@ -168,17 +213,28 @@ def main() -> None:
         urls[name] = start(spec) + "/v1/chat/completions"
     pics = images()
     results: dict[str, list[dict[str, Any]]] = {"batched": [], "unbatched": []}
+    mismatches: list[str] = []
+    completions: list[dict[str, Any]] = []  # the unbatched app's replies, for the JSON
     try:
         for c in args.concurrency:
             n = max(8, args.requests * c)
+            replies = {}
             for name in ("unbatched", "batched"):
-                results[name].append(asyncio.run(level(urls[name], c, n, pics,
-                                                       args.max_tokens)))
+                measured, replies[name] = asyncio.run(level(urls[name], c, n, pics,
+                                                             args.max_tokens))
+                results[name].append(measured)
                 prev = results[name][-2] if len(results[name]) > 1 else None
                 now = results[name][-1]
                 batches = now["batches_so_far"] - (prev["batches_so_far"] if prev else 0)
                 reqs = now["batched_so_far"] - (prev["batched_so_far"] if prev else 0)
                 now["mean_batch"] = round(reqs / max(batches, 1), 2)
+            found = differences(c, replies["batched"], replies["unbatched"])
+            completions.append({"concurrency": c, "replies": {
+                i: {"tokens": r.tokens, "finish_reason": r.finish_reason, "text": r.text,
+                    "stream": body(i, pics, args.max_tokens)["stream"]}
+                for i, r in sorted(replies["unbatched"].items())}})
+            results["batched"][-1]["same_completions"] = n - len(found)
+            mismatches += found
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -192,11 +248,22 @@ def main() -> None:
             r = results[name][i]
             print(f"{c:>11} {name:>10} {r['rps']:>7.2f} {r['tokens_per_s']:>7.1f} "
                   f"{r['p50_s']:>7.3f} {r['p99_s']:>7.3f} {r['mean_batch']:>6.1f}")
-        ratio = results["batched"][i]["rps"] / results["unbatched"][i]["rps"]
-        print(f"{c:>11} {'ratio':>10} {ratio:>7.2f}x  (batched / unbatched requests/s)")
+        b, u = results["batched"][i], results["unbatched"][i]
+        print(f"{c:>11} {'ratio':>10} {b['rps'] / u['rps']:>6.2f}x "
+              f"{b['tokens_per_s'] / max(u['tokens_per_s'], 1e-9):>6.2f}x  (batched / "
+              f"unbatched; same completions: {b['same_completions']} of {b['requests']})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=1)
+            json.dump({"args": vars(args), "results": results, "mismatches": mismatches,
+                       "completions": completions}, f, indent=1)
+    if mismatches:
+        print(f"FAILED: {len(mismatches)} request(s) got different completions from the "
+              "batched and the unbatched app (greedy, same model):", file=sys.stderr)
+        for line in mismatches[:20]:
+            print("  " + line, file=sys.stderr)
+        raise SystemExit(1)
+    print("every request got the same completion (text, tokens, finish reason) from both "
+          "apps")
 
 
 if __name__ == "__main__":
