@@ -14,7 +14,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -42,11 +42,14 @@ def png(color: tuple[int, int, int]) -> bytes:
 # ------------------------------------------------------------------ an HTTP image host
 
 MODE = {"flaky": "ok"}  # how the host answers for flaky.png: ok | 503 | 401 | hang
+ON_FETCH: dict[str, Callable[[], None]] = {}  # name -> run once before serving it
 
 
 class _Host(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         name = self.path.lstrip("/")
+        if name in ON_FETCH:
+            ON_FETCH.pop(name)()
         if name == "missing.png":
             return self._send(404, b"not here")
         if name == "moved.png":
@@ -191,30 +194,41 @@ def _fs(server: S3Server) -> Any:
                              scheme="http", region="us-east-1", allow_bucket_creation=True)
 
 
-def test_s3_server_stopped_fails_the_unit_and_the_rerun_recovers(
-        ray_session: str, s3_server: S3Server, tmp_path: Path) -> None:
-    """Unit 0 reads its images from local files, unit 1 from a private S3 server that is
-    stopped: unit 1 fails (no marker, no rejects); once the server is back (same port,
-    same data) the rerun commits it, and every id is there once."""
+def test_s3_server_stopped_mid_job_fails_the_unit_and_the_rerun_recovers(
+        ray_session: str, s3_server: S3Server, host: str, tmp_path: Path) -> None:
+    """Unit 0 reads its images from local files; unit 1 reads one from the HTTP host, whose
+    answer stops a private S3 server (so the job is demonstrably running, half-way through
+    unit 1), then two from that server. Unit 1 fails (no marker, no rejects); once the
+    server is back (same port, same data) the rerun commits it, and every id is there once."""
     server = start_s3_server(tmp_path / "weed")  # private: the session's server stays up
     try:
         fs = _fs(server)
         fs.create_dir("imgs")
-        for k in (3, 5):
-            with fs.open_output_stream(f"imgs/{k}.png") as f:
-                f.write(png((k * 40, 10, 10)))
+        with fs.open_output_stream("imgs/3.png") as f:
+            f.write(png((120, 10, 10)))
         for k in (0, 1):
             (tmp_path / "local").mkdir(exist_ok=True)
             (tmp_path / "local" / f"{k}.png").write_bytes(png((10, k * 90, 10)))
         images = [str(tmp_path / "local" / "0.png"), str(tmp_path / "local" / "1.png"),
                   str(tmp_path / "local" / "2.png"),  # absent: image_missing
-                  "s3://imgs/3.png", "s3://imgs/4.png", "s3://imgs/5.png"]  # 4: NoSuchKey
+                  f"{host}/stop-s3.png", "s3://imgs/3.png", "s3://imgs/4.png"]  # 4: NoSuchKey
         records = llava_file(tmp_path / "llava_instruct_150k.json", images)
         out = tmp_path / "out"
-        spec = ingest(records, out, storage={"endpoint_url": server.endpoint})
-        _kill(server)
-        with pytest.raises(JobFailed) as info:
-            run_job(spec)
+        spec = ingest(records, out, storage={"endpoint_url": server.endpoint},
+                      images={"allowed_hosts": ["127.0.0.1"], "timeout_s": 5})
+        stopped: list[bool] = []
+
+        def stop() -> None:
+            stopped.append(server.process.poll() is None)  # it was up until now
+            _kill(server)
+
+        ON_FETCH["stop-s3.png"] = stop
+        try:
+            with pytest.raises(JobFailed) as info:
+                run_job(spec)
+        finally:
+            ON_FETCH.pop("stop-s3.png", None)
+        assert stopped == [True]
         assert "1 unit(s) not committed" in str(info.value)
         assert "s3://imgs/" in str(info.value)
         kept, rejected, units = contents(out)
@@ -227,8 +241,8 @@ def test_s3_server_stopped_fails_the_unit_and_the_rerun_recovers(
         (again,) = run_job(spec)
         assert again.written + again.skipped == 2 and again.written >= 1
         kept, rejected, units = contents(out)
-        assert units == 2 and sorted(kept) == ["px:r0", "px:r1", "px:r3", "px:r5"]
-        assert rejected == {"px:r2": "image_missing", "px:r4": "image_missing"}
+        assert units == 2 and sorted(kept) == ["px:r0", "px:r1", "px:r3", "px:r4"]
+        assert rejected == {"px:r2": "image_missing", "px:r5": "image_missing"}
     finally:
         if server.process.poll() is None:
             server.stop()
