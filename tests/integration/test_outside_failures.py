@@ -1,5 +1,5 @@
 """Outside failures fail the job, never become rejects (issue 20): an HTTP image host that
-answers 503 or 401 or hangs, and an S3 server that is stopped, make an ingest job fail
+answers 503 or 401 or hangs, and an S3 server stopped mid-job, make an ingest job fail
 with no marker for the unit and nothing of it in ``rejects/``; after recovery the rerun
 holds every id exactly once. A 404 is a row reject (``image_missing``), and so is a
 redirect (``image_redirect``). A step that runs out of memory on one row rejects that row
