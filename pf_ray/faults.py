@@ -226,6 +226,13 @@ def is_infrastructure_fault(exc: BaseException) -> bool:
         return True
     if _type_names(exc) & (set(_DEVICE_TYPES) | _STORE_INFRA_TYPES):
         return True
+    if isinstance(exc, PermissionError):  # a refused credential, a read-only mount
+        return True
+    if _client_error_code(exc) is not None:  # a store read outside the image loader
+        return storage_fault(exc) == "infrastructure"
+    if isinstance(exc, OSError) and any(m in str(exc).lower() for m in _STORE_INFRA_MESSAGES):
+        return True  # pyarrow's "AWS Error ACCESS_DENIED ...": only named outages, since
+        # PIL's "image file is truncated" is an OSError of the row
     if is_out_of_memory(exc):
         return True
     if isinstance(exc, RuntimeError):

@@ -43,6 +43,7 @@ from pf_ray.storage import is_uri, resolve
 
 REASONS = (
     "image_missing",         # no such file, object or tar member
+    "image_bad_url",         # a reference no URL parser accepts (spaces, a broken IPv6 host)
     "image_empty",           # zero bytes
     "image_not_image",       # bytes that are no image format PIL knows
     "image_corrupt",         # truncated or damaged image data
@@ -111,7 +112,10 @@ class ImageLoader:
                 raise ImageError("image_missing", f"bad tar reference {ref!r}; expected "
                                  "tar://MEMBER::ARCHIVE")
             return self._tar_member(archive, member)
-        scheme = urlparse(ref).scheme
+        try:
+            scheme = urlparse(ref).scheme
+        except ValueError as exc:  # e.g. an unclosed IPv6 bracket: the row's reference
+            raise ImageError("image_bad_url", f"{ref!r}: {exc}") from exc
         if scheme in ("http", "https"):
             return self._http(ref)
         return self._read(self.locate(ref))
@@ -182,6 +186,10 @@ class ImageLoader:
                                          f"{url}: over max_bytes {self.max_bytes}")
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"the body took over {self.timeout_s} s")
+                if length and length.isdigit() and len(data) < int(length):
+                    # read(amt) returns what came before the host hung up, never raising
+                    # IncompleteRead: the host failed, not the row (its image is not corrupt)
+                    raise http.client.IncompleteRead(bytes(data[-16:]), int(length) - len(data))
                 return bytes(data)
         except ImageError:
             raise
@@ -197,7 +205,9 @@ class ImageLoader:
             if status in (404, 410):
                 raise ImageError("image_missing", f"{url}: HTTP {status}") from exc
             raise ImageError("image_refused", f"{url}: HTTP {status} {exc.reason}") from exc
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+        except (http.client.InvalidURL, ValueError) as exc:  # spaces, control characters
+            raise ImageError("image_bad_url", f"{url!r}: {exc}") from exc
+        except (OSError, http.client.HTTPException) as exc:
             # refused / reset connections, DNS, TLS, timeouts, a broken HTTP reply: the host
             reason = getattr(exc, "reason", exc)
             raise ImageStoreUnavailable(f"{url}: {type(reason).__name__}: {reason}") from exc

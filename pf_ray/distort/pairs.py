@@ -164,8 +164,12 @@ class LLMDistort:
         prompts = [build_messages(batch["instruction"][i], batch["original"][i],
                                   STYLE_BY_NAME.get(batch["style"][i] or "", ""))
                    for i in idx]
-        texts = self.engine.generate(prompts, self.params)
-        for i, text in zip(idx, texts, strict=True):
+        results = self.engine.generate(prompts, self.params)
+        for i, result in zip(idx, results, strict=True):
+            if result.reject is not None:  # the endpoint refused this request (a 4xx)
+                out[REJECT_REASON][i], out[REJECT_DETAIL][i] = result.reject
+                continue
+            text = result.text
             reason = check_output(batch["original"][i], text, reject_longer=self.reject_longer)
             if reason:
                 out[REJECT_REASON][i], out[REJECT_DETAIL][i] = reason, text[:500]

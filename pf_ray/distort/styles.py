@@ -29,7 +29,6 @@ PREFILL = (
     "previous response, and I will not add more content after finishing this response:\n\n\""
 )
 
-STOP = ('"', "###")
 
 # (short name recorded on the row, the sentence inserted as {distortion}); drawn uniformly,
 # used with probability 0.5. Spelling as in the paper's prompt ("causual" included).

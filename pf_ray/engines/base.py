@@ -17,6 +17,7 @@ from pf_ray.engines.prompting import DEFAULT_STOP
 
 @dataclass(frozen=True)
 class GenParams:
+    """Decoding settings as every engine takes them (temperature 0: greedy)."""
     max_new_tokens: int = 128
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0

@@ -28,6 +28,7 @@ class HTTPEndpoint(Strict):
 
 
 class SamplingConfig(Strict):
+    """How a distortion engine decodes."""
     max_new_tokens: int = Field(128, ge=1)
     temperature: float = Field(0.0, ge=0, description="0: greedy")
     top_p: float = Field(1.0, gt=0, le=1)
@@ -73,9 +74,6 @@ class HTTPEngineConfig(EngineBase, HTTPEndpoint):
 
 EngineConfig = Annotated[HFEngineConfig | VLLMEngineConfig | HTTPEngineConfig,
                          Field(discriminator="kind")]
-
-ENGINE_KINDS = ("hf", "vllm", "http")
-
 
 class DecodingConfig(Strict):
     """How the rewriter decodes (paper.md §4 "Decoding"; the paper gives no settings).

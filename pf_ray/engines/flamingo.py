@@ -94,11 +94,13 @@ class FlamingoGenerator:
 
     @property
     def model(self) -> Any:
+        """The loaded model (loaded on first use)."""
         self.load()
         return self._model
 
     @property
     def tokenizer(self) -> Any:
+        """The model's tokenizer (loaded on first use)."""
         self.load()
         return self._tok
 

@@ -16,6 +16,7 @@ OpenAI ``context_length_exceeded``).
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import os
@@ -140,7 +141,8 @@ class HTTPEngine:
                                             f"the request, not a row fault): {detail}") from exc
                 last = EngineUnavailable(f"{url}: HTTP {exc.code}: {detail}")
                 continue
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError,
+                    http.client.HTTPException) as exc:  # also a reply cut short
                 reason = getattr(exc, "reason", exc)
                 last = EngineUnavailable(f"{url}: {type(reason).__name__}: {reason}")
                 continue
@@ -164,9 +166,6 @@ class HTTPEngine:
         if params.top_k:
             body["top_k"] = params.top_k
         return body
-
-    def _one(self, prompt: str, params: GenParams) -> str:
-        return self.complete_one(prompt, params).text
 
     def complete_one(self, prompt: str, params: GenParams,
                      images: list[str] | None = None) -> Completion:
@@ -201,9 +200,11 @@ class HTTPEngine:
         with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
             return list(pool.map(fn, items))
 
-    def generate(self, prompts: list[list[Message]], params: GenParams) -> list[str]:
+    def generate(self, prompts: list[list[Message]], params: GenParams) -> list[Result]:
+        """``/completions`` for chat-message prompts rendered in ``prompt_format``: one
+        result per prompt, a 4xx about a request being that row's reject."""
         texts = [render(m, self.prompt_format) for m in prompts]
-        return self.map(lambda t: self._one(t, params), texts)
+        return self.map(lambda t: self.result(lambda: self.complete_one(t, params)), texts)
 
 
 def finished(text: str, choice: dict[str, Any], stops: Sequence[str]) -> Completion:
@@ -272,6 +273,7 @@ class HTTPGenerator:
         self.http = HTTPEngine.of(cfg)
 
     def messages(self, p: Prompt) -> list[dict[str, Any]]:
+        """The chat messages of a prompt: its system message, then the images and text."""
         parts = [image_part(b) for b in p.image_bytes]
         parts.append({"type": "text", "text": p.user})
         system = [{"role": "system", "content": p.system}] if p.system else []
@@ -289,6 +291,7 @@ class HTTPGenerator:
         return self.http.result(lambda: self.http.complete_one(text, params, images=uris))
 
     def generate(self, prompts: Sequence[Prompt]) -> list[Result]:
+        """One result per prompt, requests sent concurrently (``max_concurrency``)."""
         return self.http.map(self._one, list(prompts))
 
 

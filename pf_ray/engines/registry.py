@@ -58,6 +58,7 @@ def register(e: EngineDef, *, replace: bool = False) -> EngineDef:
 
 
 def unregister(kind: str) -> None:
+    """Remove an engine kind (tests remove what they register)."""
     _ENGINES.pop(kind, None)
 
 
@@ -71,6 +72,7 @@ def engines() -> dict[str, EngineDef]:
 
 
 def get(kind: str) -> EngineDef:
+    """The engine registered as ``kind``; a KeyError names the kinds allowed."""
     found = engines().get(kind)
     if found is None:
         raise KeyError(f"engine.kind {kind!r}: allowed: {', '.join(engines())}")

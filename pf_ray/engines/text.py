@@ -1,4 +1,4 @@
-"""Text generation behind one interface: ``engine.generate(prompts, params) -> texts``.
+"""Text generation behind one interface: ``engine.generate(prompts, params) -> results``.
 
 * :class:`HFEngine`: a transformers causal LM from a local folder or a URI (copied to a
   local cache first), batched, left-padded generation with stop strings. Loads once per
@@ -10,6 +10,8 @@
   :mod:`pf_ray.engines.vllm` (the stage gives it an ``LLMTask``).
 
 A prompt is a list of chat messages whose last message (an assistant prefill) is continued.
+Each prompt gets a :class:`~pf_ray.engines.base.Result`: a text, or a reject for that row
+alone (an endpoint's 4xx about the request); infrastructure faults are raised.
 ``prompt_format`` says how messages become text: ``guanaco`` (the paper's ``### Human:``
 format) or ``chat_template`` (the model tokenizer's own template).
 """
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from pf_ray.engines.base import GenParams
+from pf_ray.engines.base import GenParams, Result
 from pf_ray.engines.config import HFEngineConfig, HTTPEngineConfig, SamplingConfig
 from pf_ray.engines.http import HTTPEngine
 from pf_ray.engines.prompting import DEFAULT_STOP, Message, cut_at_stop, render
@@ -34,8 +36,10 @@ R = TypeVar("R")
 
 
 class TextEngine(Protocol):
-    def generate(self, prompts: list[list[Message]], params: GenParams) -> list[str]:
-        """One continuation per prompt, cut at the first stop string."""
+    """What the distortion step calls: chat-message prompts in, one result per prompt."""
+
+    def generate(self, prompts: list[list[Message]], params: GenParams) -> list[Result]:
+        """One continuation per prompt, cut at the first stop string, or its row reject."""
         ...
 
 
@@ -84,9 +88,11 @@ class HFEngine:
         return self._tok.apply_chat_template(messages, tokenize=False,
                                              continue_final_message=True)
 
-    def generate(self, prompts: list[list[Message]], params: GenParams) -> list[str]:
-        return self.complete([render(m, self.prompt_format, self._template) for m in prompts],
-                             params)
+    def generate(self, prompts: list[list[Message]], params: GenParams) -> list[Result]:
+        """Render the prompts in ``prompt_format`` and continue them in one batch."""
+        texts = self.complete([render(m, self.prompt_format, self._template) for m in prompts],
+                              params)
+        return [Result(t) for t in texts]
 
     def complete(self, texts: list[str], params: GenParams) -> list[str]:
         """Continue raw prompt texts (batched, left-padded), cut at the stop strings."""
@@ -116,9 +122,7 @@ def engine_factory(cfg: HFEngineConfig | HTTPEngineConfig, storage: StorageConfi
         return partial(HFEngine, model=cfg.model, gguf_file=cfg.gguf_file,
                        prompt_format=cfg.prompt_format, dtype=cfg.dtype,
                        trust_remote_code=cfg.trust_remote_code, storage=storage)
-    return partial(HTTPEngine, base_url=cfg.base_url, model=cfg.model,
-                   prompt_format=cfg.prompt_format, api_key_env=cfg.api_key_env,
-                   timeout_s=cfg.timeout_s, max_concurrency=cfg.max_concurrency)
+    return partial(HTTPEngine.of, cfg, prompt_format=cfg.prompt_format)
 
 
 def gen_params(sampling: SamplingConfig, seed: int,

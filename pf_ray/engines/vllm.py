@@ -51,6 +51,7 @@ class LLMTask:
 
     @property
     def columns(self) -> tuple[str, ...]:
+        """The columns a generated row keeps: the carried ones and the bookkeeping."""
         return tuple(dict.fromkeys((*self.carried, *BOOKKEEPING)))
 
 
@@ -122,6 +123,7 @@ def mark_engine_errors(batch: Batch, *, task: LLMTask) -> Batch:
 
 
 def build_vllm_processor(task: LLMTask, cfg: VLLMEngineConfig, params: GenParams) -> Any:
+    """The ``ray.data.llm`` processor of an engine spec: continue-on-error, so row errors come back per row (classified by :func:`mark_engine_errors`)."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     concurrency = (cfg.min_actors, max(cfg.min_actors, cfg.max_actors))

@@ -35,6 +35,7 @@ from pf_ray.engines.base import Generator, Prompt, Result
 from pf_ray.engines.config import HTTPEndpoint, HTTPEngineSpec
 from pf_ray.engines.flamingo import FlamingoGenerator
 from pf_ray.engines.http import HTTPGenerator
+from pf_ray.engines.prompting import cut_at_stop
 from pf_ray.eval.spec import EvalSpec, HTTPSource, ModelSource
 from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, Batch, Resources, StepDef
 
@@ -47,13 +48,6 @@ def _stops() -> tuple[str, ...]:
     from pf_ray.model.prompts import STOP_STRINGS
 
     return STOP_STRINGS
-
-
-def clean(text: str, stops: Sequence[str]) -> str:
-    """``text`` cut at the first stop string, stripped."""
-    for s in stops:
-        text = text.split(s, 1)[0]
-    return text.strip()
 
 
 @dataclass(frozen=True)
@@ -93,7 +87,7 @@ class Answerer:
 
     def answer(self, requests: Sequence[Request]) -> list[Result]:
         # Answers compare on their text only: every source is cut at pf-ray's stop strings.
-        return [r if r.reject else Result(clean(r.text, _stops()), r.finish_reason)
+        return [r if r.reject else Result(cut_at_stop(r.text, tuple(_stops())), r.finish_reason)
                 for r in self.generator.generate([self.prompt(q) for q in requests])]
 
 

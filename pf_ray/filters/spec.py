@@ -23,7 +23,6 @@ QA_TASKS = ["vqa", "multiple_choice"]
 CAPTION_TASKS = ["captions", "region_caption"]
 
 
-PoolConfig = ScorerPool  # a model filter's actor pool
 
 
 class FilterBase(Strict):
@@ -32,7 +31,7 @@ class FilterBase(Strict):
 
 
 class ModelFilter(FilterBase):
-    pool: PoolConfig | None = Field(None, description="None: the spec's shared pool")
+    pool: ScorerPool | None = Field(None, description="None: the spec's shared pool")
 
 
 class LengthFilter(FilterBase):
@@ -159,7 +158,7 @@ class FilterSpecBase(SpecBase):
     kind: Literal["filter"]
     inputs: list[str] = Field(..., min_length=1, description="rewrite (or pf1m) dataset roots")
     output: OutputConfig
-    pool: PoolConfig = Field(default_factory=PoolConfig,
+    pool: ScorerPool = Field(default_factory=ScorerPool,
                              description="actor pool shared by model filters without their own")
     top_k: TopK | None = None
 

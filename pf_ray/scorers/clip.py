@@ -45,6 +45,7 @@ def clip_score(image_embedding: Any, sentence_embeddings: Any) -> float:
 
 
 def is_multi_paragraph(output: str) -> bool:
+    """Whether an output has blank-line separated paragraphs (the CLIPScore filter's case)."""
     return "\n\n" in output and len(paragraphs(output)) > 0
 
 
@@ -57,6 +58,7 @@ class ParagraphCLIP(LazyModel):
         self.max_sentences, self.device, self.storage = max_sentences, device, storage
 
     def load(self) -> None:
+        """Load the CLIP model, its preprocessing and tokenizer (once per actor)."""
         import open_clip
 
         from pf_ray.model.vision import register_tiny_configs
@@ -86,6 +88,8 @@ class ParagraphCLIP(LazyModel):
         return img.float().cpu(), txt.float().cpu()
 
     def score_paragraphs(self, image: Any, paras: list[str]) -> list[float]:
+        """One :func:`clip_score` per paragraph: the image against the mean embedding of the
+        paragraph's first ``max_sentences`` sentences."""
         per = [sentences(p, self.max_sentences) for p in paras]
         img, txt = self.embed(image, [s for ss in per for s in ss])
         scores, start = [], 0

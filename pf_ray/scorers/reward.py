@@ -22,6 +22,7 @@ def _text(value: object) -> str:
 
 
 class RewardScore(LazyModel):
+    """The ``reward`` column: a reward model's score of (instruction, output), score only (the filter keeps or drops)."""
     name = "reward"
     inputs = ("id", "task", "instruction", "output")
     outputs = ("reward",)
@@ -33,10 +34,12 @@ class RewardScore(LazyModel):
         self.device, self.max_length, self.storage = device, max_length, storage
 
     def load(self) -> None:
+        """Load the reward model (once per actor)."""
         self.clf = load("reward", self.model_path, 1, device=self.device,
                         max_length=self.max_length, storage=self.storage)
 
     def rewards(self, questions: list[str], answers: list[str]) -> list[float]:
+        """One score per (question, answer) pair: the model's single logit."""
         self.ensure()
         return [float(row[0]) for row in self.clf.logits(questions, answers)]
 

@@ -51,6 +51,7 @@ class STSModel(LazyModel):
         self.batch_size, self.storage = batch_size, storage
 
     def load(self) -> None:
+        """Load the sentence-embedding model (once per actor)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 

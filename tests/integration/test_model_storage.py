@@ -62,5 +62,5 @@ def test_hf_engine_runs_a_real_small_model_from_its_pypi_package() -> None:
     out = engine.generate([build_messages("How many shapes are there?", original, "")],
                           GenParams(max_new_tokens=12))
     # a real model writes words; whether the paper's checks accept them is recorded
-    assert len(out) == 1 and len(out[0].split()) >= 3
-    assert check_output(original, out[0]) in (None, "llm_longer", "llm_refusal")
+    assert len(out) == 1 and out[0].reject is None and len(out[0].text.split()) >= 3
+    assert check_output(original, out[0].text) in (None, "llm_longer", "llm_refusal")

@@ -50,6 +50,14 @@ def batch_of(n: int, bad: int | None = None) -> Batch:
     return {"id": ids, UNIT: ["u0"] * n, REJECT_REASON: [None] * n}
 
 
+class _ClientError(Exception):
+    """botocore's ClientError as s3fs raises it: the S3 error code in ``response``."""
+
+    def __init__(self, code: str):
+        super().__init__(f"An error occurred ({code})")
+        self.response = {"Error": {"Code": code}}
+
+
 @pytest.mark.parametrize("exc", [
     ConnectionRefusedError(111, "Connection refused"), TimeoutError("timed out"),
     EngineUnavailable("http://x/v1/completions: HTTP 503"), MemoryError(),
@@ -57,6 +65,10 @@ def batch_of(n: int, bad: int | None = None) -> Batch:
     urllib.error.URLError(ConnectionRefusedError(111, "refused")),
     urllib.error.HTTPError("u", 401, "unauthorized", {}, None),  # wrong key
     urllib.error.HTTPError("u", 404, "not found", {}, None),  # wrong model or URL
+    PermissionError(13, "Permission denied"),
+    OSError("When reading information for key 'a.png' in bucket 'b': AWS Error "
+            "ACCESS_DENIED during HeadObject operation: No response body."),
+    _ClientError("SlowDown"), _ClientError("AccessDenied"),
 ])
 def test_infrastructure_faults_are_classified(exc: Exception) -> None:
     assert is_infrastructure_fault(exc)
@@ -64,7 +76,9 @@ def test_infrastructure_faults_are_classified(exc: Exception) -> None:
 
 @pytest.mark.parametrize("exc", [ValueError("bad"), KeyError("x"), RuntimeError("shape"),
                                  urllib.error.HTTPError("u", 400, "bad request", {}, None),
-                                 urllib.error.HTTPError("u", 413, "too large", {}, None)])
+                                 urllib.error.HTTPError("u", 413, "too large", {}, None),
+                                 OSError("image file is truncated (3 bytes not processed)"),
+                                 _ClientError("NoSuchKey")])
 def test_row_faults_are_classified(exc: Exception) -> None:
     assert not is_infrastructure_fault(exc)
 

@@ -29,11 +29,14 @@ class _Handler(BaseHTTPRequestHandler):
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
+        cut = data == b"CUT"  # the server dies half-way through the reply
+        self.send_header("content-length", str(len(data) + 100 * cut))
         if 300 <= status < 400:
             self.send_header("location", "http://127.0.0.1:9/elsewhere")
         self.end_headers()
         self.wfile.write(data)
+        if cut:
+            self.close_connection = True
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -94,6 +97,32 @@ def test_a_200_that_is_no_reply_is_an_infrastructure_fault(base_url: str, path: 
     with pytest.raises(EngineUnavailable):
         _rewriter(base_url, "chat" if path.endswith("chat/completions") else "completions"
                   ).rewrite([Request("Q?", "draft")])
+
+
+def test_a_reply_cut_short_is_an_infrastructure_fault(base_url: str) -> None:
+    REPLY["/v1/completions"] = (200, b"CUT")
+    with pytest.raises(EngineUnavailable, match="IncompleteRead"):
+        HTTPEngine(base_url=base_url, model="m", retries=0).complete_one("hi", GenParams())
+
+
+def test_distortion_rejects_the_row_on_a_request_4xx(base_url: str) -> None:
+    """The distort step over HTTP: a 4xx about one request is that row's ``http_<status>``
+    reject (not a bisected ``exception``), the other rows keep their texts."""
+    from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON
+    from pf_ray.distort.pairs import LLMDistort
+
+    step = LLMDistort(lambda: HTTPEngine(base_url=base_url, model="m", retries=0),
+                      GenParams(max_new_tokens=8))
+    batch = {"id": ["a"], "family": ["llm"], "style": [""], "instruction": ["Q?"],
+             "original": ["The answer is a red square on a white ground."],
+             "distorted": [None]}
+    REPLY["/v1/completions"] = (422, _error(None))
+    out = step(batch)
+    assert out[REJECT_REASON] == ["http_422"] and "HTTP 422" in out[REJECT_DETAIL][0]
+    REPLY["/v1/completions"] = (200, {"choices": [{"text": " a red square",
+                                                   "finish_reason": "stop"}]})
+    out = step(batch)
+    assert out[REJECT_REASON] == [None] and out["distorted"] == ["a red square"]
 
 
 def _rewriter(base_url: str, api: str) -> Rewriter:

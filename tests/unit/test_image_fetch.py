@@ -28,7 +28,7 @@ HITS: list[str] = []
 
 class _Handler(BaseHTTPRequestHandler):
     """``/ok.png``; ``/status/N``; ``/redirect`` (to /ok.png); ``/big`` (no length);
-    ``/hang`` (answers nothing for 5 s)."""
+    ``/hang`` (answers nothing for 5 s); ``/cut`` (the host dies half-way through a reply)."""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         HITS.append(self.path)
@@ -56,6 +56,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
         elif self.path == "/hang":
             time.sleep(5)
+        elif self.path == "/cut":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PNG_BYTES)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(PNG_BYTES[:10])
+            self.close_connection = True
 
     def _send(self, status: int, body: bytes) -> None:
         self.send_response(status)
@@ -123,6 +130,18 @@ def test_hanging_host_times_out_as_infrastructure(host: str) -> None:
     with pytest.raises(ImageStoreUnavailable, match="(?i)timeout|timed out"):
         loader(timeout_s=0.5).load(f"{host}/hang")
     assert time.monotonic() - t0 < 3
+
+
+def test_reply_cut_short_is_infrastructure(host: str) -> None:
+    with pytest.raises(ImageStoreUnavailable, match="IncompleteRead"):
+        loader().load(f"{host}/cut")
+
+
+@pytest.mark.parametrize("ref", ["http://127.0.0.1/a b.png", "http://[::1/x.png"])
+def test_malformed_url_is_the_rows_reject(ref: str) -> None:
+    with pytest.raises(ImageError) as info:
+        loader().load(ref)
+    assert info.value.reason == "image_bad_url"
 
 
 def test_refused_connection_is_infrastructure() -> None:
