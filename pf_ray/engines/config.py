@@ -123,11 +123,10 @@ class GenerationEngine(ActorPool):
     kind: str
 
 
-class FlamingoEngineConfig(GenerationEngine):
-    """pf-ray's Flamingo model (a ``pf-ray convert`` / training export folder) in an actor
-    pool, batched generation (each distinct image encoded once per batch)."""
+class FlamingoModelFields(Strict):
+    """Where pf-ray's Flamingo model is and how an actor runs it (the rewrite engine's and
+    eval's model source's fields)."""
 
-    kind: Literal["flamingo"]
     model: str = Field(..., description="model folder or URI (s3://...): config.json, "
                        "model.safetensors, adapter/, tokenizer/")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if the "
@@ -138,6 +137,13 @@ class FlamingoEngineConfig(GenerationEngine):
     max_prompt_tokens: int | None = Field(
         None, ge=1, description="longer prompts are rejected (prompt_too_long); None: the "
         "language model's max_position_embeddings minus max_new_tokens")
+
+
+class FlamingoEngineConfig(GenerationEngine, FlamingoModelFields):
+    """pf-ray's Flamingo model (a ``pf-ray convert`` / training export folder) in an actor
+    pool, batched generation (each distinct image encoded once per batch)."""
+
+    kind: Literal["flamingo"]
 
 
 class HTTPEngineSpec(GenerationEngine, HTTPEndpoint):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pf_ray.engines.base import Prompt, Result
-from pf_ray.engines.config import DecodingConfig, FlamingoEngineConfig
+from pf_ray.engines.config import DecodingConfig, FlamingoEngineConfig, FlamingoModelFields
 from pf_ray.engines.registry import EngineDef
 from pf_ray.faults import ModelUnavailable
 from pf_ray.specs import StorageConfig
@@ -72,6 +72,14 @@ class FlamingoGenerator:
     Give ``source`` (a folder or URI, loaded lazily) or an already loaded ``model`` and
     ``tokenizer`` (the quickstart's in-memory models).
     """
+
+    @classmethod
+    def of(cls, fields: FlamingoModelFields, decoding: DecodingConfig,
+           storage: StorageConfig | None) -> FlamingoGenerator:
+        """The generator of a spec's model block (a rewrite engine, an eval source)."""
+        return cls(fields.model, decoding=decoding, device=fields.device, dtype=fields.dtype,
+                   num_threads=fields.num_threads, max_prompt_tokens=fields.max_prompt_tokens,
+                   storage=storage)
 
     def __init__(self, source: str | None = None, *, decoding: DecodingConfig | None = None,
                  device: str = "auto", dtype: str = "auto", num_threads: int | None = None,
@@ -174,9 +182,7 @@ class FlamingoGenerator:
 
 def _build(cfg: FlamingoEngineConfig, decoding: DecodingConfig,
            storage: StorageConfig) -> FlamingoGenerator:
-    return FlamingoGenerator(cfg.model, decoding=decoding, device=cfg.device, dtype=cfg.dtype,
-                             num_threads=cfg.num_threads,
-                             max_prompt_tokens=cfg.max_prompt_tokens, storage=storage)
+    return FlamingoGenerator.of(cfg, decoding, storage)
 
 
 ENGINE = EngineDef("flamingo", FlamingoEngineConfig, _build, beams=True,

@@ -152,10 +152,8 @@ class Answer:
 
 
 def _model(source: ModelSource, spec: EvalSpec) -> Answerer:
-    return Answerer(FlamingoGenerator(
-        source.model, decoding=spec.decoding, device=source.device, dtype=source.dtype,
-        num_threads=source.num_threads, max_prompt_tokens=source.max_prompt_tokens,
-        storage=spec.storage), prompt=source.prompt, prompt_format=source.prompt_format)
+    return Answerer(FlamingoGenerator.of(source, spec.decoding, spec.storage),
+                    prompt=source.prompt, prompt_format=source.prompt_format)
 
 
 def _http(source: HTTPSource, spec: EvalSpec) -> Answerer:

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from pf_ray.engines.config import DecodingConfig, HTTPEndpoint
+from pf_ray.engines.config import DecodingConfig, FlamingoModelFields, HTTPEndpoint
 from pf_ray.scorers.config import ScorerPool
 from pf_ray.scorers.nli import NLI_LABELS
 from pf_ray.specs import ImageLimits, OutputConfig, QATemplate, SpecBase, Strict
@@ -60,7 +60,7 @@ class EvalSet(Strict):
                            "ground truth), none (politeness only)")
 
 
-class ModelSource(ActorPool):
+class ModelSource(ActorPool, FlamingoModelFields):
     """An exported pf-ray model (``pf-ray convert`` / a training export), batched in an
     actor pool. ``prompt: chat`` asks the question (Clever Flamingo's chat format, as the
     Serve app does); ``prompt: rewrite`` gives the rewriter the question and the item's raw
@@ -68,16 +68,9 @@ class ModelSource(ActorPool):
 
     kind: Literal["model"]
     name: Name
-    model: str = Field(..., description="model folder or URI (config.json, "
-                       "model.safetensors, tokenizer/)")
     prompt: Literal["chat", "rewrite"] = "chat"
     prompt_format: Literal["paper", "released"] = Field(
         "paper", description="rewrite prompt: the format the rewriter was trained with")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads per actor")
-    max_prompt_tokens: int | None = Field(None, ge=1, description="longer prompts are "
-                                          "rejects (prompt_too_long)")
 
 
 class HTTPSource(ActorPool, HTTPEndpoint):
