@@ -30,6 +30,8 @@ import time
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlparse
 
@@ -249,6 +251,35 @@ class ImageLoader:
         if ref.startswith("synthetic://"):
             return self.decode(synthetic_bytes(ref), ref)
         return self.decode(self.fetch(ref), ref)
+
+    def load_row(self, ref: str | None, data: bytes | None, keep_bytes: bool = False
+                 ) -> tuple[Image.Image | None, bytes | None]:
+        """A row's decoded image and its encoded bytes (``keep_bytes``: fetched when the row
+        stored none, for engines that send the image as stored); ``(None, None)`` for a row
+        without an image. Raises :class:`ImageError` (the row's) or an outage."""
+        if ref is None and data is None:
+            return None, None
+        if data is None and keep_bytes:
+            data = synthetic_bytes(ref) if ref and ref.startswith("synthetic://") else \
+                self.fetch(ref or "")
+        return self.load(ref, data), data
+
+    def load_rows(self, refs: Sequence[str | None], datas: Sequence[bytes | None],
+                  keep_bytes: bool = False, threads: int = 1
+                  ) -> list[tuple[Image.Image | None, bytes | None] | ImageError]:
+        """:meth:`load_row` over rows, ``threads`` fetching at once; a row's ImageError is
+        returned in its place, an outage raised."""
+        def one(k: int) -> tuple[Image.Image | None, bytes | None] | ImageError:
+            try:
+                return self.load_row(refs[k], datas[k], keep_bytes)
+            except ImageError as exc:
+                return exc
+
+        n = len(refs)
+        if n <= 1 or threads <= 1:
+            return [one(k) for k in range(n)]
+        with ThreadPoolExecutor(max_workers=min(threads, n)) as pool:
+            return list(pool.map(one, range(n)))
 
 
 def _confirm_missing(fs: pafs.PyFileSystem, path: str, exc: FileNotFoundError

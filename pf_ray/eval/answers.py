@@ -23,14 +23,13 @@ their text only. Unreadable images are rejects with the image loader's reason.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from PIL import Image
 
-from pf_ray.data.images import ImageError, ImageLoader, synthetic_bytes
+from pf_ray.data.images import ImageError, ImageLoader
 from pf_ray.engines.base import Generator, Prompt, Result
 from pf_ray.engines.config import HTTPEndpoint, HTTPEngineSpec
 from pf_ray.engines.flamingo import FlamingoGenerator
@@ -111,18 +110,6 @@ class Answer:
             self._engine = self.factory()
         return self._engine
 
-    def _image(self, ref: str | None, data: bytes | None
-               ) -> tuple[Image.Image | None, bytes | None] | ImageError:
-        if ref is None and data is None:
-            return None, None
-        try:
-            if data is None and self.needs_bytes:
-                data = synthetic_bytes(ref) if ref and ref.startswith("synthetic://") else \
-                    self.loader.fetch(ref or "")
-            return self.loader.load(ref, data), data
-        except ImageError as exc:
-            return exc
-
     def __call__(self, batch: Batch) -> Batch:
         n = len(batch["id"])
         out: Batch = {"output": list(batch["output"]),
@@ -131,10 +118,9 @@ class Answer:
         mine = [i for i in range(n) if batch["answerer"][i] == self.source]
         if not mine:
             return out
-        workers = max(1, min(self.fetch_threads, len(mine)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            got = list(pool.map(lambda i: self._image(batch["image"][i],
-                                                      batch["image_bytes"][i]), mine))
+        got = self.loader.load_rows([batch["image"][i] for i in mine],
+                                    [batch["image_bytes"][i] for i in mine],
+                                    keep_bytes=self.needs_bytes, threads=self.fetch_threads)
         requests, idx = [], []
         for i, g in zip(mine, got, strict=True):
             if isinstance(g, ImageError):

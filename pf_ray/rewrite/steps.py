@@ -11,11 +11,10 @@ holds several of them) and applies the output checks. Rejected rows keep their
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pf_ray.data.conversation import draft_of, first_turn, row_seed
-from pf_ray.data.images import ImageError, ImageLoader, synthetic_bytes
+from pf_ray.data.images import ImageError, ImageLoader
 from pf_ray.data.select import SelectConfig, selected
 from pf_ray.rewrite.checks import check_output
 from pf_ray.rewrite.engines import Request, Result, RewriteEngine
@@ -80,28 +79,6 @@ class Rewrite:
             self._engine = self.factory()
         return self._engine
 
-    def _image(self, ref: str | None, data: bytes | None) -> tuple[Any, bytes | None]:
-        """(decoded image or None, the encoded bytes); raises ImageError."""
-        if ref is None and data is None:
-            return None, None
-        if data is None and self.needs_bytes:  # the http engine sends the stored bytes
-            data = synthetic_bytes(ref) if ref and ref.startswith("synthetic://") else \
-                self.loader.fetch(ref or "")
-        return self.loader.load(ref, data), data
-
-    def _images(self, batch: Batch) -> list[tuple[Any, bytes | None] | ImageError]:
-        def one(i: int) -> tuple[Any, bytes | None] | ImageError:
-            try:
-                return self._image(batch["image"][i], batch["image_bytes"][i])
-            except ImageError as exc:
-                return exc
-
-        n = len(batch["id"])
-        if n <= 1 or self.fetch_threads <= 1:
-            return [one(i) for i in range(n)]
-        with ThreadPoolExecutor(max_workers=min(self.fetch_threads, n)) as pool:
-            return list(pool.map(one, range(n)))
-
     def _rewrite(self, requests: list[Request]) -> list[Result]:
         """Engine calls of ``engine_batch`` requests of similar length (fewer pad tokens
         in each batch's prefill: a unit mixes one-line VQA prompts with captions + boxes
@@ -122,7 +99,10 @@ class Rewrite:
         out: Batch = {"output": [None] * n, "finish_reason": [None] * n,
                       REJECT_REASON: [None] * n, REJECT_DETAIL: [None] * n}
         requests, idx = [], []
-        for i, got in enumerate(self._images(batch)):
+        # the http engine sends the stored bytes (needs_bytes)
+        got_all = self.loader.load_rows(batch["image"], batch["image_bytes"],
+                                        keep_bytes=self.needs_bytes, threads=self.fetch_threads)
+        for i, got in enumerate(got_all):
             if isinstance(got, ImageError):
                 out[REJECT_REASON][i], out[REJECT_DETAIL][i] = got.reason, got.detail
                 continue
