@@ -25,6 +25,16 @@ class GenParams:
     stop: tuple[str, ...] = DEFAULT_STOP
     seed: int = 0
 
+    def sampling_fields(self) -> dict[str, Any]:
+        """The decoding fields of an OpenAI-style request body, which are also vLLM's
+        ``SamplingParams`` names (``top_k`` is a vLLM extension, sent only when set)."""
+        fields: dict[str, Any] = {"max_tokens": self.max_new_tokens,
+                                  "temperature": self.temperature, "top_p": self.top_p,
+                                  "stop": list(self.stop), "seed": self.seed}
+        if self.top_k:
+            fields["top_k"] = self.top_k
+        return fields
+
 
 @dataclass(frozen=True)
 class Completion:

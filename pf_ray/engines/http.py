@@ -159,13 +159,8 @@ class HTTPEngine:
         raise last
 
     def _sampling(self, params: GenParams) -> dict[str, Any]:
-        """The decoding fields of a request body (``top_k`` is a vLLM extension)."""
-        body: dict[str, Any] = {"model": self.model, "max_tokens": params.max_new_tokens,
-                                "temperature": params.temperature, "top_p": params.top_p,
-                                "stop": list(params.stop), "seed": params.seed}
-        if params.top_k:
-            body["top_k"] = params.top_k
-        return body
+        """The model and decoding fields of a request body."""
+        return {"model": self.model, **params.sampling_fields()}
 
     def complete_one(self, prompt: str, params: GenParams,
                      images: list[str] | None = None) -> Completion:

@@ -67,10 +67,7 @@ class _Select:
 class _Pre:
     def __init__(self, task: LLMTask, cfg: VLLMEngineConfig, params: GenParams):
         self.task, self.format = task, cfg.prompt_format
-        self.sampling = {"max_tokens": params.max_new_tokens, "temperature": params.temperature,
-                         "top_p": params.top_p, "stop": list(params.stop), "seed": params.seed}
-        if params.top_k:
-            self.sampling["top_k"] = params.top_k
+        self.sampling = params.sampling_fields()
 
     def __call__(self, row: Row) -> Row:
         messages = self.task.messages(row)
