@@ -108,6 +108,8 @@ class ImageLoader:
 
     def fetch(self, ref: str) -> bytes:
         """The raw bytes behind a reference."""
+        if ref.startswith("synthetic://"):
+            return synthetic_bytes(ref)
         if ref.startswith("tar://"):
             member, sep, archive = ref[len("tar://"):].partition("::")
             if not sep or not member or not archive:
@@ -177,7 +179,8 @@ class ImageLoader:
         try:
             with _OPENER.open(url, timeout=self.timeout_s) as resp:
                 length = resp.headers.get("Content-Length")
-                if length and length.isdigit() and int(length) > self.max_bytes:
+                declared = int(length) if length and length.isdigit() else None
+                if declared is not None and declared > self.max_bytes:
                     raise ImageError("image_too_large", f"{url}: {length} bytes > max_bytes "
                                      f"{self.max_bytes}")
                 data = bytearray()
@@ -188,10 +191,10 @@ class ImageLoader:
                                          f"{url}: over max_bytes {self.max_bytes}")
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"the body took over {self.timeout_s} s")
-                if length and length.isdigit() and len(data) < int(length):
+                if declared is not None and len(data) < declared:
                     # read(amt) returns what came before the host hung up, never raising
                     # IncompleteRead: the host failed, not the row (its image is not corrupt)
-                    raise http.client.IncompleteRead(bytes(data[-16:]), int(length) - len(data))
+                    raise http.client.IncompleteRead(bytes(data[-16:]), declared - len(data))
                 return bytes(data)
         except ImageError:
             raise
@@ -248,8 +251,6 @@ class ImageLoader:
             return self.decode(data, ref or "<image_bytes>")
         if not ref:
             raise ImageError("image_no_reference", "row has neither image nor image_bytes")
-        if ref.startswith("synthetic://"):
-            return self.decode(synthetic_bytes(ref), ref)
         return self.decode(self.fetch(ref), ref)
 
     def load_row(self, ref: str | None, data: bytes | None, keep_bytes: bool = False
@@ -260,8 +261,7 @@ class ImageLoader:
         if ref is None and data is None:
             return None, None
         if data is None and keep_bytes:
-            data = synthetic_bytes(ref) if ref and ref.startswith("synthetic://") else \
-                self.fetch(ref or "")
+            data = self.fetch(ref or "")
         return self.load(ref, data), data
 
     def load_rows(self, refs: Sequence[str | None], datas: Sequence[bytes | None],

@@ -2,9 +2,10 @@
 
 The conversation given to the LLM (``build_messages``): the system message, the original
 Human/Assistant turn, a Human turn asking for a compressed answer, and the prefilled
-Assistant turn that ends with an opening quote. ``pf_ray.engines.prompting.guanaco_prompt`` renders it in the
-paper's ``### Human:`` / ``### Assistant:`` format; engines that prefer a model's own chat
-template render the same messages with it (the last message is continued, not closed).
+Assistant turn that ends with an opening quote.
+``pf_ray.engines.prompting.guanaco_prompt`` renders it in the paper's ``### Human:`` /
+``### Assistant:`` format; engines that prefer a model's own chat template render the same
+messages with it (the last message is continued, not closed).
 """
 
 from __future__ import annotations

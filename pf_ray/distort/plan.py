@@ -2,10 +2,10 @@
 
 Units are the committed shard files of the input datasets (one output shard each); the
 reader turns a unit into one row per pair candidate (``pairs_per_conversation``, see
-:mod:`pf_ray.data.conversation`). With ``targets``, plan time scans the inputs and sets one threshold per
-target (:mod:`targets`). Steps: check images -> join captions+boxes (optional) -> plan
-pairs -> CPU families (tasks) -> LLM family (an actor pool for ``hf`` / ``http``;
-``ray.data.llm`` for ``vllm``).
+:mod:`pf_ray.data.conversation`). With ``targets``, plan time scans the inputs and sets one
+threshold per target (:mod:`targets`). Steps: check images -> join captions+boxes
+(optional) -> plan pairs -> CPU families (tasks) -> LLM family (an actor pool for ``hf`` /
+``http``; ``ray.data.llm`` for ``vllm``).
 """
 
 from __future__ import annotations

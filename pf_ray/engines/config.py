@@ -75,6 +75,7 @@ class HTTPEngineConfig(EngineBase, HTTPEndpoint):
 EngineConfig = Annotated[HFEngineConfig | VLLMEngineConfig | HTTPEngineConfig,
                          Field(discriminator="kind")]
 
+
 class DecodingConfig(Strict):
     """How the rewriter decodes (paper.md §4 "Decoding"; the paper gives no settings).
 

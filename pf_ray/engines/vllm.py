@@ -120,7 +120,8 @@ def mark_engine_errors(batch: Batch, *, task: LLMTask) -> Batch:
 
 
 def build_vllm_processor(task: LLMTask, cfg: VLLMEngineConfig, params: GenParams) -> Any:
-    """The ``ray.data.llm`` processor of an engine spec: continue-on-error, so row errors come back per row (classified by :func:`mark_engine_errors`)."""
+    """The ``ray.data.llm`` processor of an engine spec, continuing on errors: row errors
+    come back per row, classified by :func:`mark_engine_errors`."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     concurrency = (cfg.min_actors, max(cfg.min_actors, cfg.max_actors))

@@ -86,7 +86,7 @@ class Answerer:
 
     def answer(self, requests: Sequence[Request]) -> list[Result]:
         # Answers compare on their text only: every source is cut at pf-ray's stop strings.
-        return [r if r.reject else Result(cut_at_stop(r.text, tuple(_stops())), r.finish_reason)
+        return [r if r.reject else Result(cut_at_stop(r.text, _stops()), r.finish_reason)
                 for r in self.generator.generate([self.prompt(q) for q in requests])]
 
 

@@ -22,7 +22,8 @@ def _text(value: object) -> str:
 
 
 class RewardScore(LazyModel):
-    """The ``reward`` column: a reward model's score of (instruction, output), score only (the filter keeps or drops)."""
+    """The ``reward`` column: a reward model's score of (instruction, output); scores only,
+    the filter keeps or drops."""
     name = "reward"
     inputs = ("id", "task", "instruction", "output")
     outputs = ("reward",)

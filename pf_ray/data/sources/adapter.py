@@ -2,10 +2,11 @@
 
 Each adapter module declares its :class:`Adapter` (name, converter, file reader, key prefix,
 image pattern, whether rows ask for a drawn region, a one-line description) next to the
-code it names; :mod:`~pf_ray.data.sources.registry` finds the built-in records by scanning
-this package and derives everything else from them: the names the ingest
+code it names; :mod:`~pf_ray.data.sources.registry` finds the built-in records by
+scanning this package and derives everything else from them: the names the ingest
 spec accepts, the adapters that take an ``image_pattern`` and its fields, those whose rows
-are drawn. Adding a format is one module with its record (or ``register`` for one outside the package).
+are drawn. Adding a format is one module with its record (or ``register`` for one
+outside the package).
 """
 
 from __future__ import annotations
