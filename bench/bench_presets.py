@@ -14,56 +14,25 @@ summary.json (``stages.rewriter.seconds``).
 from __future__ import annotations
 
 import argparse
-import random
-import time
 
 import torch
+from trained_rewriter import fit_rewriter
 
 from pf_ray.data.io import Dataset
 from pf_ray.eval.rewriter import copy_baseline, mean_rouge, revise
 from pf_ray.model.loading import build_model, model_tokenizer
-from pf_ray.model.trainability import apply_trainability
 from pf_ray.quickstart.flow import HELDOUT_PAIRS
 from pf_ray.quickstart.settings import SETTINGS
 from pf_ray.specs import StorageConfig
-from pf_ray.train.data import ExampleBuilder
-from pf_ray.train.loop import collate
-from pf_ray.train.optim import build_optimizer, build_scheduler
-from pf_ray.train.spec import OptimConfig, TrainSpec
 
 
 def bench(preset: str, steps: int, train: list[dict], held: list[dict]) -> dict[str, float]:
-    cfg = SETTINGS[preset]
     model = build_model(preset)
     tok = model_tokenizer(preset, model.config)
     untrained = mean_rouge(held, revise(model, tok, held))["overall"]
-    spec = TrainSpec.model_validate({
-        "kind": "train", "stage": "rewriter", "model": preset, "data": [{"path": "-"}],
-        "storage_path": "-", "run_name": "-", "trainable": cfg.lm_trainable or None})
-    apply_trainability(model, spec.trainability())
-    optim = OptimConfig(lr=cfg.rewriter.lr)
-    optimizer = build_optimizer(model, optim)
-    scheduler = build_scheduler(optimizer, optim, steps)
-    builder = ExampleBuilder(preset, "rewrite", cfg.max_length, 3, False, 0, StorageConfig())
-    size, pad = model.config.vision.image_size, tok.pad_token_id
-    rows = list(train)
-    random.Random(0).shuffle(rows)
-    model.train()
-    t0 = time.perf_counter()
-    for step in range(steps):
-        chunk = [rows[(step * cfg.batch_size + i) % len(rows)] for i in range(cfg.batch_size)]
-        batch = collate(builder({k: [r[k] for r in chunk] for k in chunk[0]}), pad, size,
-                        torch.device("cpu"))
-        out = model(batch["input_ids"], batch["images"], image_mask=batch["image_mask"],
-                    attention_mask=batch["attention_mask"], labels=batch["labels"])
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-    per_step = (time.perf_counter() - t0) / steps
+    _, seconds = fit_rewriter(model, tok, train, preset=preset, steps=steps, max_images=3)
     trained = mean_rouge(held, revise(model, tok, held))["overall"]
-    return {"s_per_step": per_step, "trained": trained, "untrained": untrained}
+    return {"s_per_step": seconds / steps, "trained": trained, "untrained": untrained}
 
 
 def main() -> None:
