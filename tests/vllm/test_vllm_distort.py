@@ -121,12 +121,12 @@ def test_engine_core_killed_mid_job_never_becomes_rejects(ray_cpu: object,
     done = threading.Event()
 
     def kill_after_first_unit() -> None:
+        nonlocal killed_after
         ds = Dataset(str(out), StorageConfig())
         while not done.is_set():
             cores = _engine_cores()
             committed = ds.committed() if out.exists() else {}
             if cores and committed and len(committed) < 6:
-                nonlocal killed_after
                 killed_after = len(committed)
                 for proc in cores:
                     proc.kill()
