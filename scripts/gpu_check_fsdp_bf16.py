@@ -23,7 +23,7 @@ for stage in ("rewriter", "clever_s2"):
     torch.manual_seed(0)
     model = build_flamingo(get_preset("tiny")).cuda()
     apply_trainability(model, STAGE_TRAINABILITY[stage])
-    shard_model(model, device_type="cuda", world_size=1, bf16=True)
+    shard_model(model, device_type="cuda", world_size=1, param_dtype=torch.bfloat16)
     tok = load_tokenizer(model.config.tokenizer)
     enc = [encode_rewrite(tok, "What is this?", "red circle", "There is a red circle.", images=1)
            for _ in range(4)]

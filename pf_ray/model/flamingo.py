@@ -27,6 +27,8 @@ Only the locations of decoder layers depend on the LM family (:func:`find_decode
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +98,22 @@ def build_language_model(config: FlamingoConfig, dtype: torch.dtype) -> PreTrain
     return lm
 
 
+@contextmanager
+def _placement(device: str | torch.device) -> Iterator[None]:
+    """Where new parameters and buffers go. On ``meta`` only the parameters go there
+    (accelerate's ``init_empty_weights``): buffers that no state dict holds, such as the
+    LM's rotary frequencies, are computed for real, so a model materialised later with
+    ``to_empty`` needs only its state dict."""
+    if torch.device(device).type != "meta":
+        with torch.device(device):
+            yield
+        return
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        yield
+
+
 @dataclass
 class FlamingoOutput:
     logits: torch.Tensor  # (b, t, vocab) (or (b, k, vocab) with logits_to_keep=k)
@@ -112,7 +130,7 @@ class FlamingoModel(nn.Module):
             raise ModelConfigError(errors)
         self.config = config
         dtype = getattr(torch, config.dtype)
-        with torch.device(device):
+        with _placement(device):
             tower = build_vision_encoder(config.vision, device=device)
             self.vision_encoder = tower.encoder
             self.preprocess, self.preprocess_train = tower.preprocess, tower.preprocess_train
@@ -219,7 +237,8 @@ class FlamingoModel(nn.Module):
 
 def build_flamingo(config: FlamingoConfig | dict[str, Any],
                    device: str | torch.device = "cpu") -> FlamingoModel:
-    """Build the model from a config (or its dict); ``device="meta"`` allocates nothing."""
+    """Build the model from a config (or its dict); ``device="meta"`` allocates no parameter
+    (buffers are real: see :func:`_placement`)."""
     if isinstance(config, dict):
         config = FlamingoConfig.from_dict(config)
     return FlamingoModel(config, device=device)

@@ -63,3 +63,13 @@ def _local(model: str) -> str:
     except Exception as exc:  # noqa: BLE001 - whatever stops the copy: the model is not there
         raise ModelUnavailable(f"model {model!r}: cannot be copied or found "
                                f"({type(exc).__name__}: {exc})") from exc
+
+
+def is_preset(model: str) -> bool:
+    """Whether ``model`` names a preset (and no folder or URI of that name exists)."""
+    return _is_preset(model)
+
+
+def model_folder(model: str) -> str:
+    """A local path of a model folder (a cached copy of a URI), or ModelUnavailable."""
+    return _local(model)

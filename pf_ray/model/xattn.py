@@ -146,16 +146,29 @@ class MaskedCrossAttention(nn.Module):
 
 
 class GatedCrossAttentionBlock(nn.Module):
+    """One gated block; with ``checkpointing`` on (training), its activations are recomputed
+    in the backward pass. Like Hugging Face's decoder layers, ``forward`` is what is
+    checkpointed, not ``__call__``: module hooks (FSDP2's gathering) run once."""
+
     def __init__(self, dim: int, dim_visual: int, cfg: CrossAttentionConfig):
         super().__init__()
         self.attn = MaskedCrossAttention(dim, dim_visual, cfg.heads, cfg.dim_head)
         self.attn_gate = nn.Parameter(torch.zeros(1))
         self.ff = feed_forward(dim, cfg.ff_mult) if cfg.ffn else None
         self.ff_gate = nn.Parameter(torch.zeros(1)) if cfg.ffn else None
+        self.checkpointing = False
 
     def forward(self, x: torch.Tensor, media: torch.Tensor | None,
                 index: torch.Tensor) -> torch.Tensor:
         """x: ``(b, t, D)``, media: ``(b, T_img, n, D_v)`` or None, index: ``(b, t)`` -> ``(b, t, D)``."""
+        if self.checkpointing and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(self._forward, x, media, index, use_reentrant=False)
+        return self._forward(x, media, index)
+
+    def _forward(self, x: torch.Tensor, media: torch.Tensor | None,
+                 index: torch.Tensor) -> torch.Tensor:
         if media is not None and media.shape[1] and bool((index > 0).any()):
             x = x + self.attn_gate.tanh() * self.attn(x, media, index)
         if self.ff is not None:

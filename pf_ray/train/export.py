@@ -11,22 +11,36 @@ from pf_ray.train.spec import TrainSpec
 
 
 def write_export(full_state: dict[str, torch.Tensor], spec: TrainSpec) -> None:
-    """Load ``full_state`` into an unsharded copy of the model and save it to ``spec.export``."""
+    """Save ``full_state`` (every tensor of the trained model) to ``spec.export``.
+
+    The model is built on the meta device and takes ``full_state``'s tensors as they are
+    (``assign``), cast to the model's dtype (trainable weights were fp32 masters): the
+    export holds one copy of the weights in host memory, not two.
+    """
     import dataclasses
 
     import pyarrow.fs as pafs
 
     from pf_ray.model.checkpoint import save_pretrained
-    from pf_ray.model.loading import build_model, model_tokenizer
+    from pf_ray.model.flamingo import build_flamingo
+    from pf_ray.model.loading import model_config, model_tokenizer
     from pf_ray.storage import is_uri, resolve
 
-    model = build_model(spec.model, seed=spec.seed)
-    tokenizer = model_tokenizer(spec.model, model.config)
-    missing, unexpected = model.load_state_dict(full_state, strict=False)
+    config = model_config(spec.model)
+    config = config.replace(vision=dataclasses.replace(config.vision, pretrained=None),
+                            lm=dataclasses.replace(config.lm, pretrained=None))
+    model = build_flamingo(config, device="meta")
+    tokenizer = model_tokenizer(spec.model, config)
+    dtype = getattr(torch, config.dtype)
+    merging = spec.export_lora == "merged" and config.lora is not None
+    # merging adds the LoRA delta to the base weights in place: copy those, never the caller's
+    state = {k: v.to(dtype, copy=merging and ".base_layer." in k) if v.is_floating_point()
+             else v for k, v in full_state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if unexpected or [m for m in missing if m in dict(model.named_parameters())]:
         raise RuntimeError(f"export: state does not match the model (missing {missing[:5]}, "
                            f"unexpected {unexpected[:5]})")
-    if spec.export_lora == "merged" and model.config.lora is not None:
+    if merging:
         merge_lora(model)
         model.config = dataclasses.replace(model.config, lora=None)
     target = spec.export

@@ -225,9 +225,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """
     import ray.train
 
-    from pf_ray.model.loading import build_model, model_tokenizer
-    from pf_ray.model.trainability import apply_trainability
-    from pf_ray.train.fsdp import shard_model
+    from pf_ray.model.loading import model_tokenizer
+    from pf_ray.train.build import build_for_training
     from pf_ray.train.optim import build_optimizer, build_scheduler
 
     quiet_worker_logging(config.get("log_level", logging.WARNING))
@@ -239,13 +238,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     bf16 = spec.bf16 if spec.bf16 is not None else use_gpu
     torch.manual_seed(spec.seed)
 
-    model = build_model(spec.model, seed=spec.seed).to(device)
-    apply_trainability(model, spec.trainability())
+    built = build_for_training(spec, device=device, rank=rank, world=world, bf16=bf16,
+                               sharded=spec.fsdp and torch.distributed.is_initialized())
+    model = built.model
     model.train()
     pad_id = model_tokenizer(spec.model, model.config).pad_token_id
     image_size = model.config.vision.image_size
-    if spec.fsdp and torch.distributed.is_initialized():
-        shard_model(model, device_type=device.type, world_size=world, bf16=bf16)
     optimizer = build_optimizer(model, spec.optim)
     total = config["total_steps"]
     scheduler = build_scheduler(optimizer, spec.optim, total)
@@ -307,6 +305,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             t_last, tokens, waited = now, 0, 0.0
             if step == progress["step"] + 1:  # memory held by this rank (FSDP shards it)
                 metrics.update(rank_memory_bytes(model, optimizer))
+                metrics["build_host_bytes"] = built.host_peak_bytes
             history.append(metrics)
             if rank == 0 and spec.ray.progress:  # worker stdout reaches the driver's console
                 console_line(step_line(spec.run_name, total, metrics))

@@ -100,8 +100,16 @@ class TrainSpec(SpecBase):
         "random colour (seeded per row); None: 0.5 on clever stages, 0 for the rewriter")
     optim: OptimConfig = Field(default_factory=OptimConfig)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
-    fsdp: bool = Field(True, description="FSDP2 fully_shard (vision tower, each decoder layer)")
-    bf16: bool | None = Field(None, description="bf16 autocast; None: on when using GPUs")
+    fsdp: bool = Field(True, description="FSDP2 fully_shard: vision tower, perceiver, each "
+                       "cross-attention block, each decoder layer, embeddings and head each "
+                       "their own unit; a model folder is loaded shard by shard (no rank holds "
+                       "the full model)")
+    bf16: bool | None = Field(None, description="compute in bfloat16 (FSDP gathers in bf16, "
+                              "reduces in fp32; autocast without FSDP); trainable weights and "
+                              "their optimizer states stay fp32. None: on when using GPUs")
+    activation_checkpointing: bool = Field(
+        False, description="recompute each decoder layer (and its cross-attention block) in "
+        "the backward pass: less activation memory for ~1/3 more compute; on for the 9B runs")
     storage_path: str = Field(..., description="checkpoints + metrics: folder or s3://")
     run_name: str = Field(..., description="run folder under storage_path; a rerun with the "
                                            "same name resumes from its latest checkpoint")

@@ -236,3 +236,67 @@ def test_cli_training_output_reads_plainly(tmp_path: Path) -> None:
     history = json.loads((tmp_path / "runs" / "plain" / "metrics.json").read_text())
     counts = [r["images_unreadable"] for r in history]
     assert counts == sorted(counts) and counts[-1] > 0, counts  # a running total
+
+
+def mid_size_folder(root: Path) -> tuple[Path, int]:
+    """A random ~150M-parameter model folder stored in bfloat16 (the tiny preset's vision
+    tower and tokenizer, a 1024-wide 12-layer LLaMA); returns (folder, bytes of weights)."""
+    import dataclasses
+
+    from pf_ray.model.checkpoint import save_pretrained
+    from pf_ray.model.config import LanguageConfig
+    from pf_ray.model.flamingo import build_flamingo
+    from pf_ray.model.loading import model_tokenizer
+    from pf_ray.model.presets import get_preset
+
+    tiny = get_preset("tiny")
+    hf = {**tiny.lm.hf_config, "hidden_size": 1024, "intermediate_size": 4096,
+          "num_hidden_layers": 12, "num_attention_heads": 16, "num_key_value_heads": 16}
+    config = tiny.replace(name="mid", dtype="bfloat16", lm=LanguageConfig(hf_config=hf),
+                          xattn=dataclasses.replace(tiny.xattn, every=4))
+    torch.manual_seed(0)
+    model = build_flamingo(config)
+    folder = root / "mid"
+    save_pretrained(model, folder, model_tokenizer("tiny"))
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return folder, size
+
+
+def test_mid_size_model_trains_with_fp32_masters_and_sharded_construction(
+        pairs: str, tmp_path: Path) -> None:
+    """A bf16 model folder of ~150M parameters, 2 gloo workers, a stage-3-sized lr (1e-5):
+    the checkpoint's trainable weights and optimizer states are fp32, LoRA A moved by less
+    than bf16 can represent (a bf16 master would not have moved), and building the model
+    grew each rank's host memory by less than the full model's bytes."""
+    import torch.distributed.checkpoint as dcp
+    from safetensors.torch import load_file
+
+    folder, model_bytes = mid_size_folder(tmp_path)
+    spec = train_spec(pairs, tmp_path, "mid", model=str(folder), bf16=True, batch_size=1,
+                      max_length=160, max_steps=3, checkpoint_every=3,
+                      optim={"lr": 1e-5}, data=[{"path": pairs, "samples": 6}])
+    (result,) = run_job(spec)
+    assert result.steps == 3
+    first = result.history[0]
+    assert 0 < first["build_host_bytes"] < model_bytes, (first["build_host_bytes"], model_bytes)
+    (ckpt,) = sorted((tmp_path / "runs" / "mid").glob("checkpoint_*"))
+    meta = dcp.FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
+    tensors = {k: m.properties.dtype for k, m in meta.items() if hasattr(m, "properties")}
+    params = {k: d for k, d in tensors.items() if k.startswith("model.")}
+    states = {k: d for k, d in tensors.items() if k.startswith("optim.state.")
+              and not k.endswith(".step")}
+    assert params and any(".lora_A." in k for k in params)
+    assert set(params.values()) == {torch.float32}, params
+    assert states and set(states.values()) == {torch.float32}
+    # LoRA A after the run (fp32 master) against the folder's initial values
+    initial = {k: v.float() for k, v in load_file(
+        str(folder / "adapter" / "adapter_model.safetensors")).items()}
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    ours = "model.lang_encoder.model.layers.0.self_attn.q_proj.lora_A.default.weight"
+    state = {ours: torch.empty(meta[ours].size, dtype=torch.float32)}
+    dcp.load(state, checkpoint_id=str(ckpt), no_dist=True)
+    after, before = state[ours], initial[key]
+    moved = after != before
+    assert moved.float().mean() > 0.9  # the fp32 master moved almost everywhere
+    unseen_in_bf16 = after.bfloat16() == before.bfloat16()
+    assert (unseen_in_bf16 & moved).float().mean() > 0.5  # most moves round away in bf16
