@@ -1,15 +1,19 @@
-"""Training examples in Ray Data: the epoch plan, multi-turn augmentation, tokenisation.
+"""Training data: the epoch plan and its reads (Ray Data), and the example builder.
 
-The functions and the example builder here run inside the Ray Data pipeline that
-``train.launch.build_dataset`` assembles (this module never imports Ray); image decoding
-and tokenisation run there (actor pool), never in the training loop. Columns:
+:func:`read_units` and :func:`shuffle_rows` run inside the Ray Data pipeline that
+``train.launch.build_dataset`` assembles: it yields the epoch's raw rows in order (text,
+image reference, image bytes), nothing decoded. :class:`ExampleBuilder` runs in the training
+workers (``train.examples``): each rank builds the examples of its own rows only. This module
+never imports Ray. An example's values (:data:`EXAMPLE_COLUMNS`):
 
     input_ids (list<int32>)  labels (list<int32>, -100 = no loss)
     pixels (binary: float32 (n_images, 3, H, W))  n_images (int32)
     images_unreadable (int32: the example's images that failed to load, rows merged in by
     multi-turn augmentation included; the example keeps their text)
-    examples_skipped (int32: examples the builder dropped just before this one because
-    truncation left them no label token; they would give a NaN loss)
+    examples_skipped (int32, 0 or 1: 1 when the row gave no label token, having no complete
+    turn or its responses cut away by truncation; the example is then one BOS token with
+    label -100, which the loss skips; it stays in the stream so that every rank can slice
+    the global batch before building)
 
 Epoch (:func:`epoch_counts`, :func:`epoch_plan`): dataset ``d`` gives exactly ``c_d``
 examples: its ``samples``, ``round(fraction * rows)``, or its share of ``samples_per_epoch``
@@ -22,9 +26,10 @@ proportion to their counts (each dataset's reads spread evenly over the epoch), 
 
 Multi-turn augmentation (Clever stages, paper.md §6, as the paper's code): each example is
 followed by up to 32 candidates drawn at random (seeded per row) from a pool of the last
-``multiturn_pool`` rows of that mixed stream, while the images stay within ``max_images``;
-the candidate that crosses ``max_length`` is cut there and ends the example. Only the first
-turn carries the system message; the loss covers every response + EOS. In training, half
+``multiturn_pool`` rows of that mixed stream (a snapshot taken after the row's global batch
+joined it, so an example depends on the stream, never on who builds it or when), while the
+images stay within ``max_images``; the candidate that crosses ``max_length`` is cut there and
+ends the example. Only the first turn carries the system message; the loss covers every response + EOS. In training, half
 of the images (seeded per row) are padded to a square with a random colour.
 """
 
@@ -33,6 +38,7 @@ from __future__ import annotations
 import math
 import posixpath
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,6 +240,11 @@ class Candidate:
     lengths: dict[int, int] = field(default_factory=dict)  # tokens as later turns, by images
 
 
+def draw(items: Sequence[Candidate], rng: random.Random, n: int) -> list[Candidate]:
+    """``n`` distinct candidates of ``items`` (all of them when fewer), drawn by ``rng``."""
+    return [items[i] for i in rng.sample(range(len(items)), min(n, len(items)))]
+
+
 class CandidatePool:
     """The last ``size`` rows seen (a ring), the rows multi-turn candidates are drawn from."""
 
@@ -248,16 +259,22 @@ class CandidatePool:
             self.items[self.next] = candidate
         self.next = (self.next + 1) % self.size
 
+    def snapshot(self) -> list[Candidate]:
+        """The pool as it is now, in ring order (later :meth:`add` calls leave it as is)."""
+        return list(self.items)
+
     def draw(self, rng: random.Random, n: int) -> list[Candidate]:
-        return [self.items[i] for i in rng.sample(range(len(self.items)),
-                                                  min(n, len(self.items)))]
+        return draw(self.items, rng, n)
 
 
 class ExampleBuilder:
     """Rows (pairs or samples) -> tokenised examples with preprocessed images.
 
-    One builder sees the whole ordered stream (one actor per pipeline), so its candidate
-    pool, and with it every example, is the same in every run.
+    :meth:`remember` adds rows to a candidate pool (text only, nothing decoded);
+    :meth:`build` makes one row's example against a snapshot of that pool. ``build`` changes
+    nothing shared but a candidate's memo of its own length (the same value whoever computes
+    it), so threads may build examples of one snapshot at once. Calling the builder on a
+    batch does both with its own pool (the whole batch first), as one stream would.
     """
 
     def __init__(self, model: str, fmt: str, max_length: int, max_images: int,
@@ -274,9 +291,8 @@ class ExampleBuilder:
         self.loader = ImageLoader(storage=storage)
         self.fmt, self.max_length, self.max_images = fmt, max_length, max_images
         self.multiturn, self.seed, self.pad_square = multiturn, seed, pad_square
-        self.rewrite_prompt = rewrite_prompt
-        self.pool = CandidatePool(pool_size)
-        self.skipped = 0  # examples dropped since the last one emitted
+        self.rewrite_prompt, self.pool_size = rewrite_prompt, pool_size
+        self.pool = CandidatePool(pool_size)  # the pool of __call__
 
     def _images(self, row: dict[str, Any]) -> tuple[list[np.ndarray], int]:
         """The row's preprocessed image (none or one) and how many failed to load (0 or 1).
@@ -299,50 +315,68 @@ class ExampleBuilder:
                                       rng.randrange(256)))
         return [self.transform(img).numpy().astype(np.float32)], 0
 
-    def __call__(self, batch: Batch) -> Batch:
+    def remember(self, rows: Sequence[dict[str, Any]], pool: CandidatePool) -> None:
+        """Add ``rows`` to ``pool`` as candidates (multi-turn chat only; text, no decoding)."""
+        if not self.multiturn or self.fmt == "rewrite":
+            return
+        for row in rows:
+            pool.add(Candidate(row, _turns_of(row, self.fmt),
+                               int(row.get("image") is not None
+                                   or row.get("image_bytes") is not None)))
+
+    def _unlabelled(self, unreadable: int) -> dict[str, Any]:
+        """The example of a row without any label token: one BOS token, no loss."""
+        from pf_ray.model.prompts import IGNORE_INDEX
+
+        return {"input_ids": [self.tokenizer.bos_token_id], "labels": [IGNORE_INDEX],
+                "pixels": b"", "n_images": 0, "images_unreadable": unreadable,
+                "examples_skipped": 1}
+
+    def build(self, row: dict[str, Any], candidates: Sequence[Candidate]) -> dict[str, Any]:
+        """``row``'s example (a value per :data:`EXAMPLE_COLUMNS`); later turns (multi-turn
+        chat) are drawn from ``candidates``, a pool snapshot that already holds ``row``.
+
+        A row without a complete turn, or whose responses truncation cut away, still gives
+        an example: one token, every label -100, ``examples_skipped`` 1 (the loss skips it).
+        """
         from pf_ray.model.prompts import IGNORE_INDEX, Turn, encode_chat, encode_rewrite
 
-        n = len(batch["id"])
-        rows = [{k: batch[k][i] for k in batch} for i in range(n)]
-        if self.multiturn and self.fmt != "rewrite":
-            for row in rows:  # this batch's rows are candidates too
-                self.pool.add(Candidate(row, _turns_of(row, self.fmt),
-                                        int(row.get("image") is not None
-                                            or row.get("image_bytes") is not None)))
-        out: Batch = {c: [] for c in EXAMPLE_COLUMNS}
-        for row in rows:
+        if self.fmt == "rewrite":
             images, unreadable = self._images(row)
-            if self.fmt == "rewrite":
-                enc = encode_rewrite(self.tokenizer, row["instruction"], row["distorted"],
-                                     row["original"], images=len(images), mode=self.mode,
-                                     prompt_format=self.rewrite_prompt,  # type: ignore[arg-type]
-                                     max_length=self.max_length)
-            else:
-                turns = [Turn(h, a, images=len(images) if k == 0 else 0)
-                         for k, (h, a) in enumerate(_turns_of(row, self.fmt))]
-                if not turns:  # no complete turn: nothing to learn
-                    self.skipped += 1
-                    continue
-                if self.multiturn:
-                    turns, images, merged_unreadable = self._augment(row, turns, images)
-                    unreadable += merged_unreadable
-                enc = encode_chat(self.tokenizer, turns, self.mode, max_length=self.max_length)
-            if all(label == IGNORE_INDEX for label in enc.labels):
-                self.skipped += 1  # truncation cut every response away
-                continue
-            images = images[:enc.num_images]  # truncation may cut trailing images
-            out["input_ids"].append(enc.input_ids)
-            out["labels"].append(enc.labels)
-            out["pixels"].append(np.stack(images).tobytes() if images else b"")
-            out["n_images"].append(len(images))
-            out["images_unreadable"].append(unreadable)
-            out["examples_skipped"].append(self.skipped)
-            self.skipped = 0
-        return out
+            enc = encode_rewrite(self.tokenizer, row["instruction"], row["distorted"],
+                                 row["original"], images=len(images), mode=self.mode,
+                                 prompt_format=self.rewrite_prompt,  # type: ignore[arg-type]
+                                 max_length=self.max_length)
+        else:
+            own = _turns_of(row, self.fmt)
+            if not own:  # no complete turn: nothing to learn (its image is not decoded)
+                return self._unlabelled(0)
+            images, unreadable = self._images(row)
+            turns = [Turn(h, a, images=len(images) if k == 0 else 0)
+                     for k, (h, a) in enumerate(own)]
+            if self.multiturn:
+                turns, images, merged_unreadable = self._augment(row, turns, images,
+                                                                 candidates)
+                unreadable += merged_unreadable
+            enc = encode_chat(self.tokenizer, turns, self.mode, max_length=self.max_length)
+        if all(label == IGNORE_INDEX for label in enc.labels):
+            return self._unlabelled(unreadable)  # truncation cut every response away
+        images = images[:enc.num_images]  # truncation may cut trailing images
+        return {"input_ids": enc.input_ids, "labels": enc.labels,
+                "pixels": np.stack(images).tobytes() if images else b"",
+                "n_images": len(images), "images_unreadable": unreadable,
+                "examples_skipped": 0}
 
-    def _augment(self, row: dict[str, Any], turns: list[Any], images: list[np.ndarray]
-                 ) -> tuple[list[Any], list[np.ndarray], int]:
-        """Append pool rows as later turns; also returns the unreadable images they brought.
+    def __call__(self, batch: Batch) -> Batch:
+        """The examples of ``batch``'s rows, in order (its rows join this builder's pool)."""
+        rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["id"]))]
+        self.remember(rows, self.pool)  # this batch's rows are candidates too
+        candidates = self.pool.snapshot()
+        return stack_examples([self.build(row, candidates) for row in rows])
+
+    def _augment(self, row: dict[str, Any], turns: list[Any], images: list[np.ndarray],
+                 candidates: Sequence[Candidate]) -> tuple[list[Any], list[np.ndarray], int]:
+        """Append candidates as later turns; also returns the unreadable images they brought.
 
         The candidate that reaches ``max_length`` is appended too (the encoder cuts it).
         """
@@ -351,7 +385,7 @@ class ExampleBuilder:
         rng = random.Random(f"{self.seed}:{row['id']}")
         length = len(encode_chat(self.tokenizer, turns, self.mode).input_ids)
         unreadable = 0
-        for cand in self.pool.draw(rng, CANDIDATES):
+        for cand in draw(candidates, rng, CANDIDATES):
             if length >= self.max_length:
                 break
             if not cand.turns or cand.row["id"] == row["id"]:
@@ -367,6 +401,11 @@ class ExampleBuilder:
             turns, images = turns + extra, images + add
             length, unreadable = length + cand.lengths[len(add)], unreadable + bad
         return turns, images, unreadable
+
+
+def stack_examples(examples: Sequence[dict[str, Any]]) -> Batch:
+    """Examples (one dict each) as a batch: a list per :data:`EXAMPLE_COLUMNS` column."""
+    return {c: [e[c] for e in examples] for c in EXAMPLE_COLUMNS}
 
 
 def _marker_rows(marker: dict[str, Any], selection: dict[str, list[str]]) -> int | None:

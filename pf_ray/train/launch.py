@@ -1,4 +1,4 @@
-"""``kind: train``: build the example dataset in Ray Data, then run the loop on Ray Train (V2)."""
+"""``kind: train``: the ordered stream of raw rows in Ray Data, then the loop on Ray Train (V2)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def run_train(spec: TrainSpec, *, executor: str = "ray") -> TrainResult:
                  sum(rows for _, rows in f), count)
     steps = total_steps(spec, sum(counts))
     ctx = DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # same example order on every worker and run
+    ctx.execution_options.preserve_order = True  # same row order on every worker and run
     # the workers run the pipeline: its bars reach this console as cursor movements
     ctx.enable_progress_bars = ray_console(spec.ray.progress)
     dataset = build_dataset(spec, files, counts)
@@ -90,7 +90,8 @@ def run_train(spec: TrainSpec, *, executor: str = "ray") -> TrainResult:
                              # checkpoint...): the step lines say what a person needs
                              logging_config=LoggingConfig(log_level="WARNING")),
         datasets={"train": dataset},
-        dataset_config=DataConfig(datasets_to_split=[]),  # each rank takes its slice
+        # each rank iterates every row, builds the examples of its slice (train.examples)
+        dataset_config=DataConfig(datasets_to_split=[]),
         torch_config=TorchConfig(backend="nccl" if sc.use_gpu else "gloo"),
     )
     result = trainer.fit()
@@ -111,16 +112,17 @@ def read_history(spec: TrainSpec) -> list[dict[str, Any]]:
 
 def build_dataset(spec: TrainSpec, files: list[list[tuple[str, int]]],
                   counts: list[int]) -> Any:
-    """The Ray Dataset of tokenised examples for one epoch of ``spec``.
+    """The Ray Dataset of one epoch of ``spec``'s raw rows, in order (nothing decoded).
 
     ``files[k]``: dataset ``k``'s ``(file, rows)``; ``counts[k]``: its examples per epoch.
     One read task per :class:`~pf_ray.train.data.ReadUnit`, in the interleaved epoch order;
-    then a seeded shuffle of ``shuffle_window`` consecutive rows; then the example builder.
+    then a seeded shuffle of ``shuffle_window`` consecutive rows. Every training worker
+    iterates all of it and builds the examples of its own rows (``train.examples``).
     """
     import ray.data
 
     from pf_ray.steps.ray_adapter import map_batches_any
-    from pf_ray.train.data import ExampleBuilder, epoch_plan, read_units, shuffle_rows
+    from pf_ray.train.data import epoch_plan, read_units, shuffle_rows
     from pf_ray.train.stages import EXAMPLE_FORMAT
 
     fmt = EXAMPLE_FORMAT[spec.stage]
@@ -129,6 +131,7 @@ def build_dataset(spec: TrainSpec, files: list[list[tuple[str, int]]],
     units = epoch_plan(files, counts, spec.seed)
     if not units:
         raise ValueError("data: every dataset is empty")
+    # Every training worker runs this pipeline (see loop.py): keep its footprint small.
     ds = ray.data.from_items([asdict(u) for u in units], override_num_blocks=len(units))
     ds = map_batches_any(ds, read_units, batch_size=1, num_cpus=0.25, columns=columns,
                          storage=spec.storage, seed=spec.seed,
@@ -137,15 +140,4 @@ def build_dataset(spec: TrainSpec, files: list[list[tuple[str, int]]],
     if spec.shuffle_window > 1:
         ds = map_batches_any(ds, shuffle_rows, batch_size=spec.shuffle_window, num_cpus=0.25,
                              seed=spec.seed)
-    chat = fmt == "chat"
-    multiturn = spec.multiturn if spec.multiturn is not None else chat
-    pad_square = spec.pad_square if spec.pad_square is not None else (0.5 if chat else 0.0)
-    # Every training worker runs this pipeline (see loop.py): keep its footprint small.
-    # One builder actor: it sees the whole ordered stream, so its candidate pool is seeded.
-    return map_batches_any(
-        ds, ExampleBuilder, batch_size=max(8, spec.batch_size), num_cpus=0.5,
-        actors=(1, 1), fn_constructor_kwargs={
-            "model": spec.model, "fmt": fmt, "max_length": spec.max_length,
-            "max_images": spec.max_images, "multiturn": multiturn, "seed": spec.seed,
-            "storage": spec.storage, "pool_size": spec.multiturn_pool,
-            "pad_square": pad_square, "rewrite_prompt": spec.rewrite_prompt})
+    return ds

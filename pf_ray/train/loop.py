@@ -1,9 +1,12 @@
 """The training loop run by every Ray Train worker.
 
-Data: every worker iterates the same ordered stream of examples (Ray Data with
-``preserve_order``) and keeps its slice of each global batch (``batch_size`` examples per
-rank), so the data position is one number, the global batches consumed in the epoch, and a
-resumed run sees exactly the examples an uninterrupted run would have seen.
+Data: every worker iterates the same ordered stream of raw rows (Ray Data with
+``preserve_order``) in global batches of ``batch_size * world`` rows and builds the
+examples of its own slice only (``batch_size`` per rank; :mod:`pf_ray.train.examples`:
+multi-turn augmentation, image decoding and tokenisation in ``data_workers`` threads,
+ahead of the step). Every row gives an example, so the data position is one number, the
+global batches consumed in the epoch, and a resumed run sees exactly the examples an
+uninterrupted run would have seen (the global batches it skips are not decoded).
 
 State saved every ``checkpoint_every`` steps with torch DCP (each rank writes its shards;
 Ray Train merges the ranks' folders into one checkpoint): trainable parameters, optimizer,
@@ -13,11 +16,13 @@ worker failure) resumes from the latest checkpoint.
 
 Metrics per optimizer step (``metrics.json``; ``ray.train.report`` only with each
 checkpoint, see the loop) are rank 0's: loss, lr, grad_norm, tokens/s, ``step_s`` (wall
-seconds since the previous step) and ``data_wait_s`` (of which blocked on the data stream),
+seconds since the previous step) and ``data_wait_s`` (of which blocked on the data stream or
+on building rank 0's examples),
 and ``images_unreadable``, the running total of images that failed to load in the
 examples rank 0 trained on (its slice of each global batch, not all ranks'),
-``examples_skipped``, the examples the builder dropped from the stream because truncation
-left them no label token (counted over whole global batches: the same on every rank), and
+``examples_skipped``, the examples rank 0 trained on that have no label token (a row without
+a complete turn, or whose responses truncation cut away: the example stays in the batch, one
+token with label -100, and adds nothing to the loss; rank 0's slices, as above), and
 ``empty_batches``, rank 0's micro-batches without any label token: their loss (a NaN mean
 over no token, which FSDP would spread to every rank) is replaced by a zero that still
 backpropagates through the model, so every rank runs the same collectives. All three are
@@ -227,6 +232,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from pf_ray.model.loading import model_tokenizer
     from pf_ray.train.build import build_for_training
+    from pf_ray.train.examples import RankExamples, example_builder
     from pf_ray.train.optim import build_optimizer, build_scheduler
 
     quiet_worker_logging(config.get("log_level", logging.WARNING))
@@ -254,7 +260,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         torch.manual_seed(spec.seed * 1000 + rank)  # LoRA dropout differs per rank
     history = _load_history(spec, resumed_from) if rank == 0 else []
 
-    shard = ray.train.get_dataset_shard("train")
+    shard = ray.train.get_dataset_shard("train")  # every raw row, the same on every rank
+    examples = RankExamples(example_builder(spec), rank=rank, world=world,
+                            batch_size=spec.batch_size, workers=spec.data_workers)
     step, epoch, position = progress["step"], progress["epoch"], progress["position"]
     # running totals since the run began (a checkpoint of an earlier pf-ray lacks some)
     counts = {k: progress.get(k, 0) for k in ("images_unreadable", "examples_skipped",
@@ -265,16 +273,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         batches = shard.iter_batches(batch_size=spec.batch_size * world,
                                      batch_format="pyarrow", drop_last=True)
         t_wait = time.time()
-        for k, table in enumerate(batches):
+        # this rank's examples of each global batch; those before position are not built
+        for k, mine in examples.epoch(batches, skip=position):
             waited += time.time() - t_wait
-            if k < position:
-                t_wait = time.time()
-                continue  # consumed before the checkpoint this run resumed from
-            mine = table.slice(rank * spec.batch_size, spec.batch_size).to_pydict()
             batch = collate(mine, pad_id, image_size, device)
             counts["images_unreadable"] += sum(mine["images_unreadable"])
-            if "examples_skipped" in table.column_names:  # the whole global batch
-                counts["examples_skipped"] += sum(table.column("examples_skipped").to_pylist())
+            counts["examples_skipped"] += sum(mine["examples_skipped"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 out = model(batch["input_ids"], batch["images"], image_mask=batch["image_mask"],
                             attention_mask=batch["attention_mask"], labels=batch["labels"])
@@ -329,6 +333,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             epoch, position = epoch + 1, 0
             continue
         break
+    examples.close()
     if rank == 0:
         _write_history(spec, history)
     if spec.export:

@@ -91,10 +91,15 @@ class TrainSpec(SpecBase):
         "Polite Flamingo weights were trained with (to fine-tune them further)")
     multiturn_pool: int = Field(
         2048, ge=1, description="multi-turn candidates are drawn from the last rows of the "
-        "(mixed) stream: how many each example builder keeps")
+        "(mixed) stream: how many each training worker keeps")
     shuffle_window: int = Field(
         8192, ge=1, description="consecutive rows of the interleaved sources shuffled together "
         "(seeded) so that batches mix datasets; 1: none")
+    data_workers: int = Field(
+        2, ge=1, description="threads per training worker that build its examples (image "
+        "decoding, pad-to-square, transform, tokenisation, multi-turn augmentation) while the "
+        "GPU steps run; each worker builds only its own share of every global batch, within "
+        "the CPUs of scaling.cpus_per_worker. The examples are the same for any number")
     pad_square: float | None = Field(
         None, ge=0, le=1, description="probability an image is padded to a square with a "
         "random colour (seeded per row); None: 0.5 on clever stages, 0 for the rewriter")
