@@ -24,9 +24,10 @@ Unsharded (one process, or ``fsdp: false``) the model is built whole, as before.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +40,7 @@ class BuiltModel:
     """A rank's model and what its construction cost in host memory."""
 
     model: nn.Module
-    host_peak_bytes: int | None  # peak RSS growth of this process while building (Linux)
+    host_peak_bytes: int | None  # peak private-memory growth while building (Linux)
     sharded: bool
 
 
@@ -62,35 +63,49 @@ def upcast_trainable(model: nn.Module) -> int:
     return moved
 
 
-@contextmanager
-def _peak_rss() -> Any:
-    """Measure this process's peak resident memory growth (``out["bytes"]``; None off Linux).
+def _status_bytes(field: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` in bytes (None off Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
-    Resets the kernel's high-water mark (``clear_refs`` 5) and reads ``VmHWM`` after.
+
+@contextmanager
+def _peak_private_memory(interval_s: float = 0.005) -> Iterator[dict[str, int | None]]:
+    """The peak growth of this process's private memory (``RssAnon``) inside the block,
+    sampled every ``interval_s`` (``out["bytes"]``; None off Linux).
+
+    Private memory, not the resident set: the pages of a memory-mapped ``model.safetensors``
+    are the node's page cache, shared by its ranks, and the kernel's high-water mark
+    (``VmHWM``) would count them once per rank.
     """
     out: dict[str, int | None] = {"bytes": None}
+    before = _status_bytes("RssAnon")
+    if before is None:
+        yield out
+        return
+    peak = [before]
+    done = threading.Event()
 
-    def rss(field: str) -> int | None:
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith(field + ":"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
+    def sample() -> None:
+        while not done.wait(interval_s):
+            now = _status_bytes("RssAnon") or 0
+            peak[0] = max(peak[0], now)
 
-    before = rss("VmRSS")
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        resettable = True
-    except OSError:
-        resettable = False
-    yield out
-    peak = rss("VmHWM")
-    if before is not None and peak is not None and resettable:
-        out["bytes"] = max(0, peak - before)
+        yield out
+    finally:
+        done.set()
+        thread.join()
+        peak[0] = max(peak[0], _status_bytes("RssAnon") or 0)
+        out["bytes"] = peak[0] - before
 
 
 def build_for_training(spec: TrainSpec, *, device: torch.device, sharded: bool, rank: int,
@@ -103,7 +118,7 @@ def build_for_training(spec: TrainSpec, *, device: torch.device, sharded: bool, 
     from pf_ray.model.trainability import apply_trainability
     from pf_ray.train.fsdp import enable_activation_checkpointing, shard_model
 
-    with _peak_rss() as peak:
+    with _peak_private_memory() as peak:
         if not sharded:
             from pf_ray.model.loading import build_model
 
