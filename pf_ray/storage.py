@@ -8,15 +8,21 @@ and the in-filesystem path; :func:`local_copy` a local path (a cached copy of a 
 
 from __future__ import annotations
 
+import glob
+import logging
 import os
 import posixpath
+import shutil
 import uuid
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
 from pf_ray.specs import StorageConfig
+
+log = logging.getLogger(__name__)
 
 
 def is_uri(path: str) -> bool:
@@ -73,40 +79,100 @@ def resolve(path: str, storage: StorageConfig | None = None) -> tuple[pafs.FileS
 
 
 def local_copy(path: str, storage: StorageConfig | None = None,
-               cache_dir: str | None = None) -> str:
+               cache_dir: str | None = None, parts: Sequence[str] | None = None) -> str:
     """A local path for a file or folder: itself when local, else a cached copy of the URI.
 
-    Used to load model weights from object stores (``s3://bucket/models/x``). The copy is
-    made under a temporary name and renamed, then marked complete, so concurrent workers and
-    interrupted downloads never read a partial copy.
+    Used to load model weights from object stores (``s3://bucket/models/x``). One process
+    per machine downloads a URI: the copy is made under a file lock (``<target>.lock``),
+    into a temporary name that is renamed and then marked complete (``<target>.complete``);
+    the other processes wait for the lock and use the finished copy. A copy that fails
+    leaves neither its temporary folder nor a marker, and the next call downloads again.
+
+    ``parts``: for a folder, copy only these entries (files or sub-folders, relative to
+    it; absent ones are skipped), e.g. ``("config.json", "tokenizer")`` for a model's
+    tokenizer without its weights. Such a copy is cached apart from the whole folder's.
     """
     if not is_uri(path):
         return os.path.expanduser(path.removeprefix("file://"))
     import hashlib
 
     cache = cache_dir or os.environ.get("PF_RAY_CACHE", os.path.expanduser("~/.cache/pf-ray"))
-    target = os.path.join(cache, "remote", hashlib.sha256(path.encode()).hexdigest()[:16],
+    key = path if parts is None else "\0".join([path, *sorted(parts)])
+    target = os.path.join(cache, "remote", hashlib.sha256(key.encode()).hexdigest()[:16],
                           posixpath.basename(path.rstrip("/")) or "object")
     done = f"{target}.complete"
     if os.path.exists(done):
         return target
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{target}.lock")
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:  # another process of this machine is copying it: wait for it
+        log.info("waiting for another process's copy of %s", path)
+        lock.acquire()
+    try:
+        if not os.path.exists(done):
+            _download(path, storage, target, parts)
+            open(done, "w").close()
+    finally:
+        lock.release()
+    return target
+
+
+def _download(path: str, storage: StorageConfig | None, target: str,
+              parts: Sequence[str] | None) -> None:
+    """Copy ``path`` to ``target`` through a temporary name (the caller holds the lock)."""
+    # what a killed process left (a copy never marked complete, a temporary name) is junk
+    for stale in [target, *glob.glob(f"{glob.escape(target)}.tmp-*")]:
+        _remove(stale)
     fs, inner = resolve(path, storage)
     info = fs.get_file_info(inner)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"{path}: not found")
+    if parts is not None and info.type != pafs.FileType.Directory:
+        raise NotADirectoryError(f"{path}: parts {list(parts)} asked of a file")
     tmp = f"{target}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    if info.type == pafs.FileType.Directory:
-        os.makedirs(tmp)
-        pafs.copy_files(inner, tmp, source_filesystem=fs,
-                        destination_filesystem=pafs.LocalFileSystem())
-    else:
-        with open(tmp, "wb") as f:
-            f.write(read_bytes(fs, inner))
-    if not os.path.exists(target):
+    log.info("downloading %s -> %s", path, target)
+    try:
+        if info.type != pafs.FileType.Directory:
+            with open(tmp, "wb") as f:
+                f.write(read_bytes(fs, inner))
+        elif parts is None:
+            os.makedirs(tmp)
+            _copy_folder(fs, inner, tmp)
+        else:
+            os.makedirs(tmp)
+            for part in parts:
+                _copy_entry(fs, posixpath.join(inner, part), os.path.join(tmp, part))
         os.replace(tmp, target)
-    open(done, "w").close()
-    return target
+    finally:
+        _remove(tmp)  # gone after the rename; else what a failed copy wrote
+
+
+def _copy_folder(fs: pafs.FileSystem, inner: str, local: str) -> None:
+    pafs.copy_files(inner, local, source_filesystem=fs,
+                    destination_filesystem=pafs.LocalFileSystem())
+
+
+def _copy_entry(fs: pafs.FileSystem, inner: str, local: str) -> None:
+    """Copy one file or folder of a store to ``local`` (nothing when it is not there)."""
+    kind = fs.get_file_info(inner).type
+    if kind == pafs.FileType.Directory:
+        os.makedirs(local, exist_ok=True)
+        _copy_folder(fs, inner, local)
+    elif kind == pafs.FileType.File:
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        with open(local, "wb") as f:
+            f.write(read_bytes(fs, inner))
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
 
 
 def join(base: str, *parts: str) -> str:

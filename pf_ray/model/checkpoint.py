@@ -7,6 +7,8 @@ A model folder::
                                 linears saved as plain ``q_proj.weight``; tied weights once)
     adapter/                    peft adapter folder (adapter_config.json, adapter_model.safetensors)
     tokenizer/                  the tokenizer, when one was given
+    _export.json                a training export's completion marker, written last
+                                (pf_ray.train.export); loading ignores it
 
 Released files are pickled state dicts, read with ``torch.load(weights_only=True)``. Their
 keys follow OpenFlamingo v1's runtime-wrapped module tree; :func:`map_released_key` renames

@@ -1,4 +1,10 @@
-"""Where a training stage's model comes from and where it goes: a preset or a model folder."""
+"""Where a training stage's model comes from and where it goes: a preset or a model folder.
+
+A model folder in an object store is read no more than a caller needs: its config alone
+(:func:`model_config`, one small read, nothing cached), its tokenizer (:func:`model_tokenizer`,
+a cached copy of ``config.json`` and ``tokenizer/``), or all of it (:func:`build_model`, a
+cached copy of the folder, downloaded once per machine: see :func:`pf_ray.storage.local_copy`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,10 @@ from typing import Any
 
 from pf_ray.faults import ModelUnavailable
 from pf_ray.model.config import FlamingoConfig
-from pf_ray.storage import is_uri, local_copy
+from pf_ray.storage import is_uri, join, local_copy, read_bytes, resolve
+
+# what a tokenizer needs of a model folder (see pf_ray.model.checkpoint's layout)
+_TOKENIZER_PARTS = ("config.json", "tokenizer")
 
 
 def _is_preset(model: str) -> bool:
@@ -17,12 +26,19 @@ def _is_preset(model: str) -> bool:
 
 
 def model_config(model: str) -> FlamingoConfig:
-    from pf_ray.model.checkpoint import read_config
+    """A preset's config, or a model folder's ``config.json`` (a URI's read in place: its
+    weights are not copied). :class:`ModelUnavailable` when it cannot be read."""
+    import json
+
+    from pf_ray.model.checkpoint import CONFIG_NAME, read_config
     from pf_ray.model.presets import get_preset
 
     if _is_preset(model):
         return get_preset(model)
     try:
+        if is_uri(model):
+            fs, inner = resolve(join(model, CONFIG_NAME))
+            return FlamingoConfig.from_dict(json.loads(read_bytes(fs, inner)))
         return read_config(_local(model))
     except ModelUnavailable:
         raise
@@ -32,13 +48,15 @@ def model_config(model: str) -> FlamingoConfig:
 
 
 def model_tokenizer(model: str, config: FlamingoConfig | None = None) -> Any:
+    """A preset's tokenizer, or a model folder's (of a URI, only ``config.json`` and
+    ``tokenizer/`` are copied)."""
     from pf_ray.model.checkpoint import load_folder_tokenizer
     from pf_ray.model.tokenizer import load_tokenizer
 
     if _is_preset(model):
         config = config or model_config(model)
         return load_tokenizer(config.tokenizer, mode=config.tokenizer_mode)
-    return load_folder_tokenizer(local_copy(model))
+    return load_folder_tokenizer(_local(model, parts=_TOKENIZER_PARTS))
 
 
 def build_model(model: str, seed: int = 0) -> Any:
@@ -55,11 +73,11 @@ def build_model(model: str, seed: int = 0) -> Any:
     return load_pretrained(_local(model))
 
 
-def _local(model: str) -> str:
-    """A local copy of a model folder, or :class:`ModelUnavailable` (a store that is down,
-    a folder that is not there: every row would fail alike)."""
+def _local(model: str, parts: tuple[str, ...] | None = None) -> str:
+    """A local copy of a model folder (or of ``parts`` of it), or :class:`ModelUnavailable`
+    (a store that is down, a folder that is not there: every row would fail alike)."""
     try:
-        return local_copy(model)
+        return local_copy(model, parts=parts)
     except Exception as exc:  # noqa: BLE001 - whatever stops the copy: the model is not there
         raise ModelUnavailable(f"model {model!r}: cannot be copied or found "
                                f"({type(exc).__name__}: {exc})") from exc

@@ -1,17 +1,29 @@
-"""Export a trained model as a pf-ray model folder (LoRA as adapters, or merged)."""
+"""Export a trained model as a pf-ray model folder (LoRA as adapters, or merged).
+
+The folder's completion marker, ``_export.json`` (run name, stage, step, ``committed_at``),
+is written last, as ``pf_ray.data.io`` commits a shard: an export without it is partial
+(or being rewritten), and only a complete one lets a rerun skip the stage
+(:func:`pf_ray.train.launch.finished_stage`).
+"""
 
 from __future__ import annotations
 
+import json
 import tempfile
+import time
 from typing import Any
 
 import torch
 
 from pf_ray.train.spec import TrainSpec
 
+EXPORT_MARKER = "_export.json"
 
-def write_export(full_state: dict[str, torch.Tensor], spec: TrainSpec) -> None:
-    """Save ``full_state`` (every tensor of the trained model) to ``spec.export``.
+
+def write_export(full_state: dict[str, torch.Tensor], spec: TrainSpec,
+                 step: int | None = None) -> None:
+    """Save ``full_state`` (every tensor of the trained model) to ``spec.export``, its
+    marker last. ``step``: the step trained to (None: the last in the run's metrics).
 
     The model is built on the meta device and takes ``full_state``'s tensors as they are
     (``assign``), cast to the model's dtype (trainable weights were fp32 masters): the
@@ -45,14 +57,49 @@ def write_export(full_state: dict[str, torch.Tensor], spec: TrainSpec) -> None:
         model.config = dataclasses.replace(model.config, lora=None)
     target = spec.export
     assert target is not None
+    _remove_marker(spec)  # a folder being (re)written is not complete
     if not is_uri(target):
         save_pretrained(model, target, tokenizer)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(model, tmp, tokenizer)
-        fs, base = resolve(target, spec.storage)
-        pafs.copy_files(tmp, base, source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=fs)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            save_pretrained(model, tmp, tokenizer)
+            fs, base = resolve(target, spec.storage)
+            pafs.copy_files(tmp, base, source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=fs)
+    _write_marker(spec, step)
+
+
+def export_marker(spec: TrainSpec) -> dict[str, Any] | None:
+    """The completion marker of ``spec.export``; None when there is no complete export."""
+    from pf_ray.storage import exists, join, read_bytes, resolve
+
+    if spec.export is None:
+        return None
+    fs, path = resolve(join(spec.export, EXPORT_MARKER), spec.storage)
+    return json.loads(read_bytes(fs, path)) if exists(fs, path) else None
+
+
+def _write_marker(spec: TrainSpec, step: int | None) -> None:
+    from pf_ray.storage import join, resolve, write_bytes_atomic
+    from pf_ray.train.launch import read_history
+
+    if step is None:
+        history = read_history(spec)
+        step = int(history[-1]["step"]) if history else None
+    assert spec.export is not None
+    marker = {"run_name": spec.run_name, "stage": spec.stage, "model": spec.model,
+              "step": step, "export_lora": spec.export_lora, "committed_at": time.time()}
+    fs, path = resolve(join(spec.export, EXPORT_MARKER), spec.storage)
+    write_bytes_atomic(fs, path, json.dumps(marker, sort_keys=True, indent=1).encode())
+
+
+def _remove_marker(spec: TrainSpec) -> None:
+    from pf_ray.storage import exists, join, resolve
+
+    assert spec.export is not None
+    fs, path = resolve(join(spec.export, EXPORT_MARKER), spec.storage)
+    if exists(fs, path):
+        fs.delete_file(path)
 
 
 def merge_lora(model: Any) -> None:

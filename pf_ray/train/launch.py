@@ -21,8 +21,12 @@ class TrainResult:
     checkpoint: str | None
     export: str | None
     history: list[dict[str, Any]]
+    skipped: bool = False  # the export was complete: no worker started (finished_stage)
 
     def summary(self) -> str:
+        if self.skipped:
+            return (f"train {self.run_name}: skipped, its export {self.export} is complete "
+                    f"({self.steps} step(s))")
         loss = self.metrics.get("loss")
         return (f"train {self.run_name}: {self.steps} step(s), last loss "
                 f"{loss:.4f}" if loss is not None else f"train {self.run_name}: no step") + (
@@ -30,7 +34,8 @@ class TrainResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "train", "run_name": self.run_name, "steps": self.steps,
-                "metrics": self.metrics, "checkpoint": self.checkpoint, "export": self.export}
+                "metrics": self.metrics, "checkpoint": self.checkpoint, "export": self.export,
+                "skipped": self.skipped}
 
 
 def total_steps(spec: TrainSpec, rows_per_epoch: int) -> int:
@@ -47,7 +52,6 @@ def run_train(spec: TrainSpec, *, executor: str = "ray") -> TrainResult:
     from ray.train import (
         CheckpointConfig,
         DataConfig,
-        FailureConfig,
         LoggingConfig,
         RunConfig,
         ScalingConfig,
@@ -66,6 +70,9 @@ def run_train(spec: TrainSpec, *, executor: str = "ray") -> TrainResult:
         log.info("data %s: %d rows -> %d examples per epoch", d.path,
                  sum(rows for _, rows in f), count)
     steps = total_steps(spec, sum(counts))
+    finished = finished_stage(spec, steps)
+    if finished is not None:
+        return finished
     ctx = DataContext.get_current()
     ctx.execution_options.preserve_order = True  # same row order on every worker and run
     # the workers run the pipeline: its bars reach this console as cursor movements
@@ -84,7 +91,7 @@ def run_train(spec: TrainSpec, *, executor: str = "ray") -> TrainResult:
                                      resources_per_worker=resources,
                                      accelerator_type=sc.accelerator_type),
         run_config=RunConfig(name=spec.run_name, storage_path=path, storage_filesystem=fs,
-                             failure_config=FailureConfig(max_failures=spec.max_failures),
+                             failure_config=failure_config(spec),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              # Ray Train's INFO records (worker group start-up, each
                              # checkpoint...): the step lines say what a person needs
@@ -100,6 +107,54 @@ def run_train(spec: TrainSpec, *, executor: str = "ray") -> TrainResult:
     last = history[-1] if history else (result.metrics or {})
     return TrainResult(spec.run_name, int(last.get("step", 0)), last, ckpt, spec.export,
                        history)
+
+
+def failure_config(spec: TrainSpec) -> Any:
+    """Ray Train's ``FailureConfig`` of the spec's ``failure`` block."""
+    from ray.train import FailureConfig
+
+    f = spec.failure
+    return FailureConfig(max_failures=f.max_failures,
+                         max_preemption_failures=f.max_preemption_failures,
+                         preemption_grace_s=f.preemption_grace_s)
+
+
+def finished_stage(spec: TrainSpec, steps: int) -> TrainResult | None:
+    """The result of a stage already done, None when it must run (resume or start).
+
+    Done: ``spec.export`` holds a complete export (its marker, written last) of this
+    ``run_name`` and ``model`` at ``steps`` steps or more. The result takes its step from
+    the marker, its history and metrics from the run's ``metrics.json``.
+    """
+    from pf_ray.train.export import export_marker
+
+    marker = export_marker(spec)
+    if marker is None:
+        return None
+    step = marker.get("step")
+    if (marker.get("run_name"), marker.get("model")) != (spec.run_name, spec.model) or (
+            step is not None and step < steps):
+        log.warning("export %s holds run %s of %s at step %s; this spec trains run %s of %s "
+                    "to step %d: training", spec.export, marker.get("run_name"),
+                    marker.get("model"), step, spec.run_name, spec.model, steps)
+        return None
+    history = read_history(spec)
+    last = history[-1] if history else {}
+    result = TrainResult(spec.run_name, int(step if step is not None else last.get("step", 0)),
+                         last, _latest_checkpoint(spec), spec.export, history, skipped=True)
+    log.info("%s", result.summary())
+    return result
+
+
+def _latest_checkpoint(spec: TrainSpec) -> str | None:
+    from ray.train import Result
+
+    fs, path = resolve(join(spec.storage_path, spec.run_name), spec.storage)
+    try:
+        checkpoint = Result.from_path(path, storage_filesystem=fs).checkpoint
+    except (RuntimeError, ValueError, OSError):  # no run there (an export copied in)
+        return None
+    return checkpoint.path if checkpoint is not None else None
 
 
 def read_history(spec: TrainSpec) -> list[dict[str, Any]]:

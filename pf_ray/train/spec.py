@@ -66,6 +66,35 @@ class ScalingSpec(Strict):
     accelerator_type: str | None = None
 
 
+class FailureSpec(Strict):
+    """How Ray Train restarts a failed run, from its latest checkpoint (Train V2's
+    ``ray.train.FailureConfig``). A failure (a worker error, an out-of-memory, a lost node)
+    and a preemption (a spot / preemptible node reclaimed with notice) have separate
+    budgets; either restart resumes from the latest committed checkpoint, so a restart
+    costs at most ``checkpoint_every`` steps.
+
+    On spot nodes: keep ``max_failures`` small (a real error repeats), give preemptions a
+    budget of their own (``max_preemption_failures``: -1 never gives up, a number bounds
+    what a churning spot market can cost) and lower ``checkpoint_every`` so that each
+    reclaim loses little. Ray's ``relax_collectives_on_preemption`` is left off: every
+    rank writes its own shard of a pf-ray checkpoint (FSDP), so one committed without the
+    preempted ranks could not be resumed.
+    """
+
+    max_failures: int = Field(1, ge=-1, description="restarts after worker failures (errors, "
+                              "OOM, lost nodes that were not preempted); -1: no limit; "
+                              "0: fail at the first")
+    max_preemption_failures: int = Field(
+        -1, ge=-1, description="restarts after node preemptions, counted apart from "
+        "max_failures; -1: no limit; 0: a preemption fails the run. Spot users: -1, or a "
+        "bound (e.g. 10) on what repeated reclaims may cost")
+    preemption_grace_s: float = Field(
+        0.0, ge=0, description="seconds the surviving workers keep running past a "
+        "preemption's deadline before Ray Train restarts the run (e.g. to finish a "
+        "checkpoint upload); 0: restart at the deadline. pf-ray's checkpoints need every "
+        "rank, so a longer grace rarely helps: lower checkpoint_every instead")
+
+
 class TrainSpec(SpecBase):
     """Rewriter SFT or one Clever Flamingo stage on Ray Train (paper.md §3 Table 4, §6)."""
 
@@ -119,8 +148,13 @@ class TrainSpec(SpecBase):
     run_name: str = Field(..., description="run folder under storage_path; a rerun with the "
                                            "same name resumes from its latest checkpoint")
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
-    max_failures: int = Field(1, ge=0)
-    export: str | None = Field(None, description="model folder written at the end")
+    failure: FailureSpec = Field(default_factory=FailureSpec,
+                                 description="restarts after failures and preemptions")
+    max_failures: int | None = Field(None, ge=-1, description="older spelling of "
+                                     "failure.max_failures (either, not both)")
+    export: str | None = Field(
+        None, description="model folder written at the end, its marker (_export.json) last; "
+        "a rerun skips the stage when it holds this run_name's complete export")
     export_lora: Literal["adapter", "merged"] = "adapter"
     seed: int = 0
     fail_at_step: int | None = Field(None, description="testing: raise once at this step")
@@ -145,6 +179,16 @@ class TrainSpec(SpecBase):
 
         parts = STAGE_TRAINABILITY[self.stage].as_dict() | (self.trainable or {})
         return Trainability.from_dict(parts)
+
+    @model_validator(mode="after")
+    def _max_failures(self) -> TrainSpec:
+        if self.max_failures is None or self.max_failures == self.failure.max_failures:
+            return self
+        if "max_failures" in self.failure.model_fields_set:
+            raise ValueError(f"max_failures: {self.max_failures} and failure.max_failures: "
+                             f"{self.failure.max_failures}; give failure.max_failures alone")
+        self.failure = self.failure.model_copy(update={"max_failures": self.max_failures})
+        return self
 
     @model_validator(mode="after")
     def _one_mixture_kind(self) -> TrainSpec:

@@ -110,6 +110,38 @@ def test_injected_failure_resumes_to_the_same_weights(pairs: str, tmp_path: Path
         assert torch.allclose(a[k], b[k], atol=1e-5), k
 
 
+def test_a_finished_stage_is_skipped_on_rerun(pairs: str, tmp_path: Path) -> None:
+    spec = train_spec(pairs, tmp_path, "done", max_steps=2, export=str(tmp_path / "export"))
+    t = time.time()
+    (first,) = run_job(spec)
+    first_s = time.time() - t
+    assert not first.skipped and first.steps == 2
+    marker = json.loads((tmp_path / "export" / "_export.json").read_text())
+    assert (marker["run_name"], marker["step"]) == ("done", 2)
+
+    def files() -> dict[str, int]:
+        return {str(p): p.stat().st_mtime_ns for p in tmp_path.rglob("*")
+                if "runs" in p.parts or "export" in p.parts}
+
+    before = files()
+    t = time.time()
+    (again,) = run_job(spec)
+    again_s = time.time() - t
+    assert again.skipped and "skipped" in again.summary() and str(tmp_path / "export") in (
+        again.summary())
+    assert (again.steps, again.history, again.checkpoint) == (
+        2, first.history, first.checkpoint)
+    assert files() == before  # no worker ran: no metrics, checkpoint or export written
+    assert again_s < first_s / 2, (again_s, first_s)
+
+    # a half-written export (killed before its marker) is not skipped: the run resumes
+    # from its last checkpoint (step 2: no step left) and exports again, marker last
+    (tmp_path / "export" / "_export.json").unlink()
+    (third,) = run_job(spec)
+    assert not third.skipped and third.steps == 2
+    assert (tmp_path / "export" / "_export.json").exists()
+
+
 def weights_of_fresh_tiny() -> dict[str, torch.Tensor]:
     from pf_ray.model.loading import build_model
 
@@ -184,6 +216,9 @@ def test_checkpoints_metrics_and_export_in_s3(pairs: str, s3_server, s3_bucket: 
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
     model = load_pretrained(f"{s3_bucket}/models/rw")
     assert model.config.lora is not None
+    assert exists(fs, f"{base.removesuffix('runs/s3run')}models/rw/_export.json")
+    (again,) = run_job(spec)  # its export is complete: skipped, read back from the store
+    assert again.skipped and again.steps == 2 and again.checkpoint == result.checkpoint
 
 
 def break_images(root: Path, every: int) -> int:
