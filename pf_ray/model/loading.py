@@ -13,6 +13,7 @@ from typing import Any
 
 from pf_ray.faults import ModelUnavailable
 from pf_ray.model.config import FlamingoConfig
+from pf_ray.specs import StorageConfig
 from pf_ray.storage import is_uri, join, local_copy, read_bytes, resolve
 
 # what a tokenizer needs of a model folder (see pf_ray.model.checkpoint's layout)
@@ -25,9 +26,10 @@ def _is_preset(model: str) -> bool:
     return model in PRESETS and not is_uri(model) and not Path(model).exists()
 
 
-def model_config(model: str) -> FlamingoConfig:
+def model_config(model: str, storage: StorageConfig | None = None) -> FlamingoConfig:
     """A preset's config, or a model folder's ``config.json`` (a URI's read in place: its
-    weights are not copied). :class:`ModelUnavailable` when it cannot be read."""
+    weights are not copied; ``storage``: the store's endpoint and credentials).
+    :class:`ModelUnavailable` when it cannot be read."""
     import json
 
     from pf_ray.model.checkpoint import CONFIG_NAME, read_config
@@ -37,9 +39,9 @@ def model_config(model: str) -> FlamingoConfig:
         return get_preset(model)
     try:
         if is_uri(model):
-            fs, inner = resolve(join(model, CONFIG_NAME))
+            fs, inner = resolve(join(model, CONFIG_NAME), storage)
             return FlamingoConfig.from_dict(json.loads(read_bytes(fs, inner)))
-        return read_config(_local(model))
+        return read_config(_local(model, storage=storage))
     except ModelUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - an unreadable config: the model is unusable
@@ -47,7 +49,8 @@ def model_config(model: str) -> FlamingoConfig:
                                f"({type(exc).__name__}: {exc})") from exc
 
 
-def model_tokenizer(model: str, config: FlamingoConfig | None = None) -> Any:
+def model_tokenizer(model: str, config: FlamingoConfig | None = None,
+                    storage: StorageConfig | None = None) -> Any:
     """A preset's tokenizer, or a model folder's (of a URI, only ``config.json`` and
     ``tokenizer/`` are copied)."""
     from pf_ray.model.checkpoint import load_folder_tokenizer
@@ -56,10 +59,10 @@ def model_tokenizer(model: str, config: FlamingoConfig | None = None) -> Any:
     if _is_preset(model):
         config = config or model_config(model)
         return load_tokenizer(config.tokenizer, mode=config.tokenizer_mode)
-    return load_folder_tokenizer(_local(model, parts=_TOKENIZER_PARTS))
+    return load_folder_tokenizer(_local(model, parts=_TOKENIZER_PARTS, storage=storage))
 
 
-def build_model(model: str, seed: int = 0) -> Any:
+def build_model(model: str, seed: int = 0, storage: StorageConfig | None = None) -> Any:
     """A fresh preset (random weights, seeded) or a saved model folder."""
     import torch
 
@@ -70,14 +73,15 @@ def build_model(model: str, seed: int = 0) -> Any:
     if _is_preset(model):
         torch.manual_seed(seed)
         return build_flamingo(get_preset(model))
-    return load_pretrained(_local(model))
+    return load_pretrained(_local(model, storage=storage))
 
 
-def _local(model: str, parts: tuple[str, ...] | None = None) -> str:
+def _local(model: str, parts: tuple[str, ...] | None = None,
+           storage: StorageConfig | None = None) -> str:
     """A local copy of a model folder (or of ``parts`` of it), or :class:`ModelUnavailable`
     (a store that is down, a folder that is not there: every row would fail alike)."""
     try:
-        return local_copy(model, parts=parts)
+        return local_copy(model, storage, parts=parts)
     except Exception as exc:  # noqa: BLE001 - whatever stops the copy: the model is not there
         raise ModelUnavailable(f"model {model!r}: cannot be copied or found "
                                f"({type(exc).__name__}: {exc})") from exc
@@ -88,6 +92,6 @@ def is_preset(model: str) -> bool:
     return _is_preset(model)
 
 
-def model_folder(model: str) -> str:
+def model_folder(model: str, storage: StorageConfig | None = None) -> str:
     """A local path of a model folder (a cached copy of a URI), or ModelUnavailable."""
-    return _local(model)
+    return _local(model, storage=storage)

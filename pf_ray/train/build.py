@@ -122,7 +122,7 @@ def build_for_training(spec: TrainSpec, *, device: torch.device, sharded: bool, 
         if not sharded:
             from pf_ray.model.loading import build_model
 
-            model = build_model(spec.model, seed=spec.seed)
+            model = build_model(spec.model, seed=spec.seed, storage=spec.storage)
             apply_trainability(model, spec.trainability())
             upcast_trainable(model)
             if spec.activation_checkpointing:
@@ -131,7 +131,7 @@ def build_for_training(spec: TrainSpec, *, device: torch.device, sharded: bool, 
         elif is_preset(spec.model):
             model = _from_rank0(spec, device=device, rank=rank, world=world, bf16=bf16)
         else:
-            folder = model_folder(spec.model)
+            folder = model_folder(spec.model, spec.storage)
             model = _meta_model(spec, folder)
             shard_model(model, device_type=device.type, world_size=world,
                         param_dtype=compute_dtype(model, bf16))
@@ -181,7 +181,7 @@ def _from_rank0(spec: TrainSpec, *, device: torch.device, rank: int, world: int,
 
     full: dict[str, torch.Tensor] = {}
     if rank == 0:
-        whole = build_model(spec.model, seed=spec.seed)
+        whole = build_model(spec.model, seed=spec.seed, storage=spec.storage)
         full = whole.state_dict()
         del whole
     model = _meta_model(spec, None)

@@ -284,9 +284,9 @@ class ExampleBuilder:
 
         from pf_ray.model.loading import model_config, model_tokenizer
 
-        config = model_config(model)
+        config = model_config(model, storage)
         self.mode = config.xattn.mask
-        self.tokenizer = model_tokenizer(model, config)
+        self.tokenizer = model_tokenizer(model, config, storage)
         self.transform = open_clip.image_transform(config.vision.image_size, is_train=False)
         self.loader = ImageLoader(storage=storage)
         self.fmt, self.max_length, self.max_images = fmt, max_length, max_images

@@ -38,11 +38,11 @@ def write_export(full_state: dict[str, torch.Tensor], spec: TrainSpec,
     from pf_ray.model.loading import model_config, model_tokenizer
     from pf_ray.storage import is_uri, resolve
 
-    config = model_config(spec.model)
+    config = model_config(spec.model, spec.storage)
     config = config.replace(vision=dataclasses.replace(config.vision, pretrained=None),
                             lm=dataclasses.replace(config.lm, pretrained=None))
     model = build_flamingo(config, device="meta")
-    tokenizer = model_tokenizer(spec.model, config)
+    tokenizer = model_tokenizer(spec.model, config, spec.storage)
     dtype = getattr(torch, config.dtype)
     merging = spec.export_lora == "merged" and config.lora is not None
     # merging adds the LoRA delta to the base weights in place: copy those, never the caller's

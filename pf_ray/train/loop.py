@@ -248,7 +248,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                sharded=spec.fsdp and torch.distributed.is_initialized())
     model = built.model
     model.train()
-    pad_id = model_tokenizer(spec.model, model.config).pad_token_id
+    pad_id = model_tokenizer(spec.model, model.config, spec.storage).pad_token_id
     image_size = model.config.vision.image_size
     optimizer = build_optimizer(model, spec.optim)
     total = config["total_steps"]
