@@ -313,6 +313,8 @@ def test_mid_size_model_trains_with_fp32_masters_and_sharded_construction(
     (result,) = run_job(spec)
     assert result.steps == 3
     first = result.history[0]
+    print(f"mid-size model: {model_bytes / 2**20:.0f} MiB of weights; rank 0 built it with "
+          f"{first['build_host_bytes'] / 2**20:.0f} MiB of private memory")
     assert 0 < first["build_host_bytes"] < model_bytes, (first["build_host_bytes"], model_bytes)
     (ckpt,) = [p for p in (tmp_path / "runs" / "mid").glob("checkpoint_*") if p.is_dir()]
     meta = dcp.FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
