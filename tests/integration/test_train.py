@@ -300,10 +300,9 @@ def mid_size_folder(root: Path) -> tuple[Path, int]:
 def test_mid_size_model_trains_with_fp32_masters_and_sharded_construction(
         pairs: str, tmp_path: Path) -> None:
     """A bf16 model folder of ~220M parameters (418 MiB), 2 gloo workers, a stage-3-sized
-    lr (1e-5):
-    the checkpoint's trainable weights and optimizer states are fp32, LoRA A moved by less
-    than bf16 can represent (a bf16 master would not have moved), and building the model
-    grew each rank's host memory by less than the full model's bytes."""
+    lr (1e-5): the checkpoint's trainable weights and optimizer states are fp32, LoRA A
+    moved by less than bf16 can represent (a bf16 master would not have moved), and
+    building the model grew each rank's host memory by less than the full model's bytes."""
     import torch.distributed.checkpoint as dcp
     from safetensors.torch import load_file
 
