@@ -142,6 +142,10 @@ class FlamingoModel(nn.Module):
                 dim, dim_v, config.xattn, config.lm.num_layers)
             if config.lora is not None:
                 add_lora(self.lang_encoder, config.lora)
+        if torch.device(device).type == "meta":
+            # init_empty_weights re-creates every registered parameter, so an output head
+            # tied to the embeddings got its own: tie them again
+            self.lang_encoder.tie_weights()
         self.to(dtype)  # one dtype throughout (LoRA included); autocast is the trainer's choice
         self.decoder_layers_path, layers = find_decoder_layers(self.lang_encoder)
         if len(layers) != config.lm.num_layers:

@@ -44,7 +44,7 @@ def _batch() -> dict[str, torch.Tensor]:
             "labels": ids.clone()}
 
 
-def _worker(rank: int, world: int, port: int, folder: str, out: str) -> None:
+def _worker(rank: int, world: int, port: int, folder: str, tied: str, out: str) -> None:
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     from torch.distributed.fsdp import FSDPModule
@@ -55,7 +55,7 @@ def _worker(rank: int, world: int, port: int, folder: str, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         report: dict[str, Any] = {}
-        for name, model in (("folder", folder), ("preset", "tiny")):
+        for name, model in (("folder", folder), ("preset", "tiny"), ("tied", tied)):
             built = build_for_training(_spec(model, bf16=True), device=torch.device("cpu"),
                                        sharded=True, rank=rank, world=world, bf16=True)
             m = built.model
@@ -72,6 +72,8 @@ def _worker(rank: int, world: int, port: int, folder: str, out: str) -> None:
                 "fsdp_units": sorted(n for n, mod in m.named_modules()
                                      if isinstance(mod, FSDPModule)),
                 "host_peak_bytes": built.host_peak_bytes,
+                "head_is_embeddings": m.lang_encoder.lm_head.weight
+                is m.lang_encoder.get_input_embeddings().weight,
             }
             if name == "folder":  # compute dtype seen by a LoRA-wrapped projection
                 seen: list[torch.dtype] = []
@@ -99,9 +101,28 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, dict]
                 p.normal_()
     save_pretrained(model, tmp / "folder")
     reference = {k: v.clone() for k, v in model.state_dict().items()}
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp / "folder"), str(tmp)), nprocs=2)
+    save_pretrained(tied_model(), tmp / "tied")
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp / "folder"), str(tmp / "tied"), str(tmp)),
+             nprocs=2)
     r0, r1 = (torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     return reference, r0, r1
+
+
+def tied_model() -> torch.nn.Module:
+    """The tiny preset with its output head tied to the input embeddings (as the smol
+    preset's SmolLM2), seeded."""
+    cfg = get_preset("tiny")
+    hf = {**cfg.lm.hf_config, "tie_word_embeddings": True}
+    torch.manual_seed(2)
+    return build_flamingo(cfg.replace(lm=type(cfg.lm)(hf_config=hf)))
+
+
+def test_tied_embeddings_stay_tied_and_load(reports: tuple) -> None:
+    _, r0, r1 = reports
+    assert r0["tied"]["head_is_embeddings"] and r1["tied"]["head_is_embeddings"]
+    expected = tied_model().state_dict()
+    full = r0["tied"]["full"]
+    assert all(torch.equal(full[k].float(), expected[k].float()) for k in expected)
 
 
 def test_a_model_folder_loads_shard_by_shard_to_the_same_weights(reports: tuple) -> None:
