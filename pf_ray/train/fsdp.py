@@ -1,9 +1,11 @@
 """FSDP2 wrapping and activation checkpointing, kept apart from the model.
 
-Units, each gathered only while it computes: the vision tower, the perceiver, each gated
-cross-attention block, each decoder layer, the input embeddings and the output head (when
-they are not tied), and the root (final norm, anything left). At 9B the cross-attention
-blocks hold ~1.1B parameters: in the root they would stay gathered for the whole step.
+Units, each gathered only while it computes: the vision tower, each gated cross-attention
+block, each decoder layer, the input embeddings and the output head (when they are not
+tied), and the root (perceiver, final norm). At 9B the cross-attention blocks hold ~1.1B
+parameters: in the root they would stay gathered for the whole step. The perceiver (63M
+at 9B) stays in the root: its output is a view of its latents, and a unit that returns a
+view makes FSDP2 warn on every step that in-place ops on it would skip its gradient hook.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ def shard_model(model: nn.Module, *, device_type: str, world_size: int,
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     kwargs = {"mesh": mesh, "mp_policy": policy}
     fully_shard(model.vision_encoder, **kwargs)
-    fully_shard(model.perceiver, **kwargs)
     for block in model.gated_cross_attn_layers.values():
         fully_shard(block, **kwargs)
     for layer in model.decoder_layers:

@@ -134,7 +134,7 @@ class TrainSpec(SpecBase):
         "random colour (seeded per row); None: 0.5 on clever stages, 0 for the rewriter")
     optim: OptimConfig = Field(default_factory=OptimConfig)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
-    fsdp: bool = Field(True, description="FSDP2 fully_shard: vision tower, perceiver, each "
+    fsdp: bool = Field(True, description="FSDP2 fully_shard: vision tower, each "
                        "cross-attention block, each decoder layer, embeddings and head each "
                        "their own unit; a model folder is loaded shard by shard (no rank holds "
                        "the full model)")

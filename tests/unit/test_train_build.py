@@ -161,7 +161,7 @@ def test_every_cross_attention_block_is_its_own_fsdp_unit(reports: tuple) -> Non
     config = get_preset("tiny")
     blocks = [f"gated_cross_attn_layers.{i}" for i in config.xattn_layers]
     layers = [f"lang_encoder.model.layers.{i}" for i in range(config.lm.num_layers)]
-    assert set(blocks) | set(layers) | {"", "vision_encoder", "perceiver",
+    assert set(blocks) | set(layers) | {"", "vision_encoder",
                                         "lang_encoder.model.embed_tokens",
                                         "lang_encoder.lm_head"} == set(units)
 
