@@ -180,12 +180,13 @@ def _cell(text: str) -> str:
 
 def _variants(annotation: Any, field: FieldInfo | None,
               meta: list[Any]) -> list[tuple[str, str, type[BaseModel]]] | None:
-    """For a union of models: (discriminator, tag, model) per member; None otherwise."""
+    """For a union of two or more models: (discriminator, tag, model) per member; None
+    otherwise."""
     if not _is_union(annotation):
         return None
     members = [_unwrap(m)[0] for m in get_args(annotation) if m is not type(None)]
     models = [m for m in members if _is_model(m) and not issubclass(m, SpecBase)]
-    if not models:
+    if len(models) < 2:  # X | None around one model is no choice of variant
         return None
     disc = getattr(field, "discriminator", None) if field is not None else None
     for m in meta:

@@ -24,14 +24,12 @@ Unsharded (one process, or ``fsdp: false``) the model is built whole, as before.
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
+from pf_ray.train.memory import peak_private_memory
 from pf_ray.train.spec import TrainSpec
 
 
@@ -63,51 +61,6 @@ def upcast_trainable(model: nn.Module) -> int:
     return moved
 
 
-def _status_bytes(field: str) -> int | None:
-    """A ``kB`` field of ``/proc/self/status`` in bytes (None off Linux)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-@contextmanager
-def _peak_private_memory(interval_s: float = 0.005) -> Iterator[dict[str, int | None]]:
-    """The peak growth of this process's private memory (``RssAnon``) inside the block,
-    sampled every ``interval_s`` (``out["bytes"]``; None off Linux).
-
-    Private memory, not the resident set: the pages of a memory-mapped ``model.safetensors``
-    are the node's page cache, shared by its ranks, and the kernel's high-water mark
-    (``VmHWM``) would count them once per rank.
-    """
-    out: dict[str, int | None] = {"bytes": None}
-    before = _status_bytes("RssAnon")
-    if before is None:
-        yield out
-        return
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(interval_s):
-            now = _status_bytes("RssAnon") or 0
-            peak[0] = max(peak[0], now)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield out
-    finally:
-        done.set()
-        thread.join()
-        peak[0] = max(peak[0], _status_bytes("RssAnon") or 0)
-        out["bytes"] = peak[0] - before
-
-
 def build_for_training(spec: TrainSpec, *, device: torch.device, sharded: bool, rank: int,
                        world: int, bf16: bool) -> BuiltModel:
     """The rank's model, trainability applied, trainable weights in fp32, sharded when asked.
@@ -118,7 +71,7 @@ def build_for_training(spec: TrainSpec, *, device: torch.device, sharded: bool, 
     from pf_ray.model.trainability import apply_trainability
     from pf_ray.train.fsdp import enable_activation_checkpointing, shard_model
 
-    with _peak_private_memory() as peak:
+    with peak_private_memory() as peak:
         if not sharded:
             from pf_ray.model.loading import build_model
 

@@ -26,7 +26,10 @@ token with label -100, and adds nothing to the loss; rank 0's slices, as above),
 ``empty_batches``, rank 0's micro-batches without any label token: their loss (a NaN mean
 over no token, which FSDP would spread to every rank) is replaced by a zero that still
 backpropagates through the model, so every rank runs the same collectives. All three are
-running totals since the run began (a resumed run continues them).
+running totals since the run began (a resumed run continues them). ``peak_host_bytes`` /
+``peak_gpu_bytes`` (and their ``step_`` forms) are rank 0's measured memory peaks
+(:mod:`pf_ray.train.memory`). The same rows go to TensorBoard, and to MLflow / W&B when the
+spec names them (:mod:`pf_ray.train.tracking`).
 
 Console: rank 0 writes one line per optimizer step (``spec.ray.progress``); the driver
 shows each worker's output once. Ray Train's own INFO records (one per ``report``, worker
@@ -233,8 +236,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from pf_ray.model.loading import model_tokenizer
     from pf_ray.train.build import build_for_training
     from pf_ray.train.examples import RankExamples, example_builder
+    from pf_ray.train.memory import PeakMemory
     from pf_ray.train.optim import build_optimizer, build_scheduler
+    from pf_ray.train.tracking import open_tracker
 
+    memory = PeakMemory()  # this worker's memory from here on: model, optimizer, data, steps
     quiet_worker_logging(config.get("log_level", logging.WARNING))
     spec = TrainSpec.model_validate(config["spec"])
     ctx = ray.train.get_context()
@@ -259,6 +265,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         progress = {"step": 0, "epoch": 0, "position": 0}
         torch.manual_seed(spec.seed * 1000 + rank)  # LoRA dropout differs per rank
     history = _load_history(spec, resumed_from) if rank == 0 else []
+    tracker = open_tracker(spec, rank, resumed_from)  # TensorBoard, MLflow, W&B (rank 0)
 
     shard = ray.train.get_dataset_shard("train")  # every raw row, the same on every rank
     examples = RankExamples(example_builder(spec), rank=rank, world=world,
@@ -307,10 +314,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                        "step_s": now - t_last, "data_wait_s": waited,
                        **counts, "resumed_from": resumed_from}
             t_last, tokens, waited = now, 0, 0.0
-            if step == progress["step"] + 1:  # memory held by this rank (FSDP shards it)
-                metrics.update(rank_memory_bytes(model, optimizer))
+            metrics.update(memory.read(device))  # measured peaks (this rank's)
+            if step == progress["step"] + 1:
                 metrics["build_host_bytes"] = built.host_peak_bytes
             history.append(metrics)
+            tracker.log(metrics)
             if rank == 0 and spec.ray.progress:  # worker stdout reaches the driver's console
                 console_line(step_line(spec.run_name, total, metrics))
             if spec.fail_at_step == step and _first_failure(spec, rank):
@@ -318,6 +326,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if step % spec.checkpoint_every == 0 or step == total:
                 if rank == 0:
                     _write_history(spec, history)
+                tracker.flush()
                 save_checkpoint(model, optimizer, scheduler,
                                 {"step": step, "epoch": epoch, "position": position,
                                  **counts}, metrics)
@@ -336,21 +345,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     examples.close()
     if rank == 0:
         _write_history(spec, history)
+    tracker.close()
     if spec.export:
         export_model(model, spec, rank)
-
-
-def _local_bytes(t: torch.Tensor) -> int:
-    local = t.to_local() if hasattr(t, "to_local") else t  # a DTensor's own shard
-    return local.numel() * local.element_size()
-
-
-def rank_memory_bytes(model: Any, optimizer: Any) -> dict[str, int]:
-    """Bytes of parameters and of optimizer state held by this rank."""
-    params = sum(_local_bytes(p) for p in model.parameters())
-    optim = sum(_local_bytes(v) for state in optimizer.state.values() for v in state.values()
-                if isinstance(v, torch.Tensor) and v.dim() > 0)
-    return {"param_bytes": params, "optim_bytes": optim}
 
 
 def _run_folder(spec: TrainSpec) -> str:

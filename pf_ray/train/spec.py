@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from pf_ray.specs import SpecBase, Strict
 
@@ -95,6 +95,58 @@ class FailureSpec(Strict):
         "rank, so a longer grace rarely helps: lower checkpoint_every instead")
 
 
+TRACKING_EXTRA = "pip install 'pf-ray[tracking]'"
+# tracking backend -> (module, distribution): heavy, so in the tracking extra
+TRACKING_MODULES = {"mlflow": ("mlflow", "mlflow-skinny"), "wandb": ("wandb", "wandb")}
+
+
+class MlflowTracking(Strict):
+    """An MLflow run per training run (rank 0 logs; Ray's ``setup_mlflow``)."""
+
+    tracking_uri: str | None = Field(
+        None, description="MLflow server (http://...), database or file:///folder (a file "
+        "store: MLFLOW_ALLOW_FILE_STORE is set for it); None: MLFLOW_TRACKING_URI on the workers")
+    experiment: str = Field("pf-ray", min_length=1, description="experiment name (created "
+                                                                "when missing)")
+    run_name: str | None = Field(None, description="MLflow run name; None: the spec's run_name")
+    tags: dict[str, str] = Field(default_factory=dict, description="tags set on the run")
+
+
+class WandbTracking(Strict):
+    """A Weights & Biases run per training run (rank 0 logs; Ray's ``setup_wandb``)."""
+
+    project: str = Field("pf-ray", min_length=1, description="W&B project")
+    entity: str | None = Field(None, description="team or user; None: the API key's default")
+    mode: Literal["online", "offline", "disabled"] = Field(
+        "online", description="offline: written under the run folder's wandb/ (wandb sync "
+        "uploads it later); online needs WANDB_API_KEY on the workers")
+    group: str | None = Field(None, description="W&B run group (e.g. the pipeline's name)")
+    tags: list[str] = Field(default_factory=list, description="W&B run tags")
+
+
+class TrackingSpec(Strict):
+    """Where per-step training metrics go besides ``metrics.json`` / ``metrics.csv``."""
+
+    tensorboard: bool = Field(True, description="TensorBoard event files under "
+                                                "storage_path/run_name/tensorboard/")
+    mlflow: MlflowTracking | None = Field(None, description="log to MLflow (the tracking "
+                                                            "extra); None: off")
+    wandb: WandbTracking | None = Field(None, description="log to Weights & Biases (the "
+                                                          "tracking extra); None: off")
+
+    @field_validator("mlflow", "wandb")
+    @classmethod
+    def _extra_installed(cls, v: Strict | None, info: ValidationInfo) -> Strict | None:
+        """The backend's package is importable here (the driver, and again on each worker)."""
+        import importlib.util
+
+        module, dist = TRACKING_MODULES[str(info.field_name)]
+        if v is not None and importlib.util.find_spec(module) is None:
+            raise ValueError(f"needs the {module} package ({dist}), which is not installed: "
+                             f"{TRACKING_EXTRA}")
+        return v
+
+
 class TrainSpec(SpecBase):
     """Rewriter SFT or one Clever Flamingo stage on Ray Train (paper.md §3 Table 4, §6)."""
 
@@ -155,6 +207,12 @@ class TrainSpec(SpecBase):
     export: str | None = Field(
         None, description="model folder written at the end, its marker (_export.json) last; "
         "a rerun skips the stage when it holds this run_name's complete export")
+
+
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="TensorBoard "
+                                   "(on), MLflow, W&B: per-step metrics of rank 0")
+    max_failures: int = Field(1, ge=0)
+    export: str | None = Field(None, description="model folder written at the end")
     export_lora: Literal["adapter", "merged"] = "adapter"
     seed: int = 0
     fail_at_step: int | None = Field(None, description="testing: raise once at this step")

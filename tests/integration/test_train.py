@@ -142,6 +142,59 @@ def test_a_finished_stage_is_skipped_on_rerun(pairs: str, tmp_path: Path) -> Non
     assert (tmp_path / "export" / "_export.json").exists()
 
 
+def tensorboard_scalars(folder: Path, key: str) -> dict[int, float]:
+    """``train/<key>`` per step as TensorBoard's own reader sees the event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars(f"train/{key}")}
+
+
+def test_tensorboard_mlflow_and_wandb_follow_metrics_json(pairs: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 workers, a failure after step 3 and a resume from the step-2 checkpoint: TensorBoard,
+    an MLflow file store and an offline W&B run each hold steps 1-6 once, as metrics.json."""
+    from mlflow.tracking import MlflowClient
+    from wandb_records import offline_history
+
+    uri = (tmp_path / "mlruns").as_uri()
+    spec = train_spec(pairs, tmp_path, "tracked", max_steps=6, fail_at_step=3, max_failures=1,
+                      optim={"lr": 1e-3},
+                      tracking={"mlflow": {"tracking_uri": uri, "experiment": "pf"},
+                                "wandb": {"project": "pf", "mode": "offline"}})
+    (result,) = run_job(spec)
+    rows = {r["step"]: r for r in result.history}
+    assert sorted(rows) == list(range(1, 7)) and result.history[-1]["resumed_from"] == 2
+    assert all(r["peak_host_bytes"] > 0 for r in rows.values())
+    run = tmp_path / "runs" / "tracked"
+    # TensorBoard: the resumed attempt's event file purges the failed one's step 3
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "step_s", "data_wait_s",
+                "peak_host_bytes"):
+        expected = {s: r[key] for s, r in rows.items()}
+        assert tensorboard_scalars(run / "tensorboard", key) == pytest.approx(expected,
+                                                                              rel=1e-6), key
+    # MLflow: one run, each step once; step 3 as the failed attempt logged it (the same batch
+    # from the same state: the same loss up to float noise)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=uri)
+    (mlflow_run,) = client.search_runs([client.get_experiment_by_name("pf").experiment_id])
+    assert mlflow_run.info.status == "FINISHED" and mlflow_run.info.run_name == "tracked"
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
+        logged = client.get_metric_history(mlflow_run.info.run_id, f"train/{key}")
+        assert sorted(m.step for m in logged) == list(range(1, 7)), key
+        if key != "tokens_per_s":  # a timing: not the same in two attempts
+            assert {m.step: m.value for m in logged} == pytest.approx(
+                {s: r[key] for s, r in rows.items()}, rel=1e-4), key
+    # W&B offline: one offline run per attempt, the same run id; the resumed one from step 3
+    wandb_rows = offline_history(run)
+    resumed = [r for r in wandb_rows if r["_step"] >= 3][-4:]
+    assert [r["_step"] for r in resumed] == [3, 4, 5, 6]
+    assert [r["train/loss"] for r in resumed] == pytest.approx([rows[s]["loss"]
+                                                                for s in range(3, 7)])
+    assert len({p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")}) == 1
+
+
 def weights_of_fresh_tiny() -> dict[str, torch.Tensor]:
     from pf_ray.model.loading import build_model
 
@@ -213,6 +266,15 @@ def test_checkpoints_metrics_and_export_in_s3(pairs: str, s3_server, s3_bucket: 
 
     fs, base = resolve(f"{s3_bucket}/runs/s3run", StorageConfig(**storage))
     assert exists(fs, f"{base}/metrics.csv") and exists(fs, f"{base}/loss.png")
+    # event files: written on the worker, copied to the run folder at checkpoints and the end
+    from pf_ray.storage import list_files, read_bytes
+
+    (events,) = list_files(fs, f"{base}/tensorboard")
+    local = tmp_path / "tensorboard"
+    local.mkdir()
+    (local / events.rsplit("/", 1)[-1]).write_bytes(read_bytes(fs, events))
+    assert tensorboard_scalars(local, "loss") == pytest.approx(
+        {r["step"]: r["loss"] for r in result.history}, rel=1e-6)
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
     model = load_pretrained(f"{s3_bucket}/models/rw")
     assert model.config.lora is not None

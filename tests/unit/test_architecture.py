@@ -25,6 +25,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pf_ray"
 RAY_EDGES = {
     "pf_ray.steps.ray_adapter", "pf_ray.engines.vllm", "pf_ray.jobs.runner",
     "pf_ray.train.launch", "pf_ray.train.loop",
+    "pf_ray.train.tracking",  # Ray's setup_mlflow / setup_wandb, called in the loop
     "pf_ray.submit",  # Ray's JobSubmissionClient (pf-ray submit)
 }
 RAY_EDGE_PACKAGES = ("pf_ray.serve",)

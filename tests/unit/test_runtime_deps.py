@@ -24,6 +24,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pf_ray"
 # Imports that are optional by design, each behind an extra and a clear error where used.
 OPTIONAL: dict[str, str] = {
     "vllm": "the gpu extra (pip install -e '.[gpu]'); engines/vllm.py names it when missing",
+    "mlflow": "the tracking extra; TrainSpec.tracking.mlflow names it when missing",
+    "wandb": "the tracking extra; TrainSpec.tracking.wandb names it when missing",
 }
 
 
