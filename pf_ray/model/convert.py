@@ -36,7 +36,7 @@ from pathlib import Path
 # kept in step with checkpoint.LAYOUTS and presets.PRESETS (tested), so that building the
 # parser imports neither
 LAYOUT_NAMES = ("openflamingo", "polite_flamingo", "clever_flamingo", "full")
-PRESET_NAMES = ("tiny", "tiny-qwen2", "openflamingo-9b-v1", "flamingo-1b", "smol")
+PRESET_NAMES = ("tiny", "tiny-qwen2", "mid", "openflamingo-9b-v1", "flamingo-1b", "smol")
 TOKENIZER_MODE_NAMES = ("auto", "llama_v1", "llama_v1_slow")  # config.TOKENIZER_MODES
 
 

@@ -3,6 +3,7 @@
 ``tiny``                 ~4M params, random weights, tiny-bpe tokenizer: tests and the offline
                          quickstart (trains in minutes on 2 CPUs).
 ``tiny-qwen2``           ``tiny`` with a Qwen2 language model (proves the LM family is free).
+``mid``                  ``tiny`` with a ~220M-parameter bf16 LM: scale measurements on CPUs.
 ``openflamingo-9b-v1``   Polite / Clever Flamingo (paper.md §3): ViT-L-14-336 + LLaMA-7B dims,
                          patch tokens before ``ln_post``, LLaMA tokenised as OpenFlamingo v1.
                          Build it only with real weights (see :mod:`pf_ray.model.convert`).
@@ -69,6 +70,18 @@ def tiny(model_type: str = "llama") -> FlamingoConfig:
         tokens=TINY_TOKENS,
         tokenizer=TINY,
     )
+
+
+def mid() -> FlamingoConfig:
+    """``tiny`` with a 1024-wide 12-layer LLaMA (a cross-attention block before every 4th)
+    stored in bfloat16: ~220M parameters, 418 MiB. Random weights: for measuring how
+    training scales (sharded construction, fp32 masters, memory per rank) on CPUs."""
+    base = tiny()
+    hf = {**base.lm.hf_config, "hidden_size": 1024, "intermediate_size": 4096,
+          "num_hidden_layers": 12, "num_attention_heads": 16, "num_key_value_heads": 16}
+    return base.replace(name="mid", dtype="bfloat16", lm=LanguageConfig(hf_config=hf),
+                        xattn=CrossAttentionConfig(every=4, heads=4, dim_head=32, ffn=True,
+                                                   ff_mult=2, mask="next_image"))
 
 
 def openflamingo_9b_v1() -> FlamingoConfig:
@@ -155,6 +168,7 @@ def flamingo_1b() -> FlamingoConfig:
 PRESETS: dict[str, Callable[[], FlamingoConfig]] = {
     "tiny": tiny,
     "tiny-qwen2": lambda: tiny("qwen2"),
+    "mid": mid,
     "openflamingo-9b-v1": openflamingo_9b_v1,
     "flamingo-1b": flamingo_1b,
     "smol": smol,

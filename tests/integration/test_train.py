@@ -336,25 +336,14 @@ def test_cli_training_output_reads_plainly(tmp_path: Path) -> None:
 
 
 def mid_size_folder(root: Path) -> tuple[Path, int]:
-    """A random ~220M-parameter model folder stored in bfloat16 (the tiny preset's vision
-    tower and tokenizer, a 1024-wide 12-layer LLaMA); returns (folder, bytes of weights)."""
-    import dataclasses
-
+    """The ``mid`` preset (random, seeded) saved as a model folder; returns (folder, bytes
+    of its weights)."""
     from pf_ray.model.checkpoint import save_pretrained
-    from pf_ray.model.config import LanguageConfig
-    from pf_ray.model.flamingo import build_flamingo
-    from pf_ray.model.loading import model_tokenizer
-    from pf_ray.model.presets import get_preset
+    from pf_ray.model.loading import build_model, model_tokenizer
 
-    tiny = get_preset("tiny")
-    hf = {**tiny.lm.hf_config, "hidden_size": 1024, "intermediate_size": 4096,
-          "num_hidden_layers": 12, "num_attention_heads": 16, "num_key_value_heads": 16}
-    config = tiny.replace(name="mid", dtype="bfloat16", lm=LanguageConfig(hf_config=hf),
-                          xattn=dataclasses.replace(tiny.xattn, every=4))
-    torch.manual_seed(0)
-    model = build_flamingo(config)
+    model = build_model("mid", seed=0)
     folder = root / "mid"
-    save_pretrained(model, folder, model_tokenizer("tiny"))
+    save_pretrained(model, folder, model_tokenizer("mid"))
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     return folder, size
 
