@@ -207,12 +207,8 @@ class TrainSpec(SpecBase):
     export: str | None = Field(
         None, description="model folder written at the end, its marker (_export.json) last; "
         "a rerun skips the stage when it holds this run_name's complete export")
-
-
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="TensorBoard "
                                    "(on), MLflow, W&B: per-step metrics of rank 0")
-    max_failures: int = Field(1, ge=0)
-    export: str | None = Field(None, description="model folder written at the end")
     export_lora: Literal["adapter", "merged"] = "adapter"
     seed: int = 0
     fail_at_step: int | None = Field(None, description="testing: raise once at this step")
