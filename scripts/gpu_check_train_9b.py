@@ -6,6 +6,8 @@ activation checkpointing on, then off (the baseline: faster when it fits).
 
     PYTHONPATH=. python3 scripts/gpu_check_train_9b.py [--stage rewriter] [--batch 4]
         [--seq 1024] [--steps 6] [--peak-tflops 989]
+    # a dry run of the script itself on the CPU (gloo), small preset:
+    PYTHONPATH=. python3 scripts/gpu_check_train_9b.py --device cpu --preset tiny --seq 64
 
 MFU = model FLOPs per second / peak bf16 FLOPs (989 TFLOP/s dense for H100 / H200 SXM).
 Model FLOPs per token, as torchtitan counts them: 6 x (LM + cross-attention + perceiver
@@ -66,7 +68,10 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--peak-tflops", type=float, default=989.0)
+    parser.add_argument("--preset", default="openflamingo-9b-v1")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     args = parser.parse_args()
+    cuda = args.device == "cuda"
 
     from pf_ray.train.build import _materialise, _meta_model, compute_dtype
     from pf_ray.train.fsdp import shard_model
@@ -74,19 +79,23 @@ def main() -> None:
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29517")
-    dist.init_process_group("nccl", rank=0, world_size=1)
-    torch.cuda.set_device(0)
-    device = torch.device("cuda:0")
-    print(f"device {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    dist.init_process_group("nccl" if cuda else "gloo", rank=0, world_size=1)
+    if cuda:
+        torch.cuda.set_device(0)
+    device = torch.device("cuda:0" if cuda else "cpu")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    name = torch.cuda.get_device_name(0) if cuda else "cpu"
+    print(f"device {name}, torch {torch.__version__}")
     for checkpointing in (True, False):
-        spec = parse_spec({"kind": "train", "stage": args.stage, "model": "openflamingo-9b-v1",
+        spec = parse_spec({"kind": "train", "stage": args.stage, "model": args.preset,
                            "data": [{"path": "/unused"}], "storage_path": "/unused",
                            "run_name": "gpu-check", "bf16": True,
                            "activation_checkpointing": checkpointing})
-        torch.cuda.reset_peak_memory_stats()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.time()
         model = _meta_model(spec, None)
-        shard_model(model, device_type="cuda", world_size=1,
+        shard_model(model, device_type=device.type, world_size=1,
                     param_dtype=compute_dtype(model, True))
         _materialise(model, device)
         init_random(model)
@@ -96,7 +105,8 @@ def main() -> None:
         optimizer = build_optimizer(model, spec.optim)
         cfg = model.config
         g = torch.Generator(device=device).manual_seed(0)
-        ids = torch.randint(3, 32000, (args.batch, args.seq), device=device, generator=g)
+        ids = torch.randint(3, cfg.lm.vocab_size - 3, (args.batch, args.seq), device=device,
+                            generator=g)
         ids[:, 1] = cfg.tokens.media
         size = cfg.vision.image_size
         images = torch.randn(args.batch, 1, 3, size, size, device=device, generator=g)
@@ -104,7 +114,7 @@ def main() -> None:
         times = []
         try:
             for step in range(args.steps):
-                torch.cuda.synchronize()
+                sync()
                 t = time.time()
                 out = model(ids, images, labels=labels)
                 out.loss.backward()
@@ -112,7 +122,7 @@ def main() -> None:
                     [p for p in model.parameters() if p.requires_grad], 1.0)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                torch.cuda.synchronize()
+                sync()
                 times.append(time.time() - t)
                 print(f"  ac={checkpointing} step {step} {times[-1]:.3f}s "
                       f"loss {float(out.loss):.3f}", flush=True)
@@ -131,13 +141,15 @@ def main() -> None:
         peak = args.peak_tflops * 1e12
         mfu = (per_token_6n * tokens + vision_flops) / step_s / peak
         needed = (per_token_needed * tokens + vision_flops) / step_s / peak
+        peak_mem = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
         print(f"activation_checkpointing={checkpointing} stage={args.stage} batch {args.batch} "
               f"x seq {args.seq}: built in {built_s:.1f}s, trainable masters {masters}, "
               f"{tokens / step_s:.0f} tokens/s, step {step_s:.3f}s, MFU {mfu:.1%} "
               f"(6N count), {needed:.1%} (the stage's own count), peak GPU memory "
-              f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+              f"{peak_mem:.1f} GiB")
         del model, optimizer, out
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
     dist.destroy_process_group()
     print("GPU CHECK DONE")
 
