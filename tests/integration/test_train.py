@@ -359,6 +359,7 @@ def test_mid_size_model_trains_with_fp32_masters_and_sharded_construction(
 
     folder, model_bytes = mid_size_folder(tmp_path)
     spec = train_spec(pairs, tmp_path, "mid", model=str(folder), bf16=True, batch_size=1,
+                      activation_checkpointing=True,  # as the 9B job files
                       max_length=160, max_steps=3, checkpoint_every=3,
                       optim={"lr": 1e-5}, data=[{"path": pairs, "samples": 6}])
     (result,) = run_job(spec)
