@@ -44,6 +44,17 @@ def _batch() -> dict[str, torch.Tensor]:
             "labels": ids.clone()}
 
 
+# what Flamingo adds to the LM, trained (with LoRA and the embeddings of the rewriter stage)
+EVERY_ADDED_PART = {"perceiver": True, "xattn_attn": True, "xattn_ffn": True}
+
+
+def _open_gates(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for block in model.gated_cross_attn_layers.values():
+            block.attn_gate.fill_(0.5)
+            block.ff_gate.fill_(0.5)
+
+
 def _worker(rank: int, world: int, port: int, folder: str, tied: str, out: str) -> None:
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -98,6 +109,17 @@ def _worker(rank: int, world: int, port: int, folder: str, tied: str, out: str) 
             grads.append({n: p.grad.full_tensor() for n, p in m.named_parameters()
                           if p.grad is not None})
         report["checkpointing_grads"] = grads
+        # FSDP (every unit, fp32) against one process: the same gradients, gates opened so
+        # that the cross-attention blocks' own weights get gradients
+        m = build_for_training(_spec("tiny", trainable=EVERY_ADDED_PART),
+                               device=torch.device("cpu"), sharded=True,
+                               rank=rank, world=world, bf16=False).model
+        m.train()
+        _open_gates(m)
+        b = _batch()
+        m(b["input_ids"], b["images"], labels=b["labels"]).loss.backward()
+        report["fsdp_grads"] = {n: p.grad.full_tensor() for n, p in m.named_parameters()
+                                if p.grad is not None}
         torch.save(report, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -217,3 +239,22 @@ def test_activation_checkpointing_under_fsdp_gives_the_same_gradients(reports: t
     assert off.keys() == on.keys() and any(".lora_B." in n for n in off)
     for n in off:
         assert torch.allclose(off[n], on[n], rtol=1e-3, atol=1e-5), n
+
+
+def test_fsdp_gives_the_gradients_of_one_process(reports: tuple) -> None:
+    from pf_ray.train.build import build_for_training
+
+    _, r0, _ = reports
+    model = build_for_training(_spec("tiny", trainable=EVERY_ADDED_PART),
+                               device=torch.device("cpu"), sharded=False,
+                               rank=0, world=1, bf16=False).model
+    model.train()
+    _open_gates(model)
+    b = _batch()
+    model(b["input_ids"], b["images"], labels=b["labels"]).loss.backward()
+    expected = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    got = r0["fsdp_grads"]
+    assert got.keys() == expected.keys()
+    assert any(n.startswith("gated_cross_attn_layers.") and ".attn.to_q." in n for n in got)
+    for n in expected:
+        assert torch.allclose(got[n], expected[n], rtol=1e-4, atol=1e-6), n
