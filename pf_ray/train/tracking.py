@@ -33,6 +33,7 @@ may have been logged by the attempt that failed; they are trained again, and:
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from pf_ray.storage import exists, join, read_bytes, resolve, write_bytes_atomic
-from pf_ray.train.spec import MlflowTracking, TrainSpec, WandbTracking
+from pf_ray.train.spec import TRACKING_EXTRA, MlflowTracking, TrainSpec, WandbTracking
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +101,23 @@ class TensorBoardBackend:
         self.writer.close()
 
 
+def tracking_module(name: str) -> Any:
+    """A module of the ``tracking`` extra (mlflow-skinny, wandb), imported by name when a
+    spec's tracking block asks for it: a runtime-only install does not have them, and gets
+    an error naming the extra (the spec's validator says so before any worker starts)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ImportError(f"{name} is not installed: {TRACKING_EXTRA}") from exc
+
+
 class MlflowBackend:
     """One MLflow run per training run, continued by a resumed run (``state["run_id"]``)."""
 
     def __init__(self, cfg: MlflowTracking, spec: TrainSpec, state: dict[str, Any]) -> None:
-        import mlflow
-        from mlflow.tracking import MlflowClient
         from ray.air.integrations.mlflow import setup_mlflow
+
+        mlflow = tracking_module("mlflow")
 
         uri = cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if uri and (uri.startswith("file:") or "://" not in uri):
@@ -130,17 +141,17 @@ class MlflowBackend:
             tags={"pf_ray.stage": spec.stage, **cfg.tags}, rank_zero_only=False)
         self.mlflow = mlflow
         self.run_id = mlflow.active_run().info.run_id
-        self.client = MlflowClient(tracking_uri=mlflow.get_tracking_uri())
+        self.client = tracking_module("mlflow.tracking").MlflowClient(
+            tracking_uri=mlflow.get_tracking_uri())
+        self.metric = tracking_module("mlflow.entities").Metric
         self.state = {"tracking_uri": uri, "run_id": self.run_id}
         self.logged = _last_step(self.client, self.run_id) if run_id else 0
 
     def log(self, values: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
         if step <= self.logged:
             return  # the run holds this step already (see the module docstring)
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step)
+        self.client.log_batch(self.run_id, metrics=[self.metric(k, v, now, step)
                                                     for k, v in values.items()])
 
     def flush(self) -> None:
@@ -182,13 +193,11 @@ class WandbBackend:
         pass  # the W&B process writes as it goes
 
     def close(self) -> None:
-        import wandb
-
         self.run.finish()
         # finish() can return before W&B's service has written the run's last records (an
         # offline run read right after lacked its history, 3 times in 8 on a loaded machine);
         # ending the service flushes them (0 in 24)
-        wandb.teardown()
+        tracking_module("wandb").teardown()
 
 
 class Tracker:

@@ -174,7 +174,7 @@ def test_peak_memory_sees_an_allocation_and_resets_per_read() -> None:
     import sys
 
     if not Path("/proc/self/status").exists():
-        pytest.skip("Linux /proc only")
+        pytest.skip("needs Linux: reads VmRSS / VmHWM from /proc/self/status")
     out = subprocess.run([sys.executable, "-c", PEAK_PROBE], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     probe = json.loads(out.strip().splitlines()[-1])
