@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     cuda = args.device == "cuda"
 
-    from pf_ray.train.build import _materialise, _meta_model, compute_dtype
+    from pf_ray.train.build import compute_dtype, materialise, meta_model
     from pf_ray.train.fsdp import shard_model
     from pf_ray.train.optim import build_optimizer
 
@@ -94,10 +94,10 @@ def main() -> None:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         t0 = time.time()
-        model = _meta_model(spec, None)
+        model = meta_model(spec, None)
         shard_model(model, device_type=device.type, world_size=1,
                     param_dtype=compute_dtype(model, True))
-        _materialise(model, device)
+        materialise(model, device)
         init_random(model)
         model.train()
         built_s = time.time() - t0

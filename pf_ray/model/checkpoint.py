@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -332,8 +332,7 @@ def load_pretrained(folder: str | Path, *, device: str | torch.device = "cpu",
         raise ModelUnavailable(f"model folder {where}: {CONFIG_NAME} cannot be read "
                                f"({type(exc).__name__}: {exc})") from exc
     # weights come from the folder: don't read the original pretrained paths again
-    config = config.replace(vision=replace(config.vision, pretrained=None),
-                            lm=replace(config.lm, pretrained=None))
+    config = config.without_pretrained()
     model = build_flamingo(config, device=device)
     weights = folder / WEIGHTS_NAME
     try:

@@ -165,6 +165,12 @@ class FlamingoConfig:
     def replace(self, **changes: Any) -> FlamingoConfig:
         return dataclasses.replace(self, **changes)
 
+    def without_pretrained(self) -> FlamingoConfig:
+        """This config with no pretrained paths: for a model whose weights come from
+        elsewhere (a model folder, a rank that broadcasts them), so they are not read."""
+        return self.replace(vision=dataclasses.replace(self.vision, pretrained=None),
+                            lm=dataclasses.replace(self.lm, pretrained=None))
+
     @property
     def xattn_layers(self) -> list[int]:
         return self.xattn.layer_indices(self.lm.num_layers)

@@ -20,7 +20,8 @@ from pf_ray.storage import is_uri, join, local_copy, read_bytes, resolve
 _TOKENIZER_PARTS = ("config.json", "tokenizer")
 
 
-def _is_preset(model: str) -> bool:
+def is_preset(model: str) -> bool:
+    """Whether ``model`` names a preset (and no folder or URI of that name exists)."""
     from pf_ray.model.presets import PRESETS
 
     return model in PRESETS and not is_uri(model) and not Path(model).exists()
@@ -35,13 +36,13 @@ def model_config(model: str, storage: StorageConfig | None = None) -> FlamingoCo
     from pf_ray.model.checkpoint import CONFIG_NAME, read_config
     from pf_ray.model.presets import get_preset
 
-    if _is_preset(model):
+    if is_preset(model):
         return get_preset(model)
     try:
         if is_uri(model):
             fs, inner = resolve(join(model, CONFIG_NAME), storage)
             return FlamingoConfig.from_dict(json.loads(read_bytes(fs, inner)))
-        return read_config(_local(model, storage=storage))
+        return read_config(model_folder(model, storage=storage))
     except ModelUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - an unreadable config: the model is unusable
@@ -56,10 +57,10 @@ def model_tokenizer(model: str, config: FlamingoConfig | None = None,
     from pf_ray.model.checkpoint import load_folder_tokenizer
     from pf_ray.model.tokenizer import load_tokenizer
 
-    if _is_preset(model):
+    if is_preset(model):
         config = config or model_config(model)
         return load_tokenizer(config.tokenizer, mode=config.tokenizer_mode)
-    return load_folder_tokenizer(_local(model, parts=_TOKENIZER_PARTS, storage=storage))
+    return load_folder_tokenizer(model_folder(model, parts=_TOKENIZER_PARTS, storage=storage))
 
 
 def build_model(model: str, seed: int = 0, storage: StorageConfig | None = None) -> Any:
@@ -70,14 +71,14 @@ def build_model(model: str, seed: int = 0, storage: StorageConfig | None = None)
     from pf_ray.model.flamingo import build_flamingo
     from pf_ray.model.presets import get_preset
 
-    if _is_preset(model):
+    if is_preset(model):
         torch.manual_seed(seed)
         return build_flamingo(get_preset(model))
-    return load_pretrained(_local(model, storage=storage))
+    return load_pretrained(model_folder(model, storage=storage))
 
 
-def _local(model: str, parts: tuple[str, ...] | None = None,
-           storage: StorageConfig | None = None) -> str:
+def model_folder(model: str, parts: tuple[str, ...] | None = None,
+                 storage: StorageConfig | None = None) -> str:
     """A local copy of a model folder (or of ``parts`` of it), or :class:`ModelUnavailable`
     (a store that is down, a folder that is not there: every row would fail alike)."""
     try:
@@ -86,12 +87,3 @@ def _local(model: str, parts: tuple[str, ...] | None = None,
         raise ModelUnavailable(f"model {model!r}: cannot be copied or found "
                                f"({type(exc).__name__}: {exc})") from exc
 
-
-def is_preset(model: str) -> bool:
-    """Whether ``model`` names a preset (and no folder or URI of that name exists)."""
-    return _is_preset(model)
-
-
-def model_folder(model: str, storage: StorageConfig | None = None) -> str:
-    """A local path of a model folder (a cached copy of a URI), or ModelUnavailable."""
-    return _local(model, storage=storage)

@@ -24,7 +24,7 @@ Unsharded (one process, or ``fsdp: false``) the model is built whole, as before.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -85,15 +85,15 @@ def build_for_training(spec: TrainSpec, *, device: torch.device, sharded: bool, 
             model = _from_rank0(spec, device=device, rank=rank, world=world, bf16=bf16)
         else:
             folder = model_folder(spec.model, spec.storage)
-            model = _meta_model(spec, folder)
+            model = meta_model(spec, folder)
             shard_model(model, device_type=device.type, world_size=world,
                         param_dtype=compute_dtype(model, bf16))
-            _materialise(model, device)
+            materialise(model, device)
             load_folder_shards(model, folder)
     return BuiltModel(model, peak["bytes"], sharded)
 
 
-def _meta_model(spec: TrainSpec, folder: str | None) -> nn.Module:
+def meta_model(spec: TrainSpec, folder: str | None) -> nn.Module:
     """The stage's model with meta parameters (real buffers), trainability applied, the
     trainable ones fp32. ``folder``: its model folder (None: ``spec.model`` is a preset)."""
     from pf_ray.model.checkpoint import read_config
@@ -103,9 +103,7 @@ def _meta_model(spec: TrainSpec, folder: str | None) -> nn.Module:
 
     config = get_preset(spec.model) if folder is None else read_config(folder)
     # weights come from the folder (or rank 0): never read the original pretrained paths
-    config = config.replace(vision=replace(config.vision, pretrained=None),
-                            lm=replace(config.lm, pretrained=None))
-    model = build_flamingo(config, device="meta")
+    model = build_flamingo(config.without_pretrained(), device="meta")
     apply_trainability(model, spec.trainability())
     upcast_trainable(model)
     if spec.activation_checkpointing:
@@ -115,7 +113,7 @@ def _meta_model(spec: TrainSpec, folder: str | None) -> nn.Module:
     return model
 
 
-def _materialise(model: nn.Module, device: torch.device) -> None:
+def materialise(model: nn.Module, device: torch.device) -> None:
     """Allocate the (sharded) meta parameters on ``device``; buffers keep their values."""
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     model.to_empty(device=device)
@@ -137,10 +135,10 @@ def _from_rank0(spec: TrainSpec, *, device: torch.device, rank: int, world: int,
         whole = build_model(spec.model, seed=spec.seed, storage=spec.storage)
         full = whole.state_dict()
         del whole
-    model = _meta_model(spec, None)
+    model = meta_model(spec, None)
     shard_model(model, device_type=device.type, world_size=world,
                 param_dtype=compute_dtype(model, bf16))
-    _materialise(model, device)
+    materialise(model, device)
     set_model_state_dict(model, full, options=StateDictOptions(
         full_state_dict=True, broadcast_from_rank0=True))
     return model

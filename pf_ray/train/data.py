@@ -263,9 +263,6 @@ class CandidatePool:
         """The pool as it is now, in ring order (later :meth:`add` calls leave it as is)."""
         return list(self.items)
 
-    def draw(self, rng: random.Random, n: int) -> list[Candidate]:
-        return draw(self.items, rng, n)
-
 
 class ExampleBuilder:
     """Rows (pairs or samples) -> tokenised examples with preprocessed images.

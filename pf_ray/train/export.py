@@ -38,9 +38,7 @@ def write_export(full_state: dict[str, torch.Tensor], spec: TrainSpec,
     from pf_ray.model.loading import model_config, model_tokenizer
     from pf_ray.storage import is_uri, resolve
 
-    config = model_config(spec.model, spec.storage)
-    config = config.replace(vision=dataclasses.replace(config.vision, pretrained=None),
-                            lm=dataclasses.replace(config.lm, pretrained=None))
+    config = model_config(spec.model, spec.storage).without_pretrained()
     model = build_flamingo(config, device="meta")
     tokenizer = model_tokenizer(spec.model, config, spec.storage)
     dtype = getattr(torch, config.dtype)
@@ -69,35 +67,41 @@ def write_export(full_state: dict[str, torch.Tensor], spec: TrainSpec,
     _write_marker(spec, step)
 
 
+def _marker_path(spec: TrainSpec) -> tuple[Any, str]:
+    """The filesystem and path of ``spec.export``'s completion marker."""
+    from pf_ray.storage import join, resolve
+
+    assert spec.export is not None
+    return resolve(join(spec.export, EXPORT_MARKER), spec.storage)
+
+
 def export_marker(spec: TrainSpec) -> dict[str, Any] | None:
     """The completion marker of ``spec.export``; None when there is no complete export."""
-    from pf_ray.storage import exists, join, read_bytes, resolve
+    from pf_ray.storage import exists, read_bytes
 
     if spec.export is None:
         return None
-    fs, path = resolve(join(spec.export, EXPORT_MARKER), spec.storage)
+    fs, path = _marker_path(spec)
     return json.loads(read_bytes(fs, path)) if exists(fs, path) else None
 
 
 def _write_marker(spec: TrainSpec, step: int | None) -> None:
-    from pf_ray.storage import join, resolve, write_bytes_atomic
+    from pf_ray.storage import write_bytes_atomic
     from pf_ray.train.launch import read_history
 
-    if step is None:
+    if step is None:  # called outside a run (the loop passes its step)
         history = read_history(spec)
         step = int(history[-1]["step"]) if history else None
-    assert spec.export is not None
     marker = {"run_name": spec.run_name, "stage": spec.stage, "model": spec.model,
               "step": step, "export_lora": spec.export_lora, "committed_at": time.time()}
-    fs, path = resolve(join(spec.export, EXPORT_MARKER), spec.storage)
+    fs, path = _marker_path(spec)
     write_bytes_atomic(fs, path, json.dumps(marker, sort_keys=True, indent=1).encode())
 
 
 def _remove_marker(spec: TrainSpec) -> None:
-    from pf_ray.storage import exists, join, resolve
+    from pf_ray.storage import exists
 
-    assert spec.export is not None
-    fs, path = resolve(join(spec.export, EXPORT_MARKER), spec.storage)
+    fs, path = _marker_path(spec)
     if exists(fs, path):
         fs.delete_file(path)
 

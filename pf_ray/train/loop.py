@@ -233,7 +233,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """
     import ray.train
 
-    from pf_ray.model.loading import model_tokenizer
     from pf_ray.train.build import build_for_training
     from pf_ray.train.examples import RankExamples, example_builder
     from pf_ray.train.memory import PeakMemory
@@ -254,7 +253,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                sharded=spec.fsdp and torch.distributed.is_initialized())
     model = built.model
     model.train()
-    pad_id = model_tokenizer(spec.model, model.config, spec.storage).pad_token_id
     image_size = model.config.vision.image_size
     optimizer = build_optimizer(model, spec.optim)
     total = config["total_steps"]
@@ -270,6 +268,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")  # every raw row, the same on every rank
     examples = RankExamples(example_builder(spec), rank=rank, world=world,
                             batch_size=spec.batch_size, workers=spec.data_workers)
+    pad_id = examples.builder.tokenizer.pad_token_id
     step, epoch, position = progress["step"], progress["epoch"], progress["position"]
     # running totals since the run began (a checkpoint of an earlier pf-ray lacks some)
     counts = {k: progress.get(k, 0) for k in ("images_unreadable", "examples_skipped",
@@ -347,7 +346,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         _write_history(spec, history)
     tracker.close()
     if spec.export:
-        export_model(model, spec, rank)
+        export_model(model, spec, rank, step)
 
 
 def _run_folder(spec: TrainSpec) -> str:
@@ -384,7 +383,7 @@ def _first_failure(spec: TrainSpec, rank: int) -> bool:
     return True
 
 
-def export_model(model: Any, spec: TrainSpec, rank: int) -> None:
+def export_model(model: Any, spec: TrainSpec, rank: int, step: int) -> None:
     """Gather the full weights and write a model folder (rank 0), adapters or merged."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -393,6 +392,6 @@ def export_model(model: Any, spec: TrainSpec, rank: int) -> None:
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
                                                                 cpu_offload=True))
     if rank == 0:
-        write_export(full, spec)
+        write_export(full, spec, step)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
