@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from pf_ray.data.boxes import serialise
+from pf_ray.data.io import read_shard_columns
 from pf_ray.data.schema import Batch
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import resolve
@@ -70,7 +69,7 @@ def read_pairs(file: str, storage: dict[str, Any], pairs: str,
                columns: tuple[str, ...]) -> Batch:
     """``columns`` of one shard file, one row per pair candidate (see the module doc)."""
     fs, path = resolve(file, StorageConfig(**storage))
-    batch = pq.read_table(path, filesystem=fs, columns=list(columns)).to_pydict()
+    batch = read_shard_columns(fs, path, columns)
     if pairs == "every_turn":
         return expand_turns(batch)
     batch["turn"] = [None] * len(batch["id"])

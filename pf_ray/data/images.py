@@ -30,9 +30,10 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -264,6 +265,43 @@ class ImageLoader:
             data = self.fetch(ref or "")
         return self.load(ref, data), data
 
+    def load_images(self, images: Sequence[ImageSlot], keep_bytes: bool = False
+                    ) -> list[tuple[Image.Image, bytes | None]]:
+        """Every image of a row (:func:`row_images`), decoded, in order; the first that
+        cannot be used raises its :class:`ImageError`, its position named when the row has
+        several."""
+        out = []
+        for k, (ref, data) in enumerate(images):
+            try:
+                img, kept = self.load_row(ref, data, keep_bytes)
+            except ImageError as exc:
+                if len(images) == 1:
+                    raise
+                raise ImageError(exc.reason, f"image {k + 1} of {len(images)}: "
+                                 f"{exc.detail}") from exc
+            if img is None:
+                raise ImageError("image_no_reference", f"image {k + 1} of {len(images)} has "
+                                 "neither image nor image_bytes")
+            out.append((img, kept))
+        return out
+
+    def load_rows_images(self, rows: Sequence[Sequence[ImageSlot]], keep_bytes: bool = False,
+                         threads: int = 1
+                         ) -> list[list[tuple[Image.Image, bytes | None]] | ImageError]:
+        """:meth:`load_images` over rows, ``threads`` rows fetching at once; a row's
+        ImageError is returned in its place, an outage raised."""
+        def one(k: int) -> list[tuple[Image.Image, bytes | None]] | ImageError:
+            try:
+                return self.load_images(rows[k], keep_bytes)
+            except ImageError as exc:
+                return exc
+
+        n = len(rows)
+        if n <= 1 or threads <= 1:
+            return [one(k) for k in range(n)]
+        with ThreadPoolExecutor(max_workers=min(threads, n)) as pool:
+            return list(pool.map(one, range(n)))
+
     def load_rows(self, refs: Sequence[str | None], datas: Sequence[bytes | None],
                   keep_bytes: bool = False, threads: int = 1
                   ) -> list[tuple[Image.Image | None, bytes | None] | ImageError]:
@@ -280,6 +318,26 @@ class ImageLoader:
             return [one(k) for k in range(n)]
         with ThreadPoolExecutor(max_workers=min(threads, n)) as pool:
             return list(pool.map(one, range(n)))
+
+
+# One image of a row: its reference and its stored bytes (either may be None, not both).
+ImageSlot = tuple[str | None, bytes | None]
+
+
+def row_images(image: str | None, image_bytes: bytes | None,
+               extra_images: Sequence[Mapping[str, Any]] | None = None) -> list[ImageSlot]:
+    """Every image of a row, in order: ``image`` / ``image_bytes`` first, then the
+    ``extra_images`` entries (schema.py). ``[]`` for a text-only row."""
+    first = [] if image is None and image_bytes is None else [(image, image_bytes)]
+    return first + [(e.get("image"), e.get("image_bytes")) for e in extra_images or ()]
+
+
+def batch_images(batch: Mapping[str, Sequence[Any]], i: int) -> list[ImageSlot]:
+    """:func:`row_images` of row ``i`` of a batch (a batch read from a dataset written
+    before ``extra_images`` existed has no such column: one image at most)."""
+    extra = batch.get("extra_images")
+    return row_images(batch["image"][i], batch["image_bytes"][i],
+                      extra[i] if extra is not None else None)
 
 
 def _confirm_missing(fs: pafs.PyFileSystem, path: str, exc: FileNotFoundError

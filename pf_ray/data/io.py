@@ -32,7 +32,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pf_ray import __version__
-from pf_ray.data.schema import SCHEMA_VERSION
+from pf_ray.data.schema import ADDED_COLUMNS, SCHEMA_VERSION
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import exists, join, list_files, read_bytes, resolve, write_bytes_atomic
 
@@ -186,3 +186,15 @@ class Dataset:
 def _add(into: dict[str, int], items: Iterable[tuple[str, int]]) -> None:
     for k, v in items:
         into[k] = into.get(k, 0) + v
+
+
+def read_shard_columns(fs: pafs.FileSystem, path: str, columns: Iterable[str]) -> dict[str, list]:
+    """``columns`` of one shard file as Python lists; a column of
+    :data:`~pf_ray.data.schema.ADDED_COLUMNS` that a shard written before it lacks reads as
+    nulls (any other missing column is pyarrow's error)."""
+    columns = list(columns)
+    present = set(pq.read_schema(path, filesystem=fs).names)
+    wanted = [c for c in columns if c in present or c not in ADDED_COLUMNS]
+    batch = pq.read_table(path, filesystem=fs, columns=wanted).to_pydict()
+    n = len(next(iter(batch.values()))) if batch else 0
+    return {c: batch[c] if c in batch else [None] * n for c in columns}

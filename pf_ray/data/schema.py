@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: extra_images (rows with several images)
 
 # A batch in flight: column name -> one Python value per row (nested columns such as
 # ``conversations`` are lists of dicts, which numpy cannot hold without object arrays).
@@ -31,6 +31,8 @@ BOOKKEEPING = (UNIT, UNIT_ROWS, UNIT_T0, UNIT_IDS, REJECT_STAGE, REJECT_REASON, 
 ROLES = ("system", "user", "assistant")
 
 TURN = pa.struct([("role", pa.string()), ("content", pa.string())])
+# An image after a row's first (``image`` / ``image_bytes``): the same two fields.
+IMAGE = pa.struct([("image", pa.string()), ("image_bytes", pa.binary())])
 BOX = pa.struct(
     [
         ("label", pa.string()),
@@ -41,10 +43,14 @@ BOX = pa.struct(
     ]
 )
 
-# One instruction sample: a conversation about zero or one image.
+# One instruction sample: a conversation about zero, one or several images.
 #   id:            "<source>:<source's own key>", stable across runs
 #   image:         URI of the image (path relative to an image root, s3://, tar://member::archive)
 #   image_bytes:   the encoded image itself, when the dataset embeds it
+#   extra_images:  [{image, image_bytes}]: the images after the first, in order (a change
+#                  caption's "after" image); null for the usual one-image row. Every image of
+#                  a row belongs to its first user turn, in this order (data/images.py
+#                  row_images).
 #   conversations: [{role: system|user|assistant, content}]
 #   boxes:         [{label, x1, y1, x2, y2}] in 0-1 image coordinates, when the source has them
 #   meta:          JSON object string: source-specific fields and ground truth
@@ -55,6 +61,7 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("task", pa.string(), nullable=False),
         pa.field("image", pa.string()),
         pa.field("image_bytes", pa.binary()),
+        pa.field("extra_images", pa.list_(IMAGE)),
         pa.field("conversations", pa.list_(TURN), nullable=False),
         pa.field("boxes", pa.list_(BOX)),
         pa.field("meta", pa.string(), nullable=False),
@@ -80,6 +87,7 @@ REJECT_SCHEMA = pa.schema(
 #   output:        the rewrite, cut at the first stop string
 #   finish_reason: eos | stop | length
 #   meta:          the input row's meta, unchanged (ground truth included)
+#   (image, image_bytes, extra_images: the sample's images, unchanged)
 REWRITE_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
@@ -87,6 +95,7 @@ REWRITE_SCHEMA = pa.schema(
         pa.field("task", pa.string(), nullable=False),
         pa.field("image", pa.string()),
         pa.field("image_bytes", pa.binary()),
+        pa.field("extra_images", pa.list_(IMAGE)),
         pa.field("instruction", pa.string(), nullable=False),
         pa.field("original", pa.string(), nullable=False),
         pa.field("output", pa.string(), nullable=False),
@@ -108,6 +117,10 @@ class OutputSchema:
     count_columns: tuple[str, ...] = ("source",)
 
 
+# Columns added to the shared formats after datasets were written with them (schema version
+# 2): a shard or batch without one reads as all nulls, so older datasets stay readable.
+ADDED_COLUMNS = frozenset({"extra_images"})
+
 SAMPLE_OUTPUT = OutputSchema("sample", SAMPLE_SCHEMA, ("source", "task"))
 REWRITE_OUTPUT = OutputSchema("rewrite", REWRITE_SCHEMA, ("source", "task"))
 
@@ -119,13 +132,18 @@ class SchemaError(ValueError):
 def to_table(columns: Mapping[str, Sequence[Any]], schema: pa.Schema, *, name: str = "") -> pa.Table:
     """Build a table with exactly ``schema``'s columns from a column dict.
 
-    Extra columns are ignored (in-flight bookkeeping such as ``_unit``); a missing column,
-    a null in a non-nullable column or a value of the wrong type raises :class:`SchemaError`
-    naming the column.
+    Extra columns are ignored (in-flight bookkeeping such as ``_unit``); a missing column
+    (other than one of :data:`ADDED_COLUMNS`, which reads as nulls), a null in a
+    non-nullable column or a value of the wrong type raises :class:`SchemaError` naming the
+    column.
     """
     label = f"{name} schema" if name else "schema"
     arrays = []
+    n_rows = len(next(iter(columns.values()))) if columns else 0
     for field in schema:
+        if field.name not in columns and field.name in ADDED_COLUMNS:
+            arrays.append(pa.nulls(n_rows, field.type))
+            continue
         if field.name not in columns:
             raise SchemaError(
                 f"{label}: missing column {field.name!r} (type {field.type}); "

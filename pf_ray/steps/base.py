@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pf_ray.data.schema import (  # noqa: F401 - re-exported: steps speak in these names
+    ADDED_COLUMNS,
     BOOKKEEPING,
     REJECT_DETAIL,
     REJECT_REASON,
@@ -170,6 +171,8 @@ def run_step(step: StepDef, fn: Callable[[Batch], Batch], batch: Batch,
     Returns a new batch with the step's columns.
     """
     n = num_rows(batch)
+    # a column added to the shared formats later reads as nulls in older datasets
+    batch = {**{c: [None] * n for c in step.inputs if c in ADDED_COLUMNS}, **batch}
     out: Batch = {k: list(v) for k, v in batch.items()}
     for col in (*step.outputs, REJECT_STAGE, REJECT_REASON, REJECT_DETAIL):
         out.setdefault(col, [None] * n)

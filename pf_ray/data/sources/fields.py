@@ -127,9 +127,17 @@ def pattern_image(ctx: RecordContext, **fields: Any) -> str | None:
 
 
 def sample(ctx: RecordContext, *, task: str, image: str | None,
-           turns: list[dict[str, str]], meta: dict[str, Any]) -> dict[str, Any]:
-    """The row every converter returns (the unit reader adds the id and reject columns)."""
+           turns: list[dict[str, str]], meta: dict[str, Any],
+           extra_images: Sequence[str] = ()) -> dict[str, Any]:
+    """The row every converter returns (the unit reader adds the id and reject columns).
+
+    ``extra_images``: the references of the images after ``image``, in order (a change
+    caption's "after" image); the row's first user turn is about all of them."""
+    if extra_images and image is None:
+        raise ValueError("extra_images without a first image")
     return {"source": ctx.source, "task": task, "image": image, "image_bytes": None,
+            "extra_images": [{"image": ref, "image_bytes": None} for ref in extra_images]
+            or None,
             "conversations": turns, "boxes": None,
             "meta": dumps_meta({"source_key": ctx.key, "file": posixpath.basename(ctx.file),
                                 **meta})}

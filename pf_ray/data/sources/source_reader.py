@@ -110,7 +110,7 @@ class SourceReader:
 
 def _reject_row(sid: str, source: str, exc: RecordError, record: Any) -> dict[str, Any]:
     return {"id": sid, "source": source, "task": "unknown", "image": None, "image_bytes": None,
-            "conversations": [], "boxes": None,
+            "extra_images": None, "conversations": [], "boxes": None,
             "meta": dumps_meta({"record": record}) if _jsonable(record) else
             dumps_meta({"record": repr(record)[:10000]}),
             REJECT_STAGE: "ingest", REJECT_REASON: exc.reason, REJECT_DETAIL: exc.detail}
