@@ -15,6 +15,8 @@ from typing import Any
 
 from pf_ray.data.boxes import captions_boxes_index, image_key, serialise
 from pf_ray.data.conversation import Located, locate, row_seed
+from pf_ray.data.images import batch_images
+from pf_ray.data.schema import ADDED_COLUMNS
 from pf_ray.data.select import SelectConfig, selected
 from pf_ray.distort.augment import augment_until_changed
 from pf_ray.distort.llm_instructed import build_messages, check_output, pick_style
@@ -30,7 +32,7 @@ __all__ = ["AttachCaptionsBoxes", "LLMDistort", "cpu_families", "image_key", "pl
 
 # Rows not selected keep their id, source, task and turn in the rejects; their conversation
 # and image bytes stay in the input dataset (at paper scale most text pairs are not selected).
-SLIMMED = {"conversations": [], "image_bytes": None}
+SLIMMED = {"conversations": [], "image_bytes": None, "extra_images": None}
 PAIR_COLUMNS = ("family", "style", "seed", "turn", "instruction", "original", "target")
 
 
@@ -71,7 +73,8 @@ def plan_pairs(batch: Batch, *, seed: int, mixture: MixtureConfig, select: Selec
     out: Batch = {k: [None] * n for k in (*PAIR_COLUMNS, REJECT_REASON, REJECT_DETAIL)}
     turns_in = batch.get("turn", [None] * n)  # set by the reader for every_turn
     out["turn"], out["target"] = list(turns_in), [""] * n
-    out.update({k: list(batch[k]) for k in SLIMMED})
+    out.update({k: list(batch[k]) if k in batch or k not in ADDED_COLUMNS else [None] * n
+                for k in SLIMMED})
     boxes = batch.get("captions_boxes", [None] * n)
     for i in range(n):
         pid, source, task = batch["id"][i], batch["source"][i], batch["task"][i]
@@ -102,8 +105,8 @@ def plan_pairs(batch: Batch, *, seed: int, mixture: MixtureConfig, select: Selec
                 continue
             family, out["target"][i] = quota.family, quota.label
         else:
-            weights = _weights(mixture, source, batch["image"][i] is not None
-                               or batch["image_bytes"][i] is not None, has_boxes, llm_enabled)
+            weights = _weights(mixture, source, bool(batch_images(batch, i)), has_boxes,
+                               llm_enabled)
             family = choose_family(weights, rng)
             if family is None:
                 reject("no_family", f"no distortion family is allowed for source {source!r} "

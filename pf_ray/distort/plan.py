@@ -60,7 +60,8 @@ def plan_distort(spec: DistortSpec) -> ShardPlan:
                              AttachCaptionsBoxes.inputs, AttachCaptionsBoxes.outputs,
                              AttachCaptionsBoxes.resources,
                              {"root": spec.boxes_from, "storage": spec.storage}))
-    plan_inputs = ("id", "source", "task", "turn", "conversations", "image", "image_bytes")
+    plan_inputs = ("id", "source", "task", "turn", "conversations", "image", "image_bytes",
+                   "extra_images")
     steps.append(StepDef(
         "plan_pairs", plan_pairs,
         plan_inputs + (("captions_boxes",) if spec.boxes_from else ()),
@@ -100,7 +101,7 @@ def plan_distort(spec: DistortSpec) -> ShardPlan:
 
 # Columns that ride through the engine to the writer (the rest is dropped before it).
 CARRIED = ("id", "source", "task", "family", "style", "seed", "turn", "instruction",
-           "original", "distorted", "image", "image_bytes", "meta", "target")
+           "original", "distorted", "image", "image_bytes", "extra_images", "meta", "target")
 
 
 def is_llm_row(row: dict[str, Any]) -> bool:

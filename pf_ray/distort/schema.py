@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pf_ray.data.schema import OutputSchema
+from pf_ray.data.schema import IMAGE, OutputSchema
 
 # A rewriter training pair: a clean answer and its distorted version (distort stage).
 #   family:      llm | augment | boxes
@@ -12,6 +12,7 @@ from pf_ray.data.schema import OutputSchema
 #   seed:        the per-row seed every random choice of the pair was drawn from
 #   turn:        index of the assistant turn of the source conversation that was distorted
 #   instruction: the user turn before it (text only, no image marker)
+#   image, image_bytes, extra_images: the sample's images (data/schema.py)
 PAIR_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
@@ -26,6 +27,7 @@ PAIR_SCHEMA = pa.schema(
         pa.field("distorted", pa.string(), nullable=False),
         pa.field("image", pa.string()),
         pa.field("image_bytes", pa.binary()),
+        pa.field("extra_images", pa.list_(IMAGE)),
         pa.field("meta", pa.string(), nullable=False),
     ]
 )

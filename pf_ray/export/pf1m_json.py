@@ -12,9 +12,12 @@ Each sample::
 
 Optional fields appear only where the filter scored the sample, as in the release; ``id``
 is added so the file joins back to the pf-ray dataset (readers of the release ignore it).
-A sample without an image has no ``<img_path>`` marker. Embedded images (``image_bytes``)
-are written to ``images/<source>/<id>.<ext>`` and referenced relative to that folder;
-image references (paths, URIs) are written as they are. :func:`read_pf1m_json` reads the
+A sample without an image has no ``<img_path>`` marker; a sample with several (a change
+caption's before and after) has one marked path per image, in order, before the instruction
+(``<img_path>a.png<img_path><img_path>b.png<img_path>What changed?``). Embedded images
+(``image_bytes``) are written to ``images/<source>/<id>.<ext>`` (the k-th image of a row,
+k >= 2: ``<id>_k.<ext>``) and referenced relative to that folder; image references (paths,
+URIs) are written as they are. :func:`read_pf1m_json` reads the
 file back into rows.
 """
 
@@ -26,18 +29,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from pf_ray.data.io import Dataset
+from pf_ray.data.images import row_images
+from pf_ray.data.io import Dataset, read_shard_columns
 from pf_ray.specs import StorageConfig
 
 MARKER = "<img_path>"
-_INPUT = re.compile(rf"^{MARKER}(.*?){MARKER}(.*)$", re.DOTALL)
-COLUMNS = ["id", "source", "image", "image_bytes", "instruction", "original", "output",
+_MARKED = re.compile(rf"{MARKER}(.*?){MARKER}", re.DOTALL)
+COLUMNS = ["id", "source", "image", "image_bytes", "extra_images", "instruction", "original", "output",
            "rouge_score", "reward", "nli_similarity", "sts_similarity", "filtered_paragraphs",
            "paragraph_clip_scores"]
-# Fields a row read back carries (the image as the path written in ``input``).
-FIELDS = ("id", "image", "instruction", "output", "original", "rouge_score", "reward",
+# Fields a row read back carries (the images as the paths written in ``input``; extra_images:
+# the paths after the first, or None).
+FIELDS = ("id", "image", "extra_images", "instruction", "output", "original", "rouge_score", "reward",
           "nli_similarity", "sts_similarity", "filtered_paragraphs", "paragraph_clip_scores")
 
 
@@ -57,9 +60,10 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def to_sample(row: dict[str, Any], image_path: str | None) -> dict[str, Any]:
-    """One PF-1M sample from one pf1m row (``image_path``: what goes between markers)."""
-    prefix = f"{MARKER}{image_path}{MARKER}" if image_path else ""
+def to_sample(row: dict[str, Any], image_paths: list[str]) -> dict[str, Any]:
+    """One PF-1M sample from one pf1m row (``image_paths``: what goes between the markers,
+    one per image of the row, in order)."""
+    prefix = "".join(f"{MARKER}{p}{MARKER}" for p in image_paths)
     sample: dict[str, Any] = {"input": prefix + row["instruction"], "output": row["output"],
                               "original": row["original"], "rouge_score": row["rouge_score"],
                               "reward": row["reward"]}
@@ -77,8 +81,9 @@ def to_sample(row: dict[str, Any], image_path: str | None) -> dict[str, Any]:
 
 def _rows(dataset: Dataset) -> Iterator[dict[str, Any]]:
     for f in dataset.shard_files():
-        table = pq.read_table(f, filesystem=dataset.fs, columns=COLUMNS)
-        yield from table.to_pylist()
+        batch = read_shard_columns(dataset.fs, f, COLUMNS)
+        for i in range(len(batch["id"])):
+            yield {c: batch[c][i] for c in COLUMNS}
 
 
 def export_pf1m_json(root: str, out: str | Path, images: str | Path | None = None,
@@ -101,16 +106,21 @@ def export_pf1m_json(root: str, out: str | Path, images: str | Path | None = Non
     with tmp.open("w", encoding="utf-8") as f:
         f.write("[")
         for row in _rows(dataset):
-            path = row["image"]
-            if row["image_bytes"] is not None:
-                rel = f"{_safe(row['source'])}/{_safe(row['id'])}{image_suffix(row['image_bytes'])}"
+            paths = []
+            for k, (ref, data) in enumerate(row_images(row["image"], row["image_bytes"],
+                                                       row["extra_images"]), start=1):
+                if data is None:
+                    paths.append(ref)
+                    continue
+                stem = _safe(row["id"]) + ("" if k == 1 else f"_{k}")
+                rel = f"{_safe(row['source'])}/{stem}{image_suffix(data)}"
                 target = image_dir / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(row["image_bytes"])
+                target.write_bytes(data)
                 counts["images_written"] += 1
-                path = rel
+                paths.append(rel)
             f.write(("\n" if counts["samples"] == 0 else ",\n")
-                    + json.dumps(to_sample(row, path), ensure_ascii=False))
+                    + json.dumps(to_sample(row, paths), ensure_ascii=False))
             counts["samples"] += 1
         f.write("\n]\n")
     tmp.replace(out)
@@ -119,10 +129,13 @@ def export_pf1m_json(root: str, out: str | Path, images: str | Path | None = Non
 
 def from_sample(sample: dict[str, Any]) -> dict[str, Any]:
     """A row (:data:`FIELDS`) from one PF-1M sample; fields a sample lacks are None."""
-    m = _INPUT.match(sample["input"])
-    image, instruction = (m.group(1), m.group(2)) if m else (None, sample["input"])
+    text, paths = sample["input"], []
+    while (m := _MARKED.match(text)) is not None:  # the leading marked paths, in order
+        paths.append(m.group(1))
+        text = text[m.end():]
     fp = sample.get("filtered_paragraphs")
-    return {"id": sample.get("id"), "image": image, "instruction": instruction,
+    return {"id": sample.get("id"), "image": paths[0] if paths else None,
+            "extra_images": paths[1:] or None, "instruction": text,
             "output": sample["output"], "original": sample["original"],
             "rouge_score": sample.get("rouge_score"), "reward": sample.get("reward"),
             "nli_similarity": sample.get("nli_similarity"),

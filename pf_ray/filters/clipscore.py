@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pf_ray.data.images import ImageError, ImageLoader
+from pf_ray.data.images import ImageError, ImageLoader, batch_images
 from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON, Batch
 from pf_ray.filters.common import applies, drop, model_step, new_out, text
 from pf_ray.filters.registry import FilterDef
@@ -27,7 +27,7 @@ from pf_ray.steps.base import Resources, StepDef
 
 class ParagraphCLIPScore(LazyModel):
     name = "clip"
-    inputs = ("id", "task", "image", "image_bytes", "output")
+    inputs = ("id", "task", "image", "image_bytes", "extra_images", "output")
     outputs = ("output", "paragraph_clip_scores", "filtered_paragraphs")
     resources = Resources(batch_size=32)
 
@@ -47,6 +47,11 @@ class ParagraphCLIPScore(LazyModel):
     def score_paragraphs(self, image: Any, paras: list[str]) -> list[float]:
         return self.scorer.score_paragraphs(image, paras)
 
+    def best_scores(self, images: Sequence[Any], paras: list[str]) -> list[float]:
+        """Each paragraph's best score over the row's images."""
+        per_image = [self.score_paragraphs(img, paras) for img in images]
+        return [max(scores) for scores in zip(*per_image, strict=True)]
+
     def __call__(self, batch: Batch) -> Batch:
         n = len(batch["id"])
         out = new_out(n, "paragraph_clip_scores", "filtered_paragraphs")
@@ -56,12 +61,16 @@ class ParagraphCLIPScore(LazyModel):
             if not applies(batch["task"][i], self.tasks) or not is_multi_paragraph(output):
                 continue
             try:
-                image = self.loader.load(batch["image"][i], batch["image_bytes"][i])
+                images = [img for img, _ in self.loader.load_images(batch_images(batch, i))]
             except ImageError as exc:
                 out[REJECT_REASON][i], out[REJECT_DETAIL][i] = exc.reason, exc.detail
                 continue
+            if not images:
+                out[REJECT_REASON][i] = "image_no_reference"
+                out[REJECT_DETAIL][i] = "row has neither image nor image_bytes"
+                continue
             paras = paragraphs(output)
-            scores = self.score_paragraphs(image, paras)
+            scores = self.best_scores(images, paras)
             kept = [p for p, s in zip(paras, scores, strict=True) if s >= self.threshold]
             out["paragraph_clip_scores"][i] = scores
             out["filtered_paragraphs"][i] = [{"score": s, "text": p} for p, s in

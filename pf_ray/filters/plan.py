@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pf_ray.data.io import Dataset
-from pf_ray.data.schema import Batch
+from pf_ray.data.schema import ADDED_COLUMNS, Batch
 from pf_ray.filters.registry import filters, reasons
 from pf_ray.filters.schema import pf1m_output, score_columns
 from pf_ray.filters.spec import FilterSpecBase
@@ -29,8 +29,8 @@ from pf_ray.specs import StorageConfig
 from pf_ray.steps.base import Resources, StepDef
 from pf_ray.storage import resolve
 
-REWRITE_COLUMNS = ("id", "source", "task", "image", "image_bytes", "instruction", "original",
-                   "output", "finish_reason", "meta")
+REWRITE_COLUMNS = ("id", "source", "task", "image", "image_bytes", "extra_images",
+                   "instruction", "original", "output", "finish_reason", "meta")
 
 
 def read_rewrites(*, file: str, storage: dict[str, Any], scores: list[str]) -> Batch:
@@ -39,13 +39,14 @@ def read_rewrites(*, file: str, storage: dict[str, Any], scores: list[str]) -> B
     top-k pass)."""
     fs, path = resolve(file, StorageConfig(**storage))
     names = pq.read_schema(path, filesystem=fs).names
-    missing = [c for c in REWRITE_COLUMNS if c not in names and c != "finish_reason"]
+    missing = [c for c in REWRITE_COLUMNS
+               if c not in names and c != "finish_reason" and c not in ADDED_COLUMNS]
     if missing:
         raise ValueError(f"{file}: not a rewrite dataset shard, missing column(s) {missing}")
     cols = [c for c in (*REWRITE_COLUMNS, *scores) if c in names]
     batch: Batch = pq.read_table(path, filesystem=fs, columns=cols).to_pydict()
     n = len(batch["id"])
-    for c in ("finish_reason", *scores):
+    for c in ("finish_reason", *ADDED_COLUMNS, *scores):
         batch.setdefault(c, [None] * n)
     return batch
 

@@ -74,12 +74,29 @@ class Encoded:
 
 
 def with_images(text: str, images: int, mode: MaskMode) -> str:
-    """Place ``images`` image markers around ``text`` for the mask mode."""
+    """Place ``images`` image markers around ``text`` for the mask mode.
+
+    One image: after the text (``next_image``: the text attends to it) or before it
+    (``previous_image``). Several images (a change caption's before and after): each is
+    named in the text and marked where it is named, the layout of the released
+    multi-image instruction data (instruct_flamingo's LEVIR-CC converter writes
+    ``"{instruction}\nEarlier image: <img_path>A<img_path>, Later image: <img_path>B<img_path>"``
+    and its loader turns each path into ``<image><|endofchunk|>``), so under the next-image
+    mask each name attends to its own image::
+
+        next_image:      {text}\nImage 1: <image><|endofchunk|>, Image 2: <image><|endofchunk|>
+        previous_image:  Image 1: <image>, Image 2: <image>\n{text}
+    """
+    if mode not in ("next_image", "previous_image"):
+        raise ValueError(f"mask mode: received {mode!r}; allowed: 'next_image', "
+                         "'previous_image'")
+    if images <= 1:
+        return text + (MEDIA_TOKEN + ENDOFCHUNK_TOKEN) * images if mode == "next_image" \
+            else MEDIA_TOKEN * images + text
     if mode == "next_image":
-        return text + (MEDIA_TOKEN + ENDOFCHUNK_TOKEN) * images
-    if mode == "previous_image":
-        return MEDIA_TOKEN * images + text
-    raise ValueError(f"mask mode: received {mode!r}; allowed: 'next_image', 'previous_image'")
+        return text + "\n" + ", ".join(f"Image {k}: {MEDIA_TOKEN}{ENDOFCHUNK_TOKEN}"
+                                       for k in range(1, images + 1))
+    return ", ".join(f"Image {k}: {MEDIA_TOKEN}" for k in range(1, images + 1)) + "\n" + text
 
 
 def _segments_chat(turns: Sequence[Turn], mode: MaskMode,

@@ -37,10 +37,17 @@ __all__ = ["Request", "Result", "RewriteEngine", "Rewriter", "engine_factory"]
 
 @dataclass(frozen=True)
 class Request:
+    """One row to rewrite: its instruction, its draft and every image of the row, in order
+    (two for a change caption: before, after)."""
+
     instruction: str
     draft: str
-    image: Image.Image | None = None  # decoded RGB (pf-ray's model)
-    image_bytes: bytes | None = None  # the encoded image as stored (HTTP engines send it)
+    images: tuple[Image.Image, ...] = ()  # decoded RGB (pf-ray's model)
+    image_bytes: tuple[bytes, ...] = ()  # the encoded images as stored (HTTP engines send them)
+
+    @property
+    def num_images(self) -> int:
+        return max(len(self.images), len(self.image_bytes))
 
 
 class RewriteEngine(Protocol):
@@ -73,7 +80,7 @@ class Rewriter:
     def prompt(self, r: Request) -> Prompt:
         from pf_ray.model.prompts import encode_rewrite, rewrite_text
 
-        fmt, n = self.prompt_format, int(r.image is not None or r.image_bytes is not None)
+        fmt, n = self.prompt_format, r.num_images
         return Prompt(
             user=chat_text(r.instruction, r.draft, self.chat_prompt), system=SYSTEM_MESSAGE,
             text=lambda mode: rewrite_text(r.instruction, r.draft, None, images=n, mode=mode,  # type: ignore[arg-type]
@@ -81,8 +88,7 @@ class Rewriter:
             encode=lambda tok, mode: encode_rewrite(tok, r.instruction, r.draft, None,
                                                     images=n, mode=mode,
                                                     prompt_format=fmt).input_ids,  # type: ignore[arg-type]
-            images=(r.image,) if r.image is not None else (),
-            image_bytes=(r.image_bytes,) if r.image_bytes is not None else (),
+            images=r.images, image_bytes=r.image_bytes,
             stops=rewrite_stops(fmt))
 
     def rewrite(self, requests: Sequence[Request]) -> list[Result]:

@@ -139,7 +139,8 @@ def plan_rewrite(spec: RewriteSpec) -> ShardPlan:
                          allowed_hosts=tuple(spec.images.allowed_hosts))
     steps = [
         StepDef("prepare_rows", prepare_rows,
-                ("id", "source", "task", "conversations", "boxes", "image_bytes"), PREPARED,
+                ("id", "source", "task", "conversations", "boxes", "image_bytes", "extra_images"),
+                PREPARED,
                 Resources(batch_size=4096),
                 {"select": spec.select, "draft_boxes": spec.draft_boxes, "seed": spec.seed,
                  "thresholds": thresholds}),

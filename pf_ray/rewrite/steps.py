@@ -2,8 +2,9 @@
 
 ``prepare_rows`` (a CPU task) rejects rows outside ``select`` (``not_selected``, their
 conversation and image bytes left in the input dataset) and rows with no instruction or no
-raw answer. :class:`Rewrite` (an actor: the engine loads once) reads each row's image
-(concurrently; unreadable ones are rejects with the image loader's reason), calls the
+raw answer. :class:`Rewrite` (an actor: the engine loads once) reads every image of each
+row, in order (rows concurrently; a row with an unreadable one is a reject with the image
+loader's reason, naming which image), calls the
 engine in batches of ``engine.batch_size`` rows of similar length (the step's micro-batch
 holds several of them) and applies the output checks. Rejected rows keep their
 ``output`` and ``finish_reason`` in the reject's row, so a dataset card can show them.
@@ -14,14 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 from pf_ray.data.conversation import draft_of, first_turn, row_seed
-from pf_ray.data.images import ImageError, ImageLoader
+from pf_ray.data.images import ImageError, ImageLoader, batch_images
 from pf_ray.data.select import SelectConfig, selected
 from pf_ray.rewrite.checks import check_output
 from pf_ray.rewrite.engines import Request, Result, RewriteEngine
 from pf_ray.rewrite.spec import ChecksConfig
 from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, Batch, Resources
 
-PREPARED = ("instruction", "original", "conversations", "image_bytes")
+PREPARED = ("instruction", "original", "conversations", "image_bytes", "extra_images")
 
 
 def prepare_rows(batch: Batch, *, select: SelectConfig, draft_boxes: bool, seed: int = 0,
@@ -36,6 +37,7 @@ def prepare_rows(batch: Batch, *, select: SelectConfig, draft_boxes: bool, seed:
     out: Batch = {"instruction": [None] * n, "original": [None] * n,
                   "conversations": list(batch["conversations"]),
                   "image_bytes": list(batch["image_bytes"]),
+                  "extra_images": list(batch.get("extra_images") or [None] * n),
                   REJECT_REASON: [None] * n, REJECT_DETAIL: [None] * n}
     for i in range(n):
         source, task = batch["source"][i], batch["task"][i]
@@ -46,6 +48,7 @@ def prepare_rows(batch: Batch, *, select: SelectConfig, draft_boxes: bool, seed:
             out[REJECT_DETAIL][i] = f"source {source!r}, task {task!r}" + (
                 f", beyond select.samples[{source!r}]" if source in thresholds else "")
             out["conversations"][i], out["image_bytes"][i] = [], None
+            out["extra_images"][i] = None
             continue
         found = first_turn(batch["conversations"][i] or [])
         if len(found) == 2:
@@ -61,7 +64,7 @@ class Rewrite:
     """The rewriter over a micro-batch: images read, engine called, outputs checked."""
 
     name = "rewrite"
-    inputs = ("id", "image", "image_bytes", "instruction", "original")
+    inputs = ("id", "image", "image_bytes", "extra_images", "instruction", "original")
     outputs = ("output", "finish_reason")
     resources = Resources()
 
@@ -99,16 +102,17 @@ class Rewrite:
         out: Batch = {"output": [None] * n, "finish_reason": [None] * n,
                       REJECT_REASON: [None] * n, REJECT_DETAIL: [None] * n}
         requests, idx = [], []
-        # the http engine sends the stored bytes (needs_bytes)
-        got_all = self.loader.load_rows(batch["image"], batch["image_bytes"],
-                                        keep_bytes=self.needs_bytes, threads=self.fetch_threads)
+        # every image of each row, in order; the http engine sends the stored bytes
+        got_all = self.loader.load_rows_images([batch_images(batch, i) for i in range(n)],
+                                               keep_bytes=self.needs_bytes,
+                                               threads=self.fetch_threads)
         for i, got in enumerate(got_all):
             if isinstance(got, ImageError):
                 out[REJECT_REASON][i], out[REJECT_DETAIL][i] = got.reason, got.detail
                 continue
-            image, data = got
-            requests.append(Request(batch["instruction"][i], batch["original"][i], image,
-                                    data if self.needs_bytes else None))
+            requests.append(Request(
+                batch["instruction"][i], batch["original"][i], tuple(img for img, _ in got),
+                tuple(data for _, data in got if data is not None) if self.needs_bytes else ()))
             idx.append(i)
         if not requests:
             return out

@@ -11,9 +11,9 @@ never imports Ray. An example's values (:data:`EXAMPLE_COLUMNS`):
     images_unreadable (int32: the example's images that failed to load, rows merged in by
     multi-turn augmentation included; the example keeps their text)
     examples_skipped (int32, 0 or 1: 1 when the row gave no label token, having no complete
-    turn or its responses cut away by truncation; the example is then one BOS token with
-    label -100, which the loss skips; it stays in the stream so that every rank can slice
-    the global batch before building)
+    turn, more images than ``max_images`` or its responses cut away by truncation; the
+    example is then one BOS token with label -100, which the loss skips; it stays in the
+    stream so that every rank can slice the global batch before building)
 
 Epoch (:func:`epoch_counts`, :func:`epoch_plan`): dataset ``d`` gives exactly ``c_d``
 examples: its ``samples``, ``round(fraction * rows)``, or its share of ``samples_per_epoch``
@@ -45,8 +45,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pf_ray.data.images import ImageError, ImageLoader
+from pf_ray.data.images import ImageError, ImageLoader, row_images
 from pf_ray.data.io import SHARDS, Dataset
+from pf_ray.data.schema import ADDED_COLUMNS, column_type
 from pf_ray.specs import StorageConfig
 from pf_ray.steps.base import Batch
 from pf_ray.storage import is_uri, resolve
@@ -128,9 +129,13 @@ def _read_as_samples(pq: Any, path: str, fs: Any, columns: list[str]) -> Any:
     """``columns`` of one shard file; a PF-1M shard (``pf1m`` / ``rewrite`` schema: one
     instruction and its polite ``output``) is read as a one-turn conversation, so the
     Clever stages train on what the rewrite and filter stages wrote, as they are."""
-    import pyarrow as pa
-
     names = pq.read_schema(path, filesystem=fs).names
+    added = [c for c in columns if c in ADDED_COLUMNS and c not in names]
+    if added:  # a shard written before the column existed: read it as nulls
+        table = _read_as_samples(pq, path, fs, [c for c in columns if c not in added])
+        for c in added:
+            table = table.append_column(c, pa.nulls(table.num_rows, column_type(c)))
+        return table.select(columns)
     if "conversations" not in columns or "conversations" in names:
         return pq.read_table(path, filesystem=fs, columns=columns)
     if not {"instruction", "output"} <= set(names):
@@ -236,7 +241,7 @@ class Candidate:
 
     row: dict[str, Any]
     turns: list[tuple[str, str]]
-    n_images: int  # 0 or 1: whether the row refers to an image
+    n_images: int  # the images the row refers to
     lengths: dict[int, int] = field(default_factory=dict)  # tokens as later turns, by images
 
 
@@ -292,34 +297,39 @@ class ExampleBuilder:
         self.pool = CandidatePool(pool_size)  # the pool of __call__
 
     def _images(self, row: dict[str, Any]) -> tuple[list[np.ndarray], int]:
-        """The row's preprocessed image (none or one) and how many failed to load (0 or 1).
+        """The row's preprocessed images (:func:`~pf_ray.data.images.row_images`: none, one,
+        or several in order) and how many failed to load.
 
         Ingest/distort already rejected broken images; one that still fails here leaves the
-        example text-only, and is counted (``images_unreadable``) rather than dropped silently.
-        With probability ``pad_square`` (seeded by the row id) the image is first padded to
-        a square of a random colour, so the centre crop keeps all of it.
+        example text-only (all its images: the text names them together), and is counted
+        (``images_unreadable``) rather than dropped silently. With probability
+        ``pad_square`` (seeded by the row id) the row's images are first padded to a square
+        of a random colour, so the centre crop keeps all of them.
         """
-        ref, data = row.get("image"), row.get("image_bytes")
-        if ref is None and data is None:
+        slots = row_images(row.get("image"), row.get("image_bytes"), row.get("extra_images"))
+        if not slots:
             return [], 0
-        try:
-            img = self.loader.load(ref, data)
-        except ImageError:
-            return [], 1
+        images, failed = [], 0
+        for ref, data in slots:
+            try:
+                images.append(self.loader.load(ref, data))
+            except ImageError:
+                failed += 1
+        if failed:
+            return [], failed
         rng = random.Random(f"{self.seed}:pad:{row['id']}")
         if rng.random() < self.pad_square:
-            img = pad_to_square(img, (rng.randrange(256), rng.randrange(256),
-                                      rng.randrange(256)))
-        return [self.transform(img).numpy().astype(np.float32)], 0
+            colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+            images = [pad_to_square(img, colour) for img in images]
+        return [self.transform(img).numpy().astype(np.float32) for img in images], 0
 
     def remember(self, rows: Sequence[dict[str, Any]], pool: CandidatePool) -> None:
         """Add ``rows`` to ``pool`` as candidates (multi-turn chat only; text, no decoding)."""
         if not self.multiturn or self.fmt == "rewrite":
             return
         for row in rows:
-            pool.add(Candidate(row, _turns_of(row, self.fmt),
-                               int(row.get("image") is not None
-                                   or row.get("image_bytes") is not None)))
+            pool.add(Candidate(row, _turns_of(row, self.fmt), len(row_images(
+                row.get("image"), row.get("image_bytes"), row.get("extra_images")))))
 
     def _unlabelled(self, unreadable: int) -> dict[str, Any]:
         """The example of a row without any label token: one BOS token, no loss."""
@@ -348,6 +358,9 @@ class ExampleBuilder:
             own = _turns_of(row, self.fmt)
             if not own:  # no complete turn: nothing to learn (its image is not decoded)
                 return self._unlabelled(0)
+            if len(row_images(row.get("image"), row.get("image_bytes"),
+                              row.get("extra_images"))) > self.max_images:
+                return self._unlabelled(0)  # more images than the stage takes
             images, unreadable = self._images(row)
             turns = [Turn(h, a, images=len(images) if k == 0 else 0)
                      for k, (h, a) in enumerate(own)]

@@ -181,8 +181,9 @@ def build_dataset(spec: TrainSpec, files: list[list[tuple[str, int]]],
     from pf_ray.train.stages import EXAMPLE_FORMAT
 
     fmt = EXAMPLE_FORMAT[spec.stage]
-    columns = (["id", "instruction", "original", "distorted", "image", "image_bytes"]
-               if fmt == "rewrite" else ["id", "conversations", "image", "image_bytes"])
+    images = ["image", "image_bytes", "extra_images"]
+    columns = (["id", "instruction", "original", "distorted", *images] if fmt == "rewrite"
+               else ["id", "conversations", *images])
     units = epoch_plan(files, counts, spec.seed)
     if not units:
         raise ValueError("data: every dataset is empty")

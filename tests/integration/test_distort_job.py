@@ -136,7 +136,8 @@ def _bad_rows_dataset(root: Path) -> int:
                                                        {"role": "assistant", "content": "x. " * 5000}])
     corrupt = dict(rows[0], id="bad:image", image_bytes=rows[0]["image_bytes"][:169])
     rows += [broken, blank, huge, corrupt]
-    table = to_table({k: [r[k] for r in rows] for k in SAMPLE_SCHEMA.names}, SAMPLE_SCHEMA)
+    table = to_table({k: [r[k] for r in rows] for k in SAMPLE_SCHEMA.names if k in rows[0]},
+                     SAMPLE_SCHEMA)
     ds = Dataset(str(root), StorageConfig())
     ds.write_data("bad.parquet", table, table.slice(0, 0))
     ds.commit("bad", {"unit": "bad", "spec_hash": "x", "rows": table.num_rows, "rejects": 0,

@@ -37,7 +37,8 @@ ROWS: list[dict[str, Any]] = [
 def write_pf1m(root: Path, kind: str = "filter") -> str:
     ds = Dataset(str(root), StorageConfig())
     empty = to_table({f.name: [] for f in REJECT_SCHEMA}, REJECT_SCHEMA)
-    table = to_table({f.name: [r[f.name] for r in ROWS] for f in pf1m_output().schema}, pf1m_output().schema)
+    table = to_table({f.name: [r[f.name] for r in ROWS] for f in pf1m_output().schema
+                      if f.name in ROWS[0]}, pf1m_output().schema)
     ds.write_data("u-x.parquet", table, empty)
     ds.commit("u-x", {"rows": 3, "rejects": 0, "counts": {}, "rejects_per_reason": {},
                       "files": ["u-x.parquet"], "reject_files": []})

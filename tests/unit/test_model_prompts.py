@@ -59,9 +59,23 @@ def test_chat_format_next_image():
 
 
 def test_chat_format_previous_image_and_generation_prompt():
+    assert chat_text([Turn("What is this?", images=1)], "previous_image") == (
+        "<s>" + SYSTEM_MESSAGE + "\n### Human: <image>What is this?\n### Assistant: ")
     turns = [Turn("What is this?", images=2)]
     assert chat_text(turns, "previous_image") == (
-        "<s>" + SYSTEM_MESSAGE + "\n### Human: <image><image>What is this?\n### Assistant: ")
+        "<s>" + SYSTEM_MESSAGE + "\n### Human: Image 1: <image>, Image 2: <image>\n"
+        "What is this?\n### Assistant: ")
+
+
+def test_several_images_are_named_where_they_are_marked():
+    """The released multi-image layout: each image named in the text and marked where it
+    is named, so under the next-image mask each name attends to its own image."""
+    turns = [Turn("What changed?", images=2)]
+    assert chat_text(turns, "next_image") == (
+        "<s>" + SYSTEM_MESSAGE + "\n### Human: What changed?\nImage 1: <image><|endofchunk|>, "
+        "Image 2: <image><|endofchunk|>\n### Assistant: ")
+    text = rewrite_text("What changed?", "a car left", images=2)
+    assert text.count("<image>") == 2 and "Image 2: <image><|endofchunk|>" in text
 
 
 def test_rewriter_format():

@@ -47,7 +47,7 @@ def rows() -> dict:
 
 def requests_of(rows: dict) -> list[Request]:
     loader = ImageLoader()
-    return [Request(c[0]["content"], c[1]["content"], loader.load(ref, data))
+    return [Request(c[0]["content"], c[1]["content"], (loader.load(ref, data),))
             for c, ref, data in zip(rows["conversations"], rows["image"], rows["image_bytes"],
                                     strict=True)]
 
@@ -108,7 +108,8 @@ def _dataset_with_bad_rows(root: Path) -> list[str]:
             {"role": "user", "content": "Why? " * 200}, {"role": "assistant", "content": "no"}]),
         dict(vqa, id="text:only", image=None, image_bytes=None),
     ]
-    table = to_table({k: [r[k] for r in rows] for k in SAMPLE_SCHEMA.names}, SAMPLE_SCHEMA)
+    table = to_table({k: [r[k] for r in rows] for k in SAMPLE_SCHEMA.names if k in rows[0]},
+                     SAMPLE_SCHEMA)
     ds = Dataset(str(root), StorageConfig())
     ds.write_data("bad.parquet", table, table.slice(0, 0))
     ds.commit("bad", {"unit": "bad", "spec_hash": "x", "rows": table.num_rows, "rejects": 0,

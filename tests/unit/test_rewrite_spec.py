@@ -164,7 +164,7 @@ def test_http_rewriter_request_bodies(api: str, monkeypatch: pytest.MonkeyPatch)
                        "top_k": 20, "top_p": 0.9, "seed": 3})
     png = _png()
     engine = Rewriter(s.engine, prompt_format="paper", decoding=s.decoding)
-    (res,) = engine.rewrite([Request("What colour?", "red", None, png)])
+    (res,) = engine.rewrite([Request("What colour?", "red", image_bytes=(png,))])
     assert res.text == "A red circle."
     path, body = sent[0]
     assert engine.generator.http.base_url == "http://h:1/v1"  # type: ignore[attr-defined]
