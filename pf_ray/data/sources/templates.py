@@ -92,5 +92,5 @@ EDIT_REQUEST_PROMPTS: tuple[str, ...] = (
     "The second image is an edited version of the first. What edit was requested?",
     "Write the editing request that turns the first image into the second.",
     "How was the first image edited to produce the second one?",
-    "What change was asked for to turn the first image into the second?",
+    "Which edit was asked for to turn the first image into the second?",
 )
