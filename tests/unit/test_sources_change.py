@@ -148,3 +148,12 @@ def test_levir_cc_without_changeflag_and_a_file_without_images(tmp_path: Path) -
     assert r["levir_cc:train_000016"]["meta"]["changeflag"] is None
     bad = read("levir_cc", save(tmp_path / "other.json", {"annotations": []}), "/l")
     assert list(rejects(bad).values()) == ["unreadable_file"]
+
+
+def test_the_three_adapters_are_registered_and_accepted_by_the_ingest_spec() -> None:
+    from pf_ray.data.sources.registry import adapters, pattern_fields
+
+    found = adapters()
+    for name in ("spot_the_diff", "image_editing_requests", "levir_cc"):
+        assert found[name].name == name and not found[name].draws
+        assert name not in pattern_fields()  # two images per row: no single image_pattern
