@@ -41,10 +41,13 @@ from pf_ray.specs import StorageConfig
 
 
 def _pair(record: Any) -> tuple[str, str] | None:
+    """The image pair a request is about (``img0``, ``img1``), None without both names."""
     if not isinstance(record, dict):
         return None
-    names = record.get("img0"), record.get("img1")
-    return names if all(isinstance(n, str) and n.strip() for n in names) else None  # type: ignore[return-value]
+    before, after = record.get("img0"), record.get("img1")
+    if isinstance(before, str) and before.strip() and isinstance(after, str) and after.strip():
+        return before, after
+    return None
 
 
 def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
