@@ -72,3 +72,25 @@ def answer_with_reason(answer: str, reason: str) -> str:
     """Rationale VQA raw text: ``"Answer: {a}. {rationale}"`` (no doubled full stop; a
     blank rationale leaves ``"Answer: {a}."``)."""
     return f"Answer: {answer.rstrip('.')}. {reason.strip()}".rstrip()
+
+
+# Change captioning (Spot-the-Diff, LEVIR-CC; Image-Editing-Requests asks for the edit): two
+# images per row, the "before" first. The paper does not print its change-captioning
+# instruction; this wording is ours.
+CHANGE_PROMPTS: tuple[str, ...] = (
+    "What are the differences between these two images?",
+    "What has changed from the first image to the second?",
+    "Describe the differences between the two images.",
+    "Compare the two images and describe what is different in the second one.",
+    "The second image was taken after the first. What changed?",
+    "Point out what is different between the first image and the second image.",
+)
+# Image-Editing-Requests: the answer is the request an editor was given, so the question
+# asks for the edit that turns the first image into the second (our wording too).
+EDIT_REQUEST_PROMPTS: tuple[str, ...] = (
+    "What edit turns the first image into the second?",
+    "The second image is an edited version of the first. What edit was requested?",
+    "Write the editing request that turns the first image into the second.",
+    "How was the first image edited to produce the second one?",
+    "Which edit was asked for to turn the first image into the second?",
+)
