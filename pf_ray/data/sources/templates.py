@@ -72,3 +72,9 @@ def answer_with_reason(answer: str, reason: str) -> str:
     """Rationale VQA raw text: ``"Answer: {a}. {rationale}"`` (no doubled full stop; a
     blank rationale leaves ``"Answer: {a}."``)."""
     return f"Answer: {answer.rstrip('.')}. {reason.strip()}".rstrip()
+
+
+# Remote-sensing detection releases (DIOR, DOTA, HRRSD): the raw answer before the boxes,
+# the repr of a dict label -> count (Table 6: "boxes, preceded by `Object Count: {...}`";
+# the exact rendering is our reading of it).
+OBJECT_COUNT_ANSWER = "Object Count: {counts}"
