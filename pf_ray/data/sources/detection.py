@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,7 @@ FETCH_THREADS = 32
 # JPEG's SOF follows its EXIF/ICC segments (tens of KiB at most in these releases).
 HEADER_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 4 * 2**20
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def readable(name: str, names: Mapping[str, str] | None = None) -> str:
@@ -119,6 +121,9 @@ def image_size(location: str, storage: StorageConfig | None) -> tuple[int, int]:
 
 
 def _header_size(head: bytes) -> tuple[int, int] | None:
+    if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR" and len(head) >= 24:
+        w, h = struct.unpack(">II", head[16:24])  # PNG: the IHDR chunk comes first
+        return (w, h) if w > 0 and h > 0 else None
     try:
         with Image.open(io.BytesIO(head)) as im:  # lazy: reads the header only
             w, h = im.size
