@@ -14,6 +14,7 @@ from typing import Any
 
 from pf_ray.data.schema import dumps_meta
 from pf_ray.data.sources.errors import RecordError
+from pf_ray.specs import StorageConfig
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class RecordContext:
     # The image path pattern (adapters that name images from ids): ``source.image_pattern``
     # when the spec sets it, else the adapter's default.
     image_pattern: str | None = None
+    # The spec's storage settings, for converters that read more than their record (the
+    # header of a record's image, to learn its size); None: the defaults.
+    storage: StorageConfig | None = None
 
 
 def text_field(record: dict[str, Any], field: str) -> str:

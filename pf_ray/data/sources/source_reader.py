@@ -92,7 +92,7 @@ class SourceReader:
             if isinstance(record, RecordError):
                 rows.append(_reject_row(sid, self.source, record, {"file": file}))
                 continue
-            ctx = RecordContext(self.source, key, file, self.image_root, pattern)
+            ctx = RecordContext(self.source, key, file, self.image_root, pattern, self.storage)
             try:
                 row = adapter.convert(record, ctx)
             except RecordError as exc:

@@ -94,3 +94,8 @@ EDIT_REQUEST_PROMPTS: tuple[str, ...] = (
     "How was the first image edited to produce the second one?",
     "Which edit was asked for to turn the first image into the second?",
 )
+
+# Remote-sensing detection releases (DIOR, DOTA, HRRSD): the raw answer before the boxes,
+# the repr of a dict label -> count (Table 6: "boxes, preceded by `Object Count: {...}`";
+# the exact rendering is our reading of it).
+OBJECT_COUNT_ANSWER = "Object Count: {counts}"
