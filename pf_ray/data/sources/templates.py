@@ -72,3 +72,8 @@ def answer_with_reason(answer: str, reason: str) -> str:
     """Rationale VQA raw text: ``"Answer: {a}. {rationale}"`` (no doubled full stop; a
     blank rationale leaves ``"Answer: {a}."``)."""
     return f"Answer: {answer.rstrip('.')}. {reason.strip()}".rstrip()
+
+# PointQA (LocalQA, LookTwice-QA): a red arrow is drawn at the point the question is about
+# (pf_ray.data.draw); the question, as released, names no object or says "these".
+POINT_ARROW_COLOR = "red"
+POINT_QUESTION = "{question} (The question is about the object the red arrow points at.)"
