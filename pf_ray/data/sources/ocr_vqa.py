@@ -14,7 +14,8 @@ Id: ``{asin}/{k}``, ``k`` the question's position in the book's list.
 
 Splits: ``ocr_vqa`` reads the train books (``split`` 1, what LLaVA-1.5 and MiniGPT-v2
 train on); ``ocr_vqa_val`` and ``ocr_vqa_test`` read splits 2 and 3 of the same file. Books
-of other splits are not records of the source (skipped, not rejected). A book whose
+of other splits are not records of the source (skipped, not rejected); a book whose
+``split`` is none of 1, 2, 3 is rejected by ``ocr_vqa`` (``bad_field``). A book whose
 ``questions`` and ``answers`` differ in length is rejected as a whole (``bad_record``, in
 its question 0's id: which answer goes with which question is unknown); a blank question
 or answer is rejected (``empty_text``); a number as answer (a few years) is kept as text.
@@ -65,12 +66,12 @@ _all_records = cached_reader(_parse_all)
 
 
 def split_reader(split: int) -> RecordReader:
-    """The records of one split (books whose ``split`` is not an int are kept, and rejected
-    by the converter)."""
+    """The records of one split; books whose ``split`` is none of 1, 2, 3 go to the train
+    adapter's records (once, not once per adapter), where the converter rejects them."""
 
     def reader(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
         return [(pos, r) for pos, r in _all_records(file, storage)
-                if r["split"] == split or not isinstance(r["split"], int)]
+                if r["split"] == split or (split == 1 and r["split"] not in SPLITS)]
 
     return reader
 
