@@ -152,3 +152,25 @@ def test_pointqa_reads_only_the_image_header(tmp_path: Path) -> None:
     assert len(buf.getvalue()) > 200_000
     cut = save(tmp_path / "cut.jpg", buf.getvalue()[:64 * 1024])
     assert image_size(str(cut), "{}") == (900, 600)
+
+
+def test_pointqa_ingest_job_stores_the_arrow(tmp_path: Path) -> None:
+    import io
+
+    from pf_ray.config import parse_spec
+    from pf_ray.data.io import Dataset
+    from pf_ray.jobs.runner import run_job
+    from pf_ray.specs import StorageConfig
+
+    vg = tmp_path / "vg"
+    path = write_pointqa(tmp_path / "pointingqa", image_root=vg)
+    (res,) = run_job(parse_spec({
+        "kind": "ingest", "output": {"path": str(tmp_path / "out")}, "ray": {"progress": False},
+        "source": {"adapter": "pointqa", "path": str(path), "image_root": str(vg)}}),
+        executor="local")
+    kept = {r["id"]: r for r in Dataset(res.root, StorageConfig()).read().to_pylist()}
+    assert set(kept) == {"pointqa:local/2363870/0/0", "pointqa:local/2363870/0/1"}
+    img = np.asarray(Image.open(io.BytesIO(kept["pointqa:local/2363870/0/0"]["image_bytes"]))
+                     .convert("RGB")).astype(int)
+    assert np.abs(img[26, 51] - ImageColor.getrgb("red")).max() <= 40  # by the tip (50, 25)
+    assert np.abs(img[90, 10] - (128, 128, 128)).max() <= 3
