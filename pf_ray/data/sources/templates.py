@@ -99,3 +99,8 @@ EDIT_REQUEST_PROMPTS: tuple[str, ...] = (
 # the repr of a dict label -> count (Table 6: "boxes, preceded by `Object Count: {...}`";
 # the exact rendering is our reading of it).
 OBJECT_COUNT_ANSWER = "Object Count: {counts}"
+
+# PointQA (LocalQA, LookTwice-QA): a red arrow is drawn at the point the question is about
+# (pf_ray.data.draw); the question, as released, names no object or says "these".
+POINT_ARROW_COLOR = "red"
+POINT_QUESTION = "{question} (The question is about the object the red arrow points at.)"
