@@ -117,4 +117,4 @@ def test_a_broken_chain_is_found() -> None:
     moved = filt.model_copy(update={"inputs": ["s3://pf-ray/pf1m/rewritten-v2"]})
     spec = spec.model_copy(update={"jobs": [*spec.jobs[:-1], moved]})
     assert chain_breaks(spec, ("/models/polite-flamingo",)) == [
-        "jobs.14 (filter pf1m-filter) reads s3://pf-ray/pf1m/rewritten-v2"]
+        f"jobs.{len(spec.jobs) - 1} (filter pf1m-filter) reads s3://pf-ray/pf1m/rewritten-v2"]

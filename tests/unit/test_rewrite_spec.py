@@ -250,7 +250,9 @@ def test_paper_scale_spec_feeds_the_filter_job() -> None:
     rw = load_spec(jobs / "rewrite_pf1m.yaml", env=env)
     assert rw.kind == "rewrite" and rw.engine.kind == "flamingo"
     assert rw.engine.num_gpus == 1 and rw.engine.min_actors == 1 and rw.engine.max_actors == 8
-    assert sum((rw.select.samples or {}).values()) == 775_819  # Table 6, covered datasets
+    # Table 6's 23 datasets (37 with ELEVATER's 15 sets), scaled to the paper's 1.17M
+    assert sum((rw.select.samples or {}).values()) == 1_170_000
+    assert len(rw.select.samples or {}) == 23
     assert all(p.startswith("s3://bucket/raw_vl/") for p in rw.inputs)
     filt = jobs / "filter_pf1m.yaml"
     if filt.exists():  # written beside this one: it must read what this job writes

@@ -110,11 +110,19 @@ def test_pf1m_sources_pipeline_spec() -> None:
     from pf_ray.config import load_spec
 
     spec = load_spec(Path(__file__).parents[2] / "jobs" / "ingest_pf1m_sources.yaml", env={})
-    adapters = [j.source.adapter for j in spec.jobs]
-    assert sorted(adapters) == sorted({
+    adapters = {j.source.adapter for j in spec.jobs}
+    assert adapters == {
         "vqav2", "gqa", "textvqa", "clevr", "aokvqa", "scienceqa", "coco_captions",
         "flickr30k", "textcaps", "image_paragraph", "webdataset", "refcocog",
-        "image_folder_classes"})
+        "image_folder_classes",
+        # issue 22: the rest of Table 6
+        "ocr_vqa", "pointqa", "vqa_e", "ret3", "dior", "hrrsd", "dota", "spot_the_diff",
+        "image_editing_requests", "levir_cc"}
+    rewrite = load_spec(Path(__file__).parents[2] / "jobs" / "rewrite_pf1m.yaml", env={})
+    # every ingested dataset is an input of the rewrite, and every source it samples exists
+    assert {j.output.path for j in spec.jobs} == set(rewrite.inputs)
+    assert set(rewrite.select.samples or {}) == {j.source.name or j.source.adapter
+                                                 for j in spec.jobs}
     assert all(j.kind == "ingest" and j.output.path.startswith("s3://pf-ray/raw_vl/")
                for j in spec.jobs)
     (elevater,) = (j for j in spec.jobs if j.source.adapter == "image_folder_classes")
