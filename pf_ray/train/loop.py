@@ -16,8 +16,9 @@ worker failure) resumes from the latest checkpoint.
 
 Metrics per optimizer step (``metrics.json``; ``ray.train.report`` only with each
 checkpoint, see the loop) are rank 0's: loss, lr, grad_norm, tokens/s, ``step_s`` (wall
-seconds since the previous step) and ``data_wait_s`` (of which blocked on the data stream or
-on building rank 0's examples),
+seconds since the previous step), ``data_wait_s`` (of which blocked on the data stream or
+on building rank 0's examples), ``images`` (the images its examples of the step carried,
+several per row for change captions, more with multi-turn augmentation),
 and ``images_unreadable``, the running total of images that failed to load in the
 examples rank 0 trained on (its slice of each global batch, not all ranks'),
 ``examples_skipped``, the examples rank 0 trained on that have no label token (a row without
@@ -274,7 +275,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     counts = {k: progress.get(k, 0) for k in ("images_unreadable", "examples_skipped",
                                               "empty_batches")}
     accum = 0
-    t_last, tokens, waited = time.time(), 0, 0.0
+    t_last, tokens, images, waited = time.time(), 0, 0, 0.0
     while epoch < spec.epochs and step < total:
         batches = shard.iter_batches(batch_size=spec.batch_size * world,
                                      batch_format="pyarrow", drop_last=True)
@@ -285,6 +286,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             batch = collate(mine, pad_id, image_size, device)
             counts["images_unreadable"] += sum(mine["images_unreadable"])
             counts["examples_skipped"] += sum(mine["examples_skipped"])
+            images += sum(mine["n_images"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 out = model(batch["input_ids"], batch["images"], image_mask=batch["image_mask"],
                             attention_mask=batch["attention_mask"], labels=batch["labels"])
@@ -310,9 +312,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                        "grad_norm": float(grad_norm.full_tensor() if hasattr(
                            grad_norm, "full_tensor") else grad_norm),
                        "tokens_per_s": tokens / max(now - t_last, 1e-9),
-                       "step_s": now - t_last, "data_wait_s": waited,
+                       "step_s": now - t_last, "data_wait_s": waited, "images": images,
                        **counts, "resumed_from": resumed_from}
-            t_last, tokens, waited = now, 0, 0.0
+            t_last, tokens, images, waited = now, 0, 0, 0.0
             metrics.update(memory.read(device))  # measured peaks (this rank's)
             if step == progress["step"] + 1:
                 metrics["build_host_bytes"] = built.host_peak_bytes
