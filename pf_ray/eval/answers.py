@@ -13,14 +13,14 @@ source runs in its own pool over the same units. The engines are the engines lay
   (:func:`pf_ray.model.prompts.encode_rewrite`) with the item's raw annotation as the draft.
 * ``http``: :class:`~pf_ray.engines.http.HTTPGenerator` on the chat API: a user message of
   one image_url part per image (the stored bytes as data URIs) and the question text.
+  A 4xx about one request is that row's reject (``http_<status>``); a dead endpoint or a
+  refused key raises :class:`~pf_ray.faults.EngineUnavailable` and fails the unit.
 
 An item with several images (``extra_images``: a change caption's before and after) asks
 about all of them at once, as every image of a row belongs to its first user turn: the
 prompt's one human turn carries one ``<image>`` marker per image and the engine gets the
 images in the row's order (``image`` first, then ``extra_images``); over HTTP they are that
 many image_url parts, in that order.
-  A 4xx about one request is that row's reject (``http_<status>``); a dead endpoint or a
-  refused key raises :class:`~pf_ray.faults.EngineUnavailable` and fails the unit.
 
 Answers are cleaned alike (cut at the first stop string, stripped) so sources compare on
 their text only. Unreadable images are rejects with the image loader's reason (naming
