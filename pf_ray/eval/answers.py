@@ -8,16 +8,23 @@ source runs in its own pool over the same units. The engines are the engines lay
 * ``model``: :class:`~pf_ray.engines.flamingo.FlamingoGenerator`.
   ``prompt: chat`` encodes the question in Clever Flamingo's chat format with
   :func:`pf_ray.model.prompts.encode_chat`, exactly as the Serve app does for a chat request
-  (same system message, same image marker), so under greedy decoding the served model and
+  (same system message, same image markers), so under greedy decoding the served model and
   its checkpoint give the same answers; ``prompt: rewrite`` is the rewriter prompt
   (:func:`pf_ray.model.prompts.encode_rewrite`) with the item's raw annotation as the draft.
 * ``http``: :class:`~pf_ray.engines.http.HTTPGenerator` on the chat API: a user message of
-  an image_url part (the stored bytes as a data URI) and the question text.
+  one image_url part per image (the stored bytes as data URIs) and the question text.
   A 4xx about one request is that row's reject (``http_<status>``); a dead endpoint or a
   refused key raises :class:`~pf_ray.faults.EngineUnavailable` and fails the unit.
 
+An item with several images (``extra_images``: a change caption's before and after) asks
+about all of them at once, as every image of a row belongs to its first user turn: the
+prompt's one human turn carries one ``<image>`` marker per image and the engine gets the
+images in the row's order (``image`` first, then ``extra_images``); over HTTP they are that
+many image_url parts, in that order.
+
 Answers are cleaned alike (cut at the first stop string, stripped) so sources compare on
-their text only. Unreadable images are rejects with the image loader's reason.
+their text only. Unreadable images are rejects with the image loader's reason (naming
+which image, ``image 2 of 2: ...``, when the item has several).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any
 
 from PIL import Image
 
-from pf_ray.data.images import ImageError, ImageLoader
+from pf_ray.data.images import ImageError, ImageLoader, batch_images
 from pf_ray.engines.base import Generator, Prompt, Result
 from pf_ray.engines.config import HTTPEndpoint, HTTPEngineSpec
 from pf_ray.engines.flamingo import FlamingoGenerator
@@ -38,8 +45,8 @@ from pf_ray.engines.prompting import cut_at_stop
 from pf_ray.eval.spec import EvalSpec, HTTPSource, ModelSource
 from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON, Batch, Resources, StepDef
 
-ANSWER_INPUTS = ("id", "answerer", "image", "image_bytes", "instruction", "original",
-                 "output", "finish_reason")
+ANSWER_INPUTS = ("id", "answerer", "image", "image_bytes", "extra_images", "instruction",
+                 "original", "output", "finish_reason")
 ANSWER_OUTPUTS = ("output", "finish_reason")
 
 
@@ -53,8 +60,13 @@ def _stops() -> tuple[str, ...]:
 class Request:
     question: str
     draft: str  # the item's raw annotation (the rewriter's draft with ``prompt: rewrite``)
-    image: Image.Image | None = None  # decoded RGB (model sources)
-    image_bytes: bytes | None = None  # the encoded image as stored (http sends it)
+    images: tuple[Image.Image, ...] = ()  # decoded RGB, in the row's order (model sources)
+    image_bytes: tuple[bytes, ...] = ()  # the encoded images as stored (http sends them)
+
+    @property
+    def num_images(self) -> int:
+        """The images the prompt marks (decoded or as stored, whichever the engine takes)."""
+        return max(len(self.images), len(self.image_bytes))
 
 
 class Answerer:
@@ -70,9 +82,9 @@ class Answerer:
     def prompt(self, r: Request) -> Prompt:
         from pf_ray.model.prompts import Turn, encode_chat, encode_rewrite, rewrite_stops
 
-        n, fmt = int(r.image is not None or r.image_bytes is not None), self.prompt_format
-        images = (r.image,) if r.image is not None else ()
-        data = (r.image_bytes,) if r.image_bytes is not None else ()
+        # every image of the item belongs to its one human turn: one marker each, in order
+        n, fmt = r.num_images, self.prompt_format
+        images, data = r.images, r.image_bytes
         if self.prompt_kind == "rewrite":
             return Prompt(user=r.question, images=images, image_bytes=data,
                           encode=lambda tok, mode: encode_rewrite(
@@ -118,16 +130,17 @@ class Answer:
         mine = [i for i in range(n) if batch["answerer"][i] == self.source]
         if not mine:
             return out
-        got = self.loader.load_rows([batch["image"][i] for i in mine],
-                                    [batch["image_bytes"][i] for i in mine],
-                                    keep_bytes=self.needs_bytes, threads=self.fetch_threads)
+        got = self.loader.load_rows_images([batch_images(batch, i) for i in mine],
+                                           keep_bytes=self.needs_bytes,
+                                           threads=self.fetch_threads)
         requests, idx = [], []
         for i, g in zip(mine, got, strict=True):
-            if isinstance(g, ImageError):
+            if isinstance(g, ImageError):  # the first unusable image ("image 2 of 2: ...")
                 out[REJECT_REASON][i], out[REJECT_DETAIL][i] = g.reason, g.detail
                 continue
-            requests.append(Request(batch["instruction"][i], batch["original"][i], g[0],
-                                    g[1] if self.needs_bytes else None))
+            data = tuple(b for _, b in g if b is not None) if self.needs_bytes else ()
+            requests.append(Request(batch["instruction"][i], batch["original"][i],
+                                    tuple(img for img, _ in g), data))
             idx.append(i)
         for i, res in zip(idx, self.engine.answer(requests) if requests else [], strict=True):
             if res.reject is not None:

@@ -1,4 +1,4 @@
-"""Eval items: (image, question, references) from pf-ray sample datasets, one row per
+"""Eval items: (images, question, references) from pf-ray sample datasets, one row per
 (item, answer source).
 
 Every source answers the same items: a unit is one shard file of one set's dataset, and
@@ -8,6 +8,10 @@ lowest seeded hash of their id (reproducible, independent of shard layout), deci
 plan time. Answers of ``dataset`` sources are filled here (joined by id); ``model`` and
 ``http`` sources answer in later steps. An item without a question, or a dataset answer
 that is missing, is a reject with its reason.
+
+An item keeps every image of its row: ``image`` / ``image_bytes`` and ``extra_images`` (the
+images after the first, e.g. a change caption's "after" image; schema.py). A shard written
+before ``extra_images`` existed reads it as nulls (one image per item).
 """
 
 from __future__ import annotations
@@ -24,16 +28,17 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from pf_ray.data.conversation import first_turn, row_seed
-from pf_ray.data.io import Dataset
+from pf_ray.data.io import Dataset, read_shard_columns
 from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, Batch
 from pf_ray.eval.spec import EvalSet, EvalSpec
 from pf_ray.jobs.shard import Unit, safe_key
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import resolve
 
-READ_COLUMNS = ("id", "source", "task", "image", "image_bytes", "conversations", "meta")
+READ_COLUMNS = ("id", "source", "task", "image", "image_bytes", "extra_images", "conversations",
+                "meta")
 ITEM_COLUMNS = ("id", "item", "set", "answerer", "task", "image", "image_bytes",
-                "instruction", "original", "references", "output", "finish_reason",
+                "extra_images", "instruction", "original", "references", "output", "finish_reason",
                 "metric", "meta")
 SCORE_COLUMNS = ("score", "reward", "rouge_l", "sts", "nli_logits")  # filled by later steps
 
@@ -142,9 +147,9 @@ def read_items(*, file: str, storage: dict[str, Any], seed: int, eset: dict[str,
     """The selected items of one shard file, one row per (item, source)."""
     store = StorageConfig(**storage)
     fs, path = resolve(file, store)
-    names = pq.read_schema(path, filesystem=fs).names
-    rows = pq.read_table(path, filesystem=fs,
-                         columns=[c for c in READ_COLUMNS if c in names]).to_pylist()
+    columns = read_shard_columns(fs, path, READ_COLUMNS)  # extra_images: null in older shards
+    rows = [dict(zip(columns, values, strict=True))
+            for values in zip(*columns.values(), strict=True)]
     rows = [r for r in rows if wanted(eset, r["source"], r["task"])
             and (threshold is None or row_seed(seed, r["id"]) <= threshold)]
     joined = {s["name"]: _dataset_answers(s["path"], s["column"], [r["id"] for r in rows], store)
@@ -158,7 +163,9 @@ def read_items(*, file: str, storage: dict[str, Any], seed: int, eset: dict[str,
             rec = {"id": f"{eset['name']}/{r['id']}@{s['name']}", "item": r["id"],
                    "set": eset["name"],
                    "answerer": s["name"], "task": r["task"], "image": r.get("image"),
-                   "image_bytes": r.get("image_bytes"), "instruction": "", "original": "",
+                   "image_bytes": r.get("image_bytes"),
+                   "extra_images": r.get("extra_images") or None, "instruction": "",
+                   "original": "",
                    "references": [], "output": None, "finish_reason": None,
                    "metric": eset["metric"], "meta": r.get("meta") or "{}",
                    **dict.fromkeys(SCORE_COLUMNS),

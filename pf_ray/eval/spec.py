@@ -1,7 +1,7 @@
 """The spec of ``kind: eval``: eval sets, answer sources, and how answers are scored.
 
-* ``sets``: rows of pf-ray sample datasets (ingest outputs) as (image, question,
-  references), each set with its metric and sample size (paper.md §7: COCO 5k; TextCaps,
+* ``sets``: rows of pf-ray sample datasets (ingest outputs) as (images, question,
+  references; a row's images are ``image`` and then ``extra_images``), each set with its metric and sample size (paper.md §7: COCO 5k; TextCaps,
   Img2P, OK-VQA, Grid3D, NLVR2 3k; the rest their full validation sets).
 * ``sources``: who answers, each under a name (a row of the tables): an exported pf-ray
   model (``model``: chat prompt, or the rewriter prompt with the raw annotation as draft),
@@ -75,8 +75,8 @@ class ModelSource(ActorPool, FlamingoModelFields):
 
 class HTTPSource(ActorPool, HTTPEndpoint):
     """Any OpenAI-compatible server (pf-ray's Serve app, vLLM, a hosted API): one
-    ``/chat/completions`` request per item, a user message of an image_url part (data URI)
-    and the question."""
+    ``/chat/completions`` request per item, a user message of one image_url part (data
+    URI) per image of the item, in the row's order, and the question."""
 
     kind: Literal["http"]
     name: Name

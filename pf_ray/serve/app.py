@@ -26,7 +26,6 @@ answered; the replica keeps serving. A replica that dies is restarted by Serve.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the route signatures (Request)
-import asyncio
 import hmac
 import json
 import logging
@@ -43,7 +42,6 @@ from ray import serve
 from ray.serve import Application
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pf_ray.serve import images as image_io
 from pf_ray.serve.api import (
     APIError,
     ChatRequest,
@@ -56,7 +54,7 @@ from pf_ray.serve.api import (
     usage_chunk,
 )
 from pf_ray.serve.batching import EMPTY, Batcher, Update
-from pf_ray.serve.prepare import Job, Plan, encode, plan_chat, plan_completion
+from pf_ray.serve.prepare import Job, Plan, load_job, plan_chat, plan_completion
 from pf_ray.serve.spec import ServeSpec
 
 log = logging.getLogger("ray.serve")
@@ -156,13 +154,8 @@ class CleverFlamingo:
         return bytes(body)
 
     async def _job(self, plan: Plan, rid: str) -> Job:
-        s = self.spec
-        pictures = await asyncio.gather(*(image_io.load(
-            ref, allowed_hosts=s.image_fetch.allowed_hosts, max_bytes=s.limits.max_image_bytes,
-            max_pixels=s.limits.max_image_pixels, timeout_s=s.image_fetch.timeout_s)
-            for ref in plan.image_refs))
-        ids = encode(plan, self.engine.tokenizer, self.engine.mode, self.engine.context_length)
-        return Job(rid, ids, list(pictures), plan.config, plan.text, plan.stream)
+        return await load_job(plan, rid, self.spec, self.engine.tokenizer, self.engine.mode,
+                              self.engine.context_length)
 
     async def _collect(self, job: Job) -> tuple[str, Update]:
         parts: list[str] = []

@@ -4,8 +4,14 @@ Chat requests map onto the Clever Flamingo chat format (paper.md §6) through
 :func:`pf_ray.model.prompts.encode_chat`, the function training used: a leading system
 message (else the Guanaco one) and then ``\\n### Human: {text}<image><|endofchunk|>\\n###
 Assistant: {answer}</s>`` per turn. Images stay in the turn that carried them, earlier turns
-included, in order. Consecutive user messages merge into one human turn (texts joined by a
-newline), as OpenAI clients send a text and an image as separate messages now and then.
+included, in order: a user message of two ``image_url`` parts (a before and an after image)
+is one human turn with two ``<image>`` markers, and the generator gets the two images in
+the order of their parts. Within a turn the markers go where the model's mask mode puts
+them (after the turn's text for ``next_image``, before it for ``previous_image``: see
+:func:`pf_ray.model.prompts.with_images`), wherever the parts sat among the texts.
+Consecutive user messages merge into one human turn (texts joined by a newline), as OpenAI
+clients send a text and an image as separate messages now and then. A request holds at
+most ``limits.max_images`` images, all turns together.
 
 Legacy completions carry the whole prompt (e.g. the rewriter prompt of
 :func:`pf_ray.model.prompts.rewrite_text`); it is tokenised as ``encode_rewrite`` does: BOS,
@@ -17,6 +23,7 @@ Every refusal is an :class:`~pf_ray.serve.api.APIError` naming the field.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +34,7 @@ from pf_ray.model.config import MaskMode
 from pf_ray.model.generate import GenerationConfig
 from pf_ray.model.prompts import STOP_STRINGS, SYSTEM_MESSAGE, Turn, encode_chat
 from pf_ray.model.tokenizer import ENDOFCHUNK_TOKEN, MEDIA_TOKEN
+from pf_ray.serve import images as image_io
 from pf_ray.serve.api import APIError, ChatRequest, CompletionRequest
 from pf_ray.serve.images import ImageRef
 from pf_ray.serve.spec import ServeSpec
@@ -176,7 +184,8 @@ def plan_chat(req: ChatRequest, spec: ServeSpec) -> Plan:
                        param="messages", code="invalid_value")
     turns.append(Turn("\n".join(pending[0]), None, images=pending[1]))
     if len(refs) > lim.max_images:
-        raise APIError(400, f"messages: {len(refs)} images; allowed: at most {lim.max_images}",
+        raise APIError(400, f"messages: {len(refs)} images (image_url parts of all messages); "
+                       f"allowed: at most {lim.max_images} (limits.max_images)",
                        param="messages", code="too_many_images")
     sys_text = "\n".join(system) if system else (spec.system_message or SYSTEM_MESSAGE)
     text = "\n".join([*system, *(t.human for t in turns), *(t.assistant or "" for t in turns)])
@@ -205,7 +214,8 @@ def plan_completion(req: CompletionRequest, spec: ServeSpec) -> Plan:
                        code="invalid_value")
     if len(req.images) > spec.limits.max_images:
         raise APIError(400, f"images: {len(req.images)} images; allowed: at most "
-                       f"{spec.limits.max_images}", param="images", code="too_many_images")
+                       f"{spec.limits.max_images} (limits.max_images)", param="images",
+                       code="too_many_images")
     refs = [ImageRef(u, f"images[{k}]") for k, u in enumerate(req.images)]
     return Plan("completion", config, refs, prompt, prompt=prompt)
 
@@ -233,3 +243,16 @@ def encode(plan: Plan, tokenizer: PreTrainedTokenizerBase, mode: MaskMode,
                        f"{plan.config.max_new_tokens} to generate)", param=param,
                        code="context_length_exceeded")
     return ids
+
+
+async def load_job(plan: Plan, rid: str, spec: ServeSpec, tokenizer: PreTrainedTokenizerBase,
+                   mode: MaskMode, context_length: int) -> Job:
+    """What the generator gets for a checked request: its images loaded (concurrently, each
+    checked against the spec's limits; in the order of ``plan.image_refs``, which is the
+    order of the prompt's ``<image>`` markers) and its prompt encoded (:func:`encode`)."""
+    pictures = await asyncio.gather(*(image_io.load(
+        ref, allowed_hosts=spec.image_fetch.allowed_hosts, max_bytes=spec.limits.max_image_bytes,
+        max_pixels=spec.limits.max_image_pixels, timeout_s=spec.image_fetch.timeout_s)
+        for ref in plan.image_refs))
+    ids = encode(plan, tokenizer, mode, context_length)
+    return Job(rid, ids, list(pictures), plan.config, plan.text, plan.stream)

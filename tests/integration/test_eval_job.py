@@ -171,6 +171,43 @@ def test_served_app_and_checkpoint_give_the_same_greedy_answers(
     assert any(got[(i, "served")] for i in items)  # not all empty
 
 
+def test_two_image_items_served_and_checkpoint_agree(
+        synthetic: str, models: dict[str, str], served: str, tmp_path: Path) -> None:
+    """Rows with a before and an after image (``extra_images``) through the Ray job: the
+    checkpoint (model source, both images in one human turn) and the served app (http
+    source, two image_url parts) give the same greedy answers; a row whose second image is
+    missing is a reject of both sources naming image 2."""
+    from pf_ray.data.schema import SAMPLE_SCHEMA
+
+    src = Dataset(synthetic, StorageConfig())
+    rows = [r for r in pq.read_table(src.shard_files()[0]).to_pylist() if r["task"] == "vqa"]
+    assert len(rows) >= 3 and all(r.get("extra_images") is None for r in rows)
+    for r, after in zip(rows, rows[1:] + rows[:1], strict=True):  # the after image: another
+        r["extra_images"] = [{"image": after["image"], "image_bytes": after["image_bytes"]}]
+    rows[0]["extra_images"] = [{"image": str(tmp_path / "gone.png"), "image_bytes": None}]
+    two_root = tmp_path / "two"
+    run_job(parse_spec({"kind": "synthetic", "n": 1, "output": {"path": str(two_root)},
+                        "ray": {"progress": False}}))
+    shard = Dataset(str(two_root), StorageConfig()).shard_files()[0]  # its rows replaced
+    pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), shard)
+    out = tmp_path / "eval"
+    run_job(eval_spec(out, [{"name": "Change", "path": str(two_root), "tasks": ["vqa"],
+                             "metric": "answer_match"}],
+                      [model_source("checkpoint", models["clever"]),
+                       {"kind": "http", "name": "served", "base_url": served,
+                        "model": "clever-flamingo", "max_concurrency": 4}],
+                      faults={"max_reject_fraction": 1.0}))
+    got = answers(out)
+    items = sorted({i for i, _ in got})
+    assert items == sorted(r["id"] for r in rows[1:])
+    assert [got[(i, "served")] for i in items] == [got[(i, "checkpoint")] for i in items]
+    assert any(got[(i, "served")] for i in items)
+    rejects = Dataset(str(out), StorageConfig()).read("rejects").to_pylist()
+    assert {r["id"].rsplit("@", 1)[1] for r in rejects} == {"checkpoint", "served"}
+    assert {r["reason"] for r in rejects} == {"image_missing"}
+    assert all(r["detail"].startswith("image 2 of 2: ") for r in rejects)
+
+
 def test_bad_images_are_rejects_and_dead_infrastructure_fails(
         synthetic: str, models: dict[str, str], tmp_path: Path) -> None:
     # a dataset whose images are not images: the model source rejects those rows (reason

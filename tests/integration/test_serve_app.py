@@ -243,6 +243,31 @@ def test_multi_turn_keeps_earlier_images(served: Served, reference: Any) -> None
     assert out.usage.prompt_tokens == ref["prompt_tokens"]
 
 
+def test_two_images_in_one_message_reach_the_model_in_order(served: Served,
+                                                            reference: Any) -> None:
+    """A change caption's before (red) and after (blue) image as two image_url parts of one
+    user message: the served greedy answer is the generator's on the same export given one
+    human turn with two markers and the images in that order (and the prompt's token count);
+    given the images the other way round, the generator answers otherwise."""
+    from pf_ray.model.prompts import Turn
+
+    red, blue = png_bytes((220, 20, 20)), png_bytes((20, 20, 220))
+    question = [{"type": "text", "text": "What changed between the pictures?"},
+                {"type": "image_url", "image_url": {"url": data_uri(red)}},
+                {"type": "image_url", "image_url": {"url": data_uri(blue)}}]
+    out = served.client().chat.completions.create(
+        model=MODEL, temperature=0, max_tokens=12,
+        messages=[{"role": "user", "content": question}])
+    turn = [Turn("What changed between the pictures?", images=2)]
+    ref = reference(turn, [pil(red), pil(blue)], 12)
+    swapped = reference(turn, [pil(blue), pil(red)], 12)
+    assert ref["ids"].count(reference.tok.convert_tokens_to_ids("<image>")) == 2
+    assert ref["gen"].token_ids != swapped["gen"].token_ids  # the answer tells the orders apart
+    assert out.choices[0].message.content == ref["text"]
+    assert out.usage.prompt_tokens == ref["prompt_tokens"]
+    assert out.usage.completion_tokens == ref["completion_tokens"]
+
+
 def test_completions_endpoint_serves_the_rewriter_prompt(served: Served,
                                                          reference: Any) -> None:
     from pf_ray.model.generate import GenerationConfig, generate
@@ -296,6 +321,9 @@ def test_malformed_requests_get_4xx_naming_the_field(served: Served, tmp_path: P
         ("max_tokens over the cap", None, _chat(max_tokens=65), 400, "max_tokens"),
         ("too many messages", None, _chat(messages=[{"role": "user", "content": "x"}] * 11),
          400, "messages"),
+        ("too many images", None, _chat(messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_uri(served.png)}}] * 9}]), 400,
+         "messages"),  # limits.max_images: 8 (the default)
         ("temperature out of range", None, _chat(temperature=5), 400, "temperature"),
         ("unknown model", None, _chat(model="gpt-5"), 404, "model"),
         ("image bytes over the cap", None, _chat(messages=_image_msg(

@@ -1,11 +1,12 @@
 """The ``http`` answer source against a real local OpenAI-style server: the request it sends
-(image_url part + question), answers cut at the stop strings, a 4xx as that row's reject,
+(one image_url part per image, in order, + question), answers cut at the stop strings, a 4xx as that row's reject,
 other sources' rows passed through, a dead server as an infrastructure fault."""
 
 from __future__ import annotations
 
 import base64
 import http.server
+import io
 import json
 import socket
 import threading
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from pf_ray.data.images import ImageLoader, synthetic_bytes
 from pf_ray.engines.config import DecodingConfig
@@ -22,7 +24,7 @@ from pf_ray.eval import answers
 from pf_ray.eval.answers import Answer
 from pf_ray.eval.spec import HTTPSource
 from pf_ray.faults import EngineUnavailable
-from pf_ray.steps.base import REJECT_REASON
+from pf_ray.steps.base import REJECT_DETAIL, REJECT_REASON
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +106,35 @@ def test_a_dead_server_is_an_infrastructure_fault() -> None:
         port = s.getsockname()[1]
     with pytest.raises(EngineUnavailable):
         step(f"http://127.0.0.1:{port}/v1")(batch(["What colour?"], ["api"]))
+
+
+def test_two_images_go_as_two_image_url_parts_in_order(
+        server: tuple[str, list[dict[str, Any]]], tmp_path: Any) -> None:
+    """A change caption's before (by reference) and after (stored bytes) image: two
+    image_url parts, in the row's order, then the question."""
+    def png(colour: tuple[int, int, int]) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16), colour).save(buf, "PNG")
+        return buf.getvalue()
+
+    red, blue = png((220, 20, 20)), png((20, 20, 220))
+    (tmp_path / "red.png").write_bytes(red)
+    url, seen = server
+    rows = batch(["What changed?", "What changed?"], ["api", "api"])
+    rows["id"] = ["two", "broken"]
+    rows["image"] = [str(tmp_path / "red.png")] * 2
+    rows["extra_images"] = [[{"image": None, "image_bytes": blue}],
+                            [{"image": str(tmp_path / "gone.png"), "image_bytes": None}]]
+    before = len(seen)
+    out = step(url)(rows)
+    assert out["output"][0] == "It is red." and out[REJECT_REASON][0] is None
+    assert out[REJECT_REASON][1] == "image_missing"
+    assert out[REJECT_DETAIL][1].startswith("image 2 of 2: ")
+    (body,) = seen[before:]  # the row with a missing second image sent nothing
+    parts = body["messages"][0]["content"]
+    assert [p["type"] for p in parts] == ["image_url", "image_url", "text"]
+    sent = [base64.b64decode(p["image_url"]["url"].split(",", 1)[1]) for p in parts[:2]]
+    assert sent == [red, blue]  # as stored, in order
+    assert [Image.open(io.BytesIO(s)).convert("RGB").getpixel((0, 0)) for s in sent] == [
+        (220, 20, 20), (20, 20, 220)]
+    assert parts[2] == {"type": "text", "text": "What changed?"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -14,7 +15,7 @@ from pf_ray.model.tokenizer import build_tiny_tokenizer
 from pf_ray.serve.api import APIError, ChatRequest, CompletionRequest, param_path, parse
 from pf_ray.serve.engine import TextStream, completion_tokens
 from pf_ray.serve.images import ImageRef, classify, decode_data_uri, host_allowed, open_image
-from pf_ray.serve.prepare import encode, plan_chat, plan_completion
+from pf_ray.serve.prepare import encode, load_job, plan_chat, plan_completion
 from pf_ray.serve.spec import ServeSpec
 
 SPEC = ServeSpec(kind="serve", model="/nowhere", limits={"max_tokens": 64, "default_max_tokens": 16, "max_messages": 6,
@@ -22,9 +23,9 @@ SPEC = ServeSpec(kind="serve", model="/nowhere", limits={"max_tokens": 64, "defa
                                                          "max_image_pixels": 10_000})
 
 
-def png(w: int = 8, h: int = 8) -> bytes:
+def png(w: int = 8, h: int = 8, colour: tuple[int, int, int] = (200, 10, 10)) -> bytes:
     buf = io.BytesIO()
-    Image.new("RGB", (w, h), (200, 10, 10)).save(buf, "PNG")
+    Image.new("RGB", (w, h), colour).save(buf, "PNG")
     return buf.getvalue()
 
 
@@ -99,7 +100,11 @@ def test_malformed_bodies_name_the_field(body, status, param):
       {"role": "user", "content": "b"}], "messages[1].content[0]", "user messages only"),
     ([{"role": "user", "content": "x"}] * 7, "messages", "at most 6"),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}] * 3}],
-     "messages", "at most 2"),
+     "messages", "at most 2 (limits.max_images)"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}] * 2},
+      {"role": "assistant", "content": "two"},
+      {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}],
+     "messages", "3 images"),  # the limit counts the images of every turn
 ])
 def test_message_contents_are_checked_part_by_part(messages, param, words):
     err = refused(plan, chat(messages=messages))
@@ -196,6 +201,36 @@ def test_chat_maps_onto_the_clever_flamingo_format(tok):
     assert sys_plan.system == "Be brief." and sys_plan.config.do_sample
     err = refused(encode, plan(chat(max_tokens=60)), tok, "next_image", 80)
     assert (err.status, err.code, err.param) == (400, "context_length_exceeded", "messages")
+
+
+def test_two_images_in_one_message_reach_the_model_in_order(tok):
+    """A before and an after image in one user message: one human turn with two markers,
+    and the job the generator gets holds the two decoded images in the parts' order."""
+    red, blue = png(colour=(220, 20, 20)), png(colour=(20, 20, 220))
+    p = plan(chat(messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": data_uri(red)}},
+        {"type": "text", "text": "What changed?"},
+        {"type": "image_url", "image_url": {"url": data_uri(blue)}}]}], temperature=0))
+    assert p.turns == [Turn("What changed?", None, images=2)]
+    assert [r.param for r in p.image_refs] == ["messages[0].content[0].image_url.url",
+                                               "messages[0].content[2].image_url.url"]
+    job = asyncio.run(load_job(p, "rid", SPEC, tok, "next_image", 1024))
+    assert [img.getpixel((0, 0)) for img in job.images] == [(220, 20, 20), (20, 20, 220)]
+    assert job.prompt_ids == encode_chat(tok, p.turns, "next_image").input_ids
+    media = tok.convert_tokens_to_ids("<image>")
+    assert job.prompt_ids.count(media) == 2
+    text = tok.decode(job.prompt_ids)
+    assert text.endswith("### Human: What changed?<image><|endofchunk|><image><|endofchunk|>"
+                         "\n### Assistant: ")
+    # previous_image models: the two markers open the turn instead
+    ids = asyncio.run(load_job(p, "rid", SPEC, tok, "previous_image", 1024)).prompt_ids
+    assert tok.decode(ids).endswith("### Human: <image><image>What changed?\n### Assistant: ")
+    # an image that fails names its own part
+    bad = plan(chat(messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": data_uri(red)}},
+        {"type": "image_url", "image_url": {"url": data_uri(b"not a png")}}]}]))
+    err = refused(lambda: asyncio.run(load_job(bad, "rid", SPEC, tok, "next_image", 1024)))
+    assert (err.status, err.param) == (400, "messages[0].content[1].image_url.url")
 
 
 def test_completions_tokenise_as_the_rewriter_was_trained(tok):
