@@ -152,11 +152,12 @@ def test_the_model_source_gets_both_images_in_order(
     tok = recording.model_and_tokenizer[1]
     # two images in the order of the row: the before (red, by reference), the after (blue)
     assert [colour_of(i) for i in images] == [RED, BLUE]
-    # two markers, both in the one human turn, after its text (the tiny model: next_image)
+    # two markers, both in the one human turn, after its text, each named (the tiny model:
+    # next_image)
     assert ids.count(tok.convert_tokens_to_ids(MEDIA_TOKEN)) == 2
     text = tok.decode(ids)
     pair = MEDIA_TOKEN + ENDOFCHUNK_TOKEN
-    assert f"### Human: {QUESTION}{pair}{pair}\n### Assistant" in text
+    assert f"### Human: {QUESTION}\nImage 1: {pair}, Image 2: {pair}\n### Assistant" in text
     assert text.count(MEDIA_TOKEN) == 2
     if prompt == "rewrite":  # the raw annotation is the draft, after both images
         assert text.index("(Drafted Response) The square turned blue.") > text.rindex(pair)

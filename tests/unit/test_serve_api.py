@@ -220,11 +220,12 @@ def test_two_images_in_one_message_reach_the_model_in_order(tok):
     media = tok.convert_tokens_to_ids("<image>")
     assert job.prompt_ids.count(media) == 2
     text = tok.decode(job.prompt_ids)
-    assert text.endswith("### Human: What changed?<image><|endofchunk|><image><|endofchunk|>"
-                         "\n### Assistant: ")
+    assert text.endswith("### Human: What changed?\nImage 1: <image><|endofchunk|>, "
+                         "Image 2: <image><|endofchunk|>\n### Assistant: ")
     # previous_image models: the two markers open the turn instead
     ids = asyncio.run(load_job(p, "rid", SPEC, tok, "previous_image", 1024)).prompt_ids
-    assert tok.decode(ids).endswith("### Human: <image><image>What changed?\n### Assistant: ")
+    assert tok.decode(ids).endswith(
+        "### Human: Image 1: <image>, Image 2: <image>\nWhat changed?\n### Assistant: ")
     # an image that fails names its own part
     bad = plan(chat(messages=[{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": data_uri(red)}},
