@@ -11,7 +11,7 @@ import torch
 from tiny_filter_models import build_tiny_clip, png
 
 from pf_ray.data.images import ImageLoader
-from pf_ray.data.schema import REJECT_REASON
+from pf_ray.data.schema import REJECT_DETAIL, REJECT_REASON
 from pf_ray.faults import ModelUnavailable
 from pf_ray.filters.clipscore import ParagraphCLIPScore
 from pf_ray.scorers.clip import clip_score, paragraphs, sentences
@@ -95,3 +95,38 @@ def test_weights_of_another_model_are_an_infrastructure_fault(weights: Path) -> 
     """Loading the tiny checkpoint into another architecture fails the load (no row faults)."""
     with pytest.raises(ModelUnavailable, match="clip weights"):
         ParagraphCLIPScore("ViT-B-32", str(weights), device="cpu").load()
+
+
+class ByColour(ParagraphCLIPScore):
+    """A CLIP stand-in: paragraph k scores 30 against an image of colour k, else 10."""
+
+    def __init__(self, colours: list[tuple[int, int, int]], threshold: float) -> None:
+        self.threshold, self.tasks, self.loader = threshold, None, ImageLoader()
+        self.colours = colours
+
+    def score_paragraphs(self, image, paras):  # type: ignore[no-untyped-def]
+        c = image.getpixel((0, 0))
+        return [30.0 if k < len(self.colours) and self.colours[k] == c else 10.0
+                for k in range(len(paras))]
+
+
+def test_a_row_with_two_images_keeps_each_paragraph_on_its_best_image() -> None:
+    """Paragraph 1 describes the before image (red), paragraph 2 the after image (blue):
+    scored against both, each keeps its own image's score; against the first image alone
+    paragraph 2 would be dropped."""
+    red, blue = (200, 30, 30), (30, 60, 200)
+    s = ByColour([red, blue], threshold=20.0)
+    batch = {"id": ["two", "one"], "task": ["change_caption"] * 2,
+             "image": [None, None], "image_bytes": [png(red), png(red)],
+             "extra_images": [[{"image": None, "image_bytes": png(blue)}], None],
+             "output": [TWO, TWO]}
+    out = s(batch)
+    assert out["paragraph_clip_scores"] == [[30.0, 30.0], [30.0, 10.0]]
+    assert out["output"][0] == "A red square. It is bright.\n\nThe sky is blue today."
+    assert out["output"][1] == "A red square. It is bright."  # one image: paragraph 2 dropped
+    assert out["filtered_paragraphs"][1] == [{"score": 10.0, "text": "The sky is blue today."}]
+    # an unreadable second image is the row's reject, naming it
+    batch["extra_images"][0] = [{"image": None, "image_bytes": b"not an image"}]
+    out = s(batch)
+    assert out[REJECT_REASON][0] == "image_not_image"
+    assert out[REJECT_DETAIL][0].startswith("image 2 of 2: ")

@@ -133,3 +133,44 @@ def test_half_the_images_are_padded_to_a_square_of_a_random_colour(p: float) -> 
     assert len(colours) == sum(padded)  # a colour of its own per row
     again = b(image_rows(60))["pixels"]
     assert again == out["pixels"]  # seeded by the row
+
+
+def solid_png(colour: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_rows_with_two_images_count_both_against_max_images() -> None:
+    """A change caption (before, after) brings both images to its example, in order; a
+    later turn joins only while the example's images stay within max_images (3 here), and
+    a row with more images than max_images is a skipped example, never truncated."""
+    red, blue, green = (220, 20, 20), (20, 20, 220), (20, 200, 20)
+    pair = {"image": None, "image_bytes": solid_png(red),
+            "extra_images": [{"image": None, "image_bytes": solid_png(blue)}]}
+    one = {"image": None, "image_bytes": solid_png(green), "extra_images": None}
+    rows = chat_rows("A", 0, 4)
+    for k, images in enumerate((pair, one, pair, one)):
+        for key, value in images.items():
+            rows.setdefault(key, [None] * 4)[k] = value
+    b = builder()
+    out = b(rows)
+    n_images = out["n_images"]
+    assert all(n >= own for n, own in zip(n_images, (2, 1, 2, 1), strict=True))
+    assert max(n_images) == 3  # a pair and a one-image row merged: the cap is reached
+    for ids, n, raw in zip(out["input_ids"], n_images, out["pixels"], strict=True):
+        tags = turn_tags(b, ids)
+        own = {"A0": 2, "A1": 1, "A2": 2, "A3": 1}
+        assert n == sum(own[t] for t in tags)  # every merged turn brought all its images
+        pixels = np.frombuffer(raw, dtype=np.float32).reshape(n, 3, -1)
+        if tags[0] in ("A0", "A2"):  # the pair first: red, then blue
+            assert pixels[0, 0].mean() > pixels[0, 2].mean()
+            assert pixels[1, 2].mean() > pixels[1, 0].mean()
+    media = b.tokenizer.convert_tokens_to_ids("<image>")
+    assert [ids.count(media) for ids in out["input_ids"]] == n_images
+    # max_images 1: the pair cannot be trained on (a skipped, zero-loss example)
+    small = ExampleBuilder("tiny", "chat", max_length=1024, max_images=1, multiturn=True,
+                           seed=0, storage=StorageConfig())
+    out = small(rows)
+    assert out["examples_skipped"][0] == 1 and out["examples_skipped"][2] == 1
+    assert out["examples_skipped"][1] == 0 and out["n_images"][1] == 1
