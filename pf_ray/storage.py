@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from pf_ray.faults import StorageUnavailable
 from pf_ray.specs import StorageConfig
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,27 @@ def join(base: str, *parts: str) -> str:
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
     with fs.open_input_stream(path) as f:
         return f.read()
+
+
+def confirm_missing(fs: pafs.FileSystem, path: str, exc: BaseException) -> BaseException:
+    """What a failed read of ``path`` really says: ``exc`` itself, unless it is a
+    ``FileNotFoundError`` of an fsspec filesystem and the file is not really missing; then
+    the store's own error (to classify with :func:`pf_ray.faults.storage_fault`).
+
+    pyarrow's ``FSSpecHandler.open_input_stream`` / ``open_input_file`` raise
+    ``FileNotFoundError`` whenever fsspec's ``isfile`` says no, and ``isfile`` swallows
+    every error: with ``s3fs`` a refused connection or a refused key reads as "not found".
+    ``get_file_info`` lets the real error (``EndpointConnectionError``,
+    ``PermissionError``) through. pyarrow's own filesystems report an outage as itself.
+    """
+    if not isinstance(exc, FileNotFoundError) or not isinstance(fs, pafs.PyFileSystem):
+        return exc
+    try:
+        info = fs.get_file_info(path)
+    except Exception as real:  # noqa: BLE001 - returned to be classified
+        return real
+    return exc if info.type != pafs.FileType.File else StorageUnavailable(
+        f"{path} exists but could not be opened: {exc}")
 
 
 def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:

@@ -37,12 +37,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
-import pyarrow.fs as pafs
 from PIL import Image, UnidentifiedImageError
 
 from pf_ray.faults import StorageUnavailable, http_status_fault, storage_fault
 from pf_ray.specs import StorageConfig
-from pf_ray.storage import is_uri, resolve
+from pf_ray.storage import confirm_missing, is_uri, resolve
 
 REASONS = (
     "image_missing",         # no such file, object or tar member
@@ -143,8 +142,7 @@ class ImageLoader:
             with fs.open_input_stream(path) as f:
                 data = f.read(self.max_bytes + 1) if cap else f.read()
         except Exception as exc:  # noqa: BLE001 - classified: a missing object or an outage
-            if isinstance(exc, FileNotFoundError) and isinstance(fs, pafs.PyFileSystem):
-                exc = _confirm_missing(fs, path, exc)
+            exc = confirm_missing(fs, path, exc)
             if storage_fault(exc) == "row":
                 raise ImageError("image_missing", f"{location}: {exc}") from exc
             raise ImageStoreUnavailable(f"{location}: {type(exc).__name__}: {exc}") from exc
@@ -338,23 +336,6 @@ def batch_images(batch: Mapping[str, Sequence[Any]], i: int) -> list[ImageSlot]:
     extra = batch.get("extra_images")
     return row_images(batch["image"][i], batch["image_bytes"][i],
                       extra[i] if extra is not None else None)
-
-
-def _confirm_missing(fs: pafs.PyFileSystem, path: str, exc: FileNotFoundError
-                     ) -> BaseException:
-    """``exc`` if ``path`` is really missing, else the store's own error.
-
-    pyarrow's ``FSSpecHandler.open_input_stream`` raises ``FileNotFoundError`` whenever
-    fsspec's ``isfile`` says no, and ``isfile`` swallows every error: with ``s3fs`` a
-    refused connection or a refused key reads as "not found". ``get_file_info`` lets the
-    real error (``EndpointConnectionError``, ``PermissionError``) through.
-    """
-    try:
-        info = fs.get_file_info(path)
-    except Exception as real:  # noqa: BLE001 - returned to be classified
-        return real
-    return exc if info.type != pafs.FileType.File else StorageUnavailable(
-        f"{path} exists but could not be opened: {exc}")
 
 
 def synthetic_bytes(ref: str) -> bytes:

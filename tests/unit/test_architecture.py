@@ -180,7 +180,8 @@ def test_ground_floor_imports_nothing_above_it() -> None:
     for ground in ("pf_ray.specs", "pf_ray.faults"):
         assert not {d for d in modules[ground] if d.startswith("pf_ray")}, ground
     assert {d for d in modules["pf_ray.storage"] if d.startswith("pf_ray.")} <= {
-        "pf_ray.specs", "pf_ray.specs.StorageConfig"}
+        "pf_ray.specs", "pf_ray.specs.StorageConfig", "pf_ray.faults",
+        "pf_ray.faults.StorageUnavailable"}  # the floor below it: settings and fault kinds
 
 
 def test_the_rules_catch_violations(tmp_path: Path) -> None:
@@ -205,7 +206,7 @@ SOURCES = "pf_ray.data.sources"
 # folder). The registry and the unit reader sit above the adapters; the registry finds the
 # adapters' records by scanning the package, so it imports none of them by name.
 SOURCE_HELPERS = {f"{SOURCES}.{m}" for m in ("errors", "files", "readers", "fields", "turns",
-                                             "templates", "adapter")}
+                                             "templates", "adapter", "image_size")}
 SOURCE_TOP = {SOURCES, f"{SOURCES}.registry", f"{SOURCES}.source_reader"}
 
 

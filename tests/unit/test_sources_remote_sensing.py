@@ -5,11 +5,8 @@ turned into ``Object Count: {...}`` caption rows with boxes in 0-1."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import pytest
-from PIL import Image
 from vl_sources import read, rejects, rows, save
 from vl_sources_remote_sensing import (
     voc_xml,
@@ -20,8 +17,7 @@ from vl_sources_remote_sensing import (
 )
 
 from pf_ray.data.conversation import draft_of
-from pf_ray.data.sources.detection import image_size, object_count
-from pf_ray.data.sources.errors import RecordError
+from pf_ray.data.sources.detection import object_count
 from pf_ray.data.sources.fields import pick
 from pf_ray.data.sources.templates import CAPTION_PROMPTS
 
@@ -186,24 +182,6 @@ def test_dota_missing_folder_is_one_reject(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def test_image_size_reads_only_the_header(tmp_path: Path) -> None:
-    buf = io.BytesIO()
-    Image.new("RGB", (321, 123), (1, 2, 3)).save(buf, format="PNG")
-    head = save(tmp_path / "head.png", buf.getvalue()[:40])  # header only: no pixel data
-    assert image_size(str(head), None) == (321, 123)
-    buf = io.BytesIO()
-    Image.effect_noise((640, 480), 60).convert("RGB").save(buf, format="JPEG", quality=95)
-    assert len(buf.getvalue()) > 20000
-    jpeg_head = save(tmp_path / "head.jpg", buf.getvalue()[:2000])  # markers up to SOS
-    assert image_size(str(jpeg_head), None) == (640, 480)
-    with pytest.raises(RecordError) as missing:
-        image_size(str(tmp_path / "gone.png"), None)
-    assert missing.value.reason == "image_missing"
-    with pytest.raises(RecordError) as text:
-        image_size(str(save(tmp_path / "x.png", "not an image")), None)
-    assert text.value.reason == "image_not_image"
 
 
 def test_object_count_keeps_first_appearance_order() -> None:

@@ -1,6 +1,6 @@
 """What the object-detection releases (DIOR, HRRSD, DOTA) share: their rows, the object
-count answer, Pascal-VOC XML annotations listed by a split file, and image sizes read
-from an image's header.
+count answer, and Pascal-VOC XML annotations listed by a split file (an annotation without
+``<size>`` takes it from the image's header: :mod:`~pf_ray.data.sources.image_size`).
 
 PF-1M turns these releases into caption-style rows (the paper's Table 6: "DIOR, DOTA and
 HRRSD (boxes, preceded by ``Object Count: {...}``)"): the user turn is one of LLaVA's 16
@@ -21,31 +21,24 @@ This module declares no adapter; ``dior``, ``hrrsd`` and ``dota`` build on it.
 
 from __future__ import annotations
 
-import io
 import posixpath
-import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow.fs as pafs
-from PIL import Image, UnidentifiedImageError
 
 from pf_ray.data.sources.errors import RecordError
 from pf_ray.data.sources.fields import RecordContext, pick, sample
+from pf_ray.data.sources.image_size import image_size
 from pf_ray.data.sources.templates import CAPTION_PROMPTS, OBJECT_COUNT_ANSWER
 from pf_ray.faults import StorageUnavailable, storage_fault
 from pf_ray.specs import StorageConfig
-from pf_ray.storage import exists, read_bytes, resolve
+from pf_ray.storage import confirm_missing, exists, read_bytes, resolve
 
 # Annotation files fetched at once by a reader (object-store round trips dominate).
 FETCH_THREADS = 32
-# The bytes of an image read to learn its size: PNG's IHDR is in the first 33 bytes, a
-# JPEG's SOF follows its EXIF/ICC segments (tens of KiB at most in these releases).
-HEADER_BYTES = 64 * 1024
-MAX_HEADER_BYTES = 4 * 2**20
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def readable(name: str, names: Mapping[str, str] | None = None) -> str:
@@ -93,45 +86,6 @@ def detection_row(ctx: RecordContext, image: str | None, boxes: list[dict[str, A
     return row
 
 
-# ------------------------------------------------------------------ image sizes
-
-
-def image_size(location: str, storage: StorageConfig | None) -> tuple[int, int]:
-    """``(width, height)`` of an image from the first bytes of its file (a range read on an
-    object store; the pixels are never decoded). A missing file is ``image_missing``; an
-    outage raises :class:`StorageUnavailable`."""
-    fs, path = resolve(location, storage)
-    try:
-        with fs.open_input_file(path) as f:
-            head = f.read(HEADER_BYTES)
-            size = _header_size(head)
-            if size is None and len(head) == HEADER_BYTES:
-                head += f.read(MAX_HEADER_BYTES - HEADER_BYTES)
-                size = _header_size(head)
-    except OSError as exc:
-        if storage_fault(exc) == "row":
-            raise RecordError("image_missing", f"{location}: {exc}") from exc
-        raise StorageUnavailable(f"{location}: {type(exc).__name__}: {exc}") from exc
-    if not head:
-        raise RecordError("image_empty", f"{location}: zero bytes")
-    if size is None:
-        raise RecordError("image_not_image", f"{location}: no image size in its first "
-                          f"{len(head)} bytes")
-    return size
-
-
-def _header_size(head: bytes) -> tuple[int, int] | None:
-    if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR" and len(head) >= 24:
-        w, h = struct.unpack(">II", head[16:24])  # PNG: the IHDR chunk comes first
-        return (w, h) if w > 0 and h > 0 else None
-    try:
-        with Image.open(io.BytesIO(head)) as im:  # lazy: reads the header only
-            w, h = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return None
-    return (w, h) if w > 0 and h > 0 else None
-
-
 # ------------------------------------------------------------------ files
 
 
@@ -143,10 +97,11 @@ def fetch_all(paths: Sequence[str], fs: pafs.FileSystem
     def one(path: str) -> bytes | RecordError:
         try:
             return read_bytes(fs, path)
-        except OSError as exc:
-            if storage_fault(exc) == "row":
-                return RecordError("missing_annotation", f"{path}: {exc}")
-            raise StorageUnavailable(f"{path}: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - classified: a missing file or an outage
+            real = confirm_missing(fs, path, exc)
+            if storage_fault(real) == "row":
+                return RecordError("missing_annotation", f"{path}: {real}")
+            raise StorageUnavailable(f"{path}: {type(real).__name__}: {real}") from exc
 
     if not paths:
         return []

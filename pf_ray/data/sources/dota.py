@@ -44,12 +44,12 @@ from pf_ray.data.sources.adapter import Adapter
 from pf_ray.data.sources.detection import (
     detection_row,
     fetch_all,
-    image_size,
     readable,
     unit_box,
 )
 from pf_ray.data.sources.errors import RecordError
 from pf_ray.data.sources.fields import RecordContext, pattern_image
+from pf_ray.data.sources.image_size import image_size
 from pf_ray.data.sources.readers import cached_reader
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import resolve

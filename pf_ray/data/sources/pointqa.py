@@ -41,28 +41,24 @@ Images: Visual Genome, ``source.image_pattern`` over ``{image_id}``; default
 
 from __future__ import annotations
 
-import io
 import posixpath
 import re
-from functools import lru_cache
+from dataclasses import replace
 from typing import Any
 
 from pf_ray.data.draw import DRAW_KEY
 from pf_ray.data.sources.adapter import Adapter
 from pf_ray.data.sources.errors import RecordError
 from pf_ray.data.sources.fields import RecordContext, pattern_image, sample, text_field
+from pf_ray.data.sources.image_size import image_size
 from pf_ray.data.sources.readers import cached_reader, load_json
 from pf_ray.data.sources.templates import POINT_ARROW_COLOR, POINT_QUESTION
 from pf_ray.specs import StorageConfig
-from pf_ray.storage import resolve
 
 DEFAULT_PATTERN = "VG_100K/{image_id}.jpg"
 SECOND_FOLDER = "VG_100K_2/{image_id}.jpg"
 NAME = re.compile(r"^(localqa|looktwiceqa)_(?:dataset|([a-z]+)_imgs)\.json$")
 VARIANT = {"localqa": "local", "looktwiceqa": "twice"}
-# Header bytes read for an image's size; a JPEG whose size marker lies further (a big EXIF
-# block) is read again with more.
-HEADER_BYTES = (64 * 1024, 1024 * 1024, 16 * 1024 * 1024)
 
 
 def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
@@ -85,7 +81,7 @@ def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
                               f"received {type(listed).__name__}")
         images = [str(i) for i in listed if str(i) in data]
     variant = VARIANT[prefix]
-    common = {"variant": variant, "split": split, "storage": storage.model_dump_json()}
+    common = {"variant": variant, "split": split}
     out: list[tuple[int, Any]] = []
     for image_id in images:
         qas = data[image_id]
@@ -101,39 +97,21 @@ def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
     return out
 
 
-@lru_cache(maxsize=4096)
-def image_size(location: str, storage_json: str) -> tuple[int, int] | None:
-    """``(width, height)`` of an image from a prefix of its file; None when it is absent."""
-    from PIL import Image, UnidentifiedImageError
-
-    fs, path = resolve(location, StorageConfig.model_validate_json(storage_json))
-    for n in HEADER_BYTES:
-        try:
-            with fs.open_input_file(path) as f:
-                head = f.read(n)
-        except FileNotFoundError:
-            return None
-        try:
-            with Image.open(io.BytesIO(head)) as img:
-                return img.size
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            if len(head) < n:  # the whole file was read: it is no image
-                raise RecordError("image_unreadable", f"{location}: {exc}") from exc
-    raise RecordError("image_unreadable", f"{location}: no size in its first "
-                      f"{HEADER_BYTES[-1]} bytes")
-
-
-def _locate(ctx: RecordContext, image_id: str, storage_json: str
-            ) -> tuple[str, tuple[int, int]]:
+def _locate(ctx: RecordContext, image_id: str) -> tuple[str, tuple[int, int]]:
+    """The record's image and its size: the pattern's image, else (with the default
+    pattern) the second VG folder's; ``image_missing`` when neither is there."""
     candidates = [pattern_image(ctx, image_id=image_id)]
     if ctx.image_pattern == DEFAULT_PATTERN:
-        candidates.append(pattern_image(RecordContext(
-            ctx.source, ctx.key, ctx.file, ctx.image_root, SECOND_FOLDER), image_id=image_id))
+        candidates.append(pattern_image(replace(ctx, image_pattern=SECOND_FOLDER),
+                                        image_id=image_id))
     for ref in candidates:
-        if ref is not None:
-            size = image_size(ref, storage_json)
-            if size is not None:
-                return ref, size
+        if ref is None:
+            continue
+        try:
+            return ref, image_size(ref, ctx.storage)
+        except RecordError as exc:
+            if exc.reason != "image_missing":
+                raise
     raise RecordError("image_missing", f"image {image_id}: none of {candidates} exists")
 
 
@@ -184,7 +162,7 @@ def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
         extra = {k: qa.get(k) for k in ("obj_question", "super_question", "obj_type",
                                         "supercategory")}
     x, y = _pixel_point(point)
-    image, (width, height) = _locate(ctx, record["image_id"], record["storage"])
+    image, (width, height) = _locate(ctx, record["image_id"])
     if not (0 <= x <= width and 0 <= y <= height):
         raise RecordError("bad_field", f"point ({x:g}, {y:g}) lies outside the "
                           f"{width}x{height} image")

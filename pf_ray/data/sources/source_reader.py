@@ -2,7 +2,13 @@
 
 This is where ids are made (source name + the record's key, prefixed per file and made
 unique within the file) and where every record problem becomes a reject row: the
-adapter's reader and converter only raise :class:`RecordError`.
+adapter's reader and converter raise :class:`RecordError`, and any other exception of a
+converter is a malformed record (``bad_record``). An infrastructure fault is neither
+(docs/jobs.md, "Row faults and infrastructure faults"): a converter that reads storage
+(an image's header for its size) and meets an outage (a refused connection, a timeout,
+throttling, a 5xx, refused credentials: :func:`pf_ray.faults.is_infrastructure_fault`)
+raises it out of :meth:`SourceReader.read`, so the unit fails and is retried, and the
+outage is never committed as rejects.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pf_ray.data.sources.errors import RecordError
 from pf_ray.data.sources.fields import RecordContext
 from pf_ray.data.sources.files import file_slug
 from pf_ray.data.sources.registry import get_adapter
+from pf_ray.faults import is_infrastructure_fault
 from pf_ray.specs import StorageConfig
 
 
@@ -99,6 +106,8 @@ class SourceReader:
                 rows.append(_reject_row(sid, self.source, exc, record))
                 continue
             except Exception as exc:  # noqa: BLE001 - a malformed record, whatever its shape
+                if is_infrastructure_fault(exc):  # an outage, not the record: the unit fails
+                    raise
                 rows.append(_reject_row(sid, self.source, RecordError(
                     "bad_record", f"{type(exc).__name__}: {exc}"), record))
                 continue
