@@ -76,8 +76,12 @@ def free_port() -> int:
 
 
 def start(engine: HFEngine, model_name: str = "tiny", port: int | None = None) -> Server:
+    return serve_app(make_app(engine, model_name), port)
+
+
+def serve_app(app: FastAPI, port: int | None = None) -> Server:
+    """Run ``app`` on 127.0.0.1 in a thread of this process until it answers."""
     port = port or free_port()
-    app = make_app(engine, model_name)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -300,23 +300,6 @@ class ImageLoader:
         with ThreadPoolExecutor(max_workers=min(threads, n)) as pool:
             return list(pool.map(one, range(n)))
 
-    def load_rows(self, refs: Sequence[str | None], datas: Sequence[bytes | None],
-                  keep_bytes: bool = False, threads: int = 1
-                  ) -> list[tuple[Image.Image | None, bytes | None] | ImageError]:
-        """:meth:`load_row` over rows, ``threads`` fetching at once; a row's ImageError is
-        returned in its place, an outage raised."""
-        def one(k: int) -> tuple[Image.Image | None, bytes | None] | ImageError:
-            try:
-                return self.load_row(refs[k], datas[k], keep_bytes)
-            except ImageError as exc:
-                return exc
-
-        n = len(refs)
-        if n <= 1 or threads <= 1:
-            return [one(k) for k in range(n)]
-        with ThreadPoolExecutor(max_workers=min(threads, n)) as pool:
-            return list(pool.map(one, range(n)))
-
 
 # One image of a row: its reference and its stored bytes (either may be None, not both).
 ImageSlot = tuple[str | None, bytes | None]

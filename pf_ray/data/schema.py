@@ -121,6 +121,7 @@ class OutputSchema:
 # 2): a shard or batch without one reads as all nulls, so older datasets stay readable.
 ADDED_COLUMNS = frozenset({"extra_images"})
 
+
 def column_type(name: str) -> pa.DataType:
     """The declared type of a column of the shared formats (samples, rewrites)."""
     for schema in (SAMPLE_SCHEMA, REWRITE_SCHEMA):

@@ -38,8 +38,8 @@ from pf_ray.storage import resolve
 READ_COLUMNS = ("id", "source", "task", "image", "image_bytes", "extra_images", "conversations",
                 "meta")
 ITEM_COLUMNS = ("id", "item", "set", "answerer", "task", "image", "image_bytes",
-                "extra_images", "instruction", "original", "references", "output", "finish_reason",
-                "metric", "meta")
+                "extra_images", "instruction", "original", "references", "output",
+                "finish_reason", "metric", "meta")
 SCORE_COLUMNS = ("score", "reward", "rouge_l", "sts", "nli_logits")  # filled by later steps
 
 
@@ -164,9 +164,8 @@ def read_items(*, file: str, storage: dict[str, Any], seed: int, eset: dict[str,
                    "set": eset["name"],
                    "answerer": s["name"], "task": r["task"], "image": r.get("image"),
                    "image_bytes": r.get("image_bytes"),
-                   "extra_images": r.get("extra_images") or None, "instruction": "",
-                   "original": "",
-                   "references": [], "output": None, "finish_reason": None,
+                   "extra_images": r.get("extra_images") or None,
+                   "instruction": "", "original": "", "references": [], "output": None, "finish_reason": None,
                    "metric": eset["metric"], "meta": r.get("meta") or "{}",
                    **dict.fromkeys(SCORE_COLUMNS),
                    REJECT_STAGE: None, REJECT_REASON: None, REJECT_DETAIL: None}

@@ -1,8 +1,9 @@
 """The spec of ``kind: eval``: eval sets, answer sources, and how answers are scored.
 
 * ``sets``: rows of pf-ray sample datasets (ingest outputs) as (images, question,
-  references; a row's images are ``image`` and then ``extra_images``), each set with its metric and sample size (paper.md §7: COCO 5k; TextCaps,
-  Img2P, OK-VQA, Grid3D, NLVR2 3k; the rest their full validation sets).
+  references; a row's images are ``image`` and then ``extra_images``), each set with its
+  metric and sample size (paper.md §7: COCO 5k; TextCaps, Img2P, OK-VQA, Grid3D, NLVR2 3k;
+  the rest their full validation sets).
 * ``sources``: who answers, each under a name (a row of the tables): an exported pf-ray
   model (``model``: chat prompt, or the rewriter prompt with the raw annotation as draft),
   any OpenAI-compatible endpoint (``http``: chat completions with image_url parts), or

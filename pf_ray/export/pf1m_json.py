@@ -17,8 +17,7 @@ caption's before and after) has one marked path per image, in order, before the 
 (``<img_path>a.png<img_path><img_path>b.png<img_path>What changed?``). Embedded images
 (``image_bytes``) are written to ``images/<source>/<id>.<ext>`` (the k-th image of a row,
 k >= 2: ``<id>_k.<ext>``) and referenced relative to that folder; image references (paths,
-URIs) are written as they are. :func:`read_pf1m_json` reads the
-file back into rows.
+URIs) are written as they are. :func:`read_pf1m_json` reads the file back into rows.
 """
 
 from __future__ import annotations
@@ -35,13 +34,14 @@ from pf_ray.specs import StorageConfig
 
 MARKER = "<img_path>"
 _MARKED = re.compile(rf"{MARKER}(.*?){MARKER}", re.DOTALL)
-COLUMNS = ["id", "source", "image", "image_bytes", "extra_images", "instruction", "original", "output",
-           "rouge_score", "reward", "nli_similarity", "sts_similarity", "filtered_paragraphs",
-           "paragraph_clip_scores"]
+COLUMNS = ["id", "source", "image", "image_bytes", "extra_images", "instruction", "original",
+           "output", "rouge_score", "reward", "nli_similarity", "sts_similarity",
+           "filtered_paragraphs", "paragraph_clip_scores"]
 # Fields a row read back carries (the images as the paths written in ``input``; extra_images:
 # the paths after the first, or None).
-FIELDS = ("id", "image", "extra_images", "instruction", "output", "original", "rouge_score", "reward",
-          "nli_similarity", "sts_similarity", "filtered_paragraphs", "paragraph_clip_scores")
+FIELDS = ("id", "image", "extra_images", "instruction", "output", "original", "rouge_score",
+          "reward", "nli_similarity", "sts_similarity", "filtered_paragraphs",
+          "paragraph_clip_scores")
 
 
 def image_suffix(data: bytes) -> str:

@@ -18,7 +18,6 @@ from typing import Any
 
 import openai_server
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 
 from pf_ray.cli import main
@@ -186,16 +185,7 @@ def scripted_app() -> FastAPI:
 
 
 def start_scripted() -> openai_server.Server:
-    port = openai_server.free_port()
-    app = scripted_app()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    return openai_server.Server(f"http://127.0.0.1:{port}/v1", app, server, thread)
+    return openai_server.serve_app(scripted_app())
 
 
 def image_of(uri: str) -> bytes:

@@ -15,14 +15,12 @@ import base64
 import io
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import openai_server
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from PIL import Image
 from tiny_filter_models import build_tiny_clip
@@ -81,18 +79,9 @@ def recording_app() -> FastAPI:
 
 @pytest.fixture()
 def endpoint() -> Any:
-    port = openai_server.free_port()
-    app = recording_app()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield openai_server.Server(f"http://127.0.0.1:{port}/v1", app, server, thread)
-    server.should_exit = True
-    thread.join(timeout=10)
+    server = openai_server.serve_app(recording_app())
+    yield server
+    server.stop()
 
 
 def sent_image(uri: str) -> Image.Image:

@@ -15,27 +15,15 @@ and ``{split}``; default ``{filename}`` under the ``flickr30k-images/`` folder.
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any
 
 from pf_ray.data.sources.adapter import Adapter
 from pf_ray.data.sources.errors import RecordError
 from pf_ray.data.sources.fields import RecordContext, pattern_image, pick, sample, text_field
-from pf_ray.data.sources.readers import cached_reader, json_field, load_json
+from pf_ray.data.sources.readers import cached_reader, karpathy_images
 from pf_ray.data.sources.templates import CAPTION_PROMPTS
-from pf_ray.specs import StorageConfig
 
 DEFAULT_PATTERN = "{filename}"
-
-
-def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
-    images = json_field(load_json(file, storage), "images", file)
-    out: list[tuple[int, Any]] = []
-    for pos, im in enumerate(images):
-        name = im.get("filename") if isinstance(im, dict) else None
-        key = posixpath.splitext(name)[0] if isinstance(name, str) and name else None
-        out.append((pos, {"id": key, "im": im}))
-    return out
 
 
 def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
@@ -61,5 +49,5 @@ def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
 
 
 ADAPTER = Adapter("flickr30k", convert, "Flickr30k (or COCO) captions in Karpathy's split file",
-                  reader=cached_reader(_parse), image_pattern=DEFAULT_PATTERN,
+                  reader=cached_reader(karpathy_images), image_pattern=DEFAULT_PATTERN,
                   pattern_fields=("filename", "filepath", "split"))

@@ -23,26 +23,14 @@ names carry the split, so ids are unique across splits).
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any
 
 from pf_ray.data.sources.adapter import Adapter
 from pf_ray.data.sources.change_pairs import change_sample, plain_name, sentence_texts, unique
 from pf_ray.data.sources.errors import RecordError
 from pf_ray.data.sources.fields import RecordContext
-from pf_ray.data.sources.readers import cached_reader, json_field, load_json
+from pf_ray.data.sources.readers import cached_reader, karpathy_images
 from pf_ray.data.sources.templates import CHANGE_PROMPTS
-from pf_ray.specs import StorageConfig
-
-
-def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
-    images = json_field(load_json(file, storage), "images", file)
-    out: list[tuple[int, Any]] = []
-    for pos, im in enumerate(images):
-        name = im.get("filename") if isinstance(im, dict) else None
-        key = posixpath.splitext(name)[0] if isinstance(name, str) and name.strip() else None
-        out.append((pos, {"id": key, "im": im}))
-    return out
 
 
 def _raw_sentences(im: dict[str, Any]) -> list[str]:
@@ -70,4 +58,4 @@ def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
 
 ADAPTER = Adapter("levir_cc", convert,
                   "LEVIR-CC remote-sensing change captions (LevirCCcaptions.json, images/)",
-                  reader=cached_reader(_parse))
+                  reader=cached_reader(karpathy_images))

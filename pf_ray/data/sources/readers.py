@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import posixpath
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
@@ -74,6 +75,21 @@ def load_json(file: str, storage: StorageConfig) -> Any:
         return json.loads(read_bytes(fs, path))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecordError("unreadable_file", f"{file}: invalid JSON ({exc})") from exc
+
+
+def karpathy_images(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
+    """The image entries of a file in Karpathy's split layout (``{"images": [{"filename",
+    "sentences": [{"raw", "tokens", ...}], "split", ...}]}``: Flickr30k, RSICD / UCM /
+    Sydney-captions, LEVIR-CC), one record ``{"id": <file name stem>, "im": <entry>}`` each;
+    an entry without a file name has no id (its position names it, its converter rejects
+    it)."""
+    images = json_field(load_json(file, storage), "images", file)
+    out: list[tuple[int, Any]] = []
+    for pos, im in enumerate(images):
+        name = im.get("filename") if isinstance(im, dict) else None
+        key = posixpath.splitext(name)[0] if isinstance(name, str) and name.strip() else None
+        out.append((pos, {"id": key, "im": im}))
+    return out
 
 
 def json_field(data: Any, field: str, file: str, kind: type = list) -> Any:

@@ -41,9 +41,8 @@ from typing import Any
 from pf_ray.data.sources.adapter import Adapter
 from pf_ray.data.sources.errors import RecordError
 from pf_ray.data.sources.fields import RecordContext, pattern_image, pick, sample, text_field
-from pf_ray.data.sources.readers import cached_reader, json_field, load_json
+from pf_ray.data.sources.readers import cached_reader, karpathy_images
 from pf_ray.data.sources.templates import CAPTION_PROMPTS
-from pf_ray.specs import StorageConfig
 
 
 def dataset_name(file: str) -> str:
@@ -60,16 +59,6 @@ def dataset_name(file: str) -> str:
 
 def key_prefix(file: str) -> str:
     return dataset_name(file) + "/"
-
-
-def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
-    images = json_field(load_json(file, storage), "images", file)
-    out: list[tuple[int, Any]] = []
-    for pos, im in enumerate(images):
-        name = im.get("filename") if isinstance(im, dict) else None
-        key = posixpath.splitext(name)[0] if isinstance(name, str) and name.strip() else None
-        out.append((pos, {"id": key, "im": im}))
-    return out
 
 
 def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
@@ -104,6 +93,6 @@ def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
 
 
 ADAPTER = Adapter("ret3", convert, "RET-3 remote-sensing captions (RSICD, UCM-captions, "
-                  "Sydney-captions) in Karpathy's split files", reader=cached_reader(_parse),
+                  "Sydney-captions) in Karpathy's split files", reader=cached_reader(karpathy_images),
                   key_prefix=key_prefix, image_pattern="{filename}",
                   pattern_fields=("filename", "split", "dataset"))
