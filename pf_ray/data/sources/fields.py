@@ -55,6 +55,20 @@ def id_field(record: dict[str, Any], field: str) -> int | str:
     return value
 
 
+def karpathy_entry(record: dict[str, Any]) -> tuple[dict[str, Any], str, list[Any]]:
+    """A Karpathy-layout record (:func:`~pf_ray.data.sources.readers.karpathy_images`): its
+    image entry, file name and sentence objects, checked."""
+    im = record["im"]
+    if not isinstance(im, dict):
+        raise RecordError("bad_record", f"image entry is {type(im).__name__}, not an object")
+    filename = text_field(im, "filename")
+    sentences = im.get("sentences")
+    if not isinstance(sentences, list):
+        raise RecordError("missing_field" if sentences is None else "bad_field",
+                          f"'sentences' is {type(sentences).__name__}, not a list")
+    return im, filename, sentences
+
+
 def choice_list(record: dict[str, Any]) -> list[str]:
     """A multiple-choice record's ``choices``: 2-26 non-blank strings (one per letter)."""
     choices = record.get("choices")

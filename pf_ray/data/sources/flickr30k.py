@@ -19,7 +19,13 @@ from typing import Any
 
 from pf_ray.data.sources.adapter import Adapter
 from pf_ray.data.sources.errors import RecordError
-from pf_ray.data.sources.fields import RecordContext, pattern_image, pick, sample, text_field
+from pf_ray.data.sources.fields import (
+    RecordContext,
+    karpathy_entry,
+    pattern_image,
+    pick,
+    sample,
+)
 from pf_ray.data.sources.readers import cached_reader, karpathy_images
 from pf_ray.data.sources.templates import CAPTION_PROMPTS
 
@@ -27,14 +33,7 @@ DEFAULT_PATTERN = "{filename}"
 
 
 def convert(record: dict[str, Any], ctx: RecordContext) -> dict[str, Any]:
-    im = record["im"]
-    if not isinstance(im, dict):
-        raise RecordError("bad_record", f"image entry is {type(im).__name__}, not an object")
-    filename = text_field(im, "filename")
-    sentences = im.get("sentences")
-    if not isinstance(sentences, list):
-        raise RecordError("missing_field" if sentences is None else "bad_field",
-                          f"'sentences' is {type(sentences).__name__}, not a list")
+    im, filename, sentences = karpathy_entry(record)
     captions = [s["raw"].strip() for s in sentences
                 if isinstance(s, dict) and isinstance(s.get("raw"), str) and s["raw"].strip()]
     if not captions:
