@@ -341,6 +341,7 @@ def make_row(seed: int, index: int, *, image_size: int = 64, embed_images: bool 
         "image": image_uri(seed, image_index, image_size) if has_image else None,
         "image_bytes": image_png(seed, image_index, image_size)
         if has_image and embed_images else None,
+        "extra_images": None,  # one image per synthetic row
         "conversations": conversations,
         "boxes": boxes,
         "meta": dumps_meta(meta),

@@ -16,7 +16,6 @@ from typing import Any
 from pf_ray.data.boxes import captions_boxes_index, image_key, serialise
 from pf_ray.data.conversation import Located, locate, row_seed
 from pf_ray.data.images import batch_images
-from pf_ray.data.schema import ADDED_COLUMNS
 from pf_ray.data.select import SelectConfig, selected
 from pf_ray.distort.augment import augment_until_changed
 from pf_ray.distort.llm_instructed import build_messages, check_output, pick_style
@@ -73,8 +72,7 @@ def plan_pairs(batch: Batch, *, seed: int, mixture: MixtureConfig, select: Selec
     out: Batch = {k: [None] * n for k in (*PAIR_COLUMNS, REJECT_REASON, REJECT_DETAIL)}
     turns_in = batch.get("turn", [None] * n)  # set by the reader for every_turn
     out["turn"], out["target"] = list(turns_in), [""] * n
-    out.update({k: list(batch[k]) if k in batch or k not in ADDED_COLUMNS else [None] * n
-                for k in SLIMMED})
+    out.update({k: list(batch[k]) for k in SLIMMED})
     boxes = batch.get("captions_boxes", [None] * n)
     for i in range(n):
         pid, source, task = batch["id"][i], batch["source"][i], batch["task"][i]

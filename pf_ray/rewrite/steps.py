@@ -37,7 +37,7 @@ def prepare_rows(batch: Batch, *, select: SelectConfig, draft_boxes: bool, seed:
     out: Batch = {"instruction": [None] * n, "original": [None] * n,
                   "conversations": list(batch["conversations"]),
                   "image_bytes": list(batch["image_bytes"]),
-                  "extra_images": list(batch.get("extra_images") or [None] * n),
+                  "extra_images": list(batch["extra_images"]),
                   REJECT_REASON: [None] * n, REJECT_DETAIL: [None] * n}
     for i in range(n):
         source, task = batch["source"][i], batch["task"][i]

@@ -172,7 +172,8 @@ def test_output_cut_and_checks() -> None:
 
 def _batch(rows: list[dict]) -> dict:
     return {k: [r.get(k) for r in rows] for k in ("id", "source", "task", "conversations",
-                                                  "image", "image_bytes", "captions_boxes")}
+                                                  "image", "image_bytes", "extra_images",
+                                                  "captions_boxes")}
 
 
 def _conv(*turns: tuple[str, str]) -> list[dict]:

@@ -64,7 +64,8 @@ def test_one_turn_draws_the_turn_from_the_sample_seed() -> None:
 def test_plan_pairs_every_turn_rows_get_their_own_seed() -> None:
     conv = _conv(("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2"))
     batch = expand_turns({"id": ["s:1"], "source": ["s"], "task": ["t"], "image": [None],
-                          "image_bytes": [None], "conversations": [conv]})
+                          "image_bytes": [None], "extra_images": [None],
+                          "conversations": [conv]})
     out = plan_pairs(batch, seed=0, mixture=MixtureConfig(), select=SelectConfig(),
                      llm_enabled=True, max_chars=100)
     assert out["turn"] == [1, 3] and out["original"] == ["a1", "a2"]
