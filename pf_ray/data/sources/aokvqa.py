@@ -31,7 +31,7 @@ from pf_ray.data.sources.fields import (
     sample,
     text_field,
 )
-from pf_ray.data.sources.readers import cached_reader, load_json
+from pf_ray.data.sources.readers import cached_reader, json_array
 from pf_ray.data.sources.templates import answer_with_reason, with_choices
 from pf_ray.specs import StorageConfig
 
@@ -40,10 +40,7 @@ SPLIT_IN_NAME = re.compile(r"aokvqa_v[\dp]+_([a-z]+)\.json$")
 
 
 def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
-    data = load_json(file, storage)
-    if not isinstance(data, list):
-        raise RecordError("unreadable_file", f"{file}: expected a JSON array of questions, "
-                          f"received {type(data).__name__}")
+    data = json_array(file, storage, "questions")
     found = SPLIT_IN_NAME.search(posixpath.basename(file))
     split = found.group(1) if found else None
     return [(pos, {"id": r.get("question_id"), "r": r, "split": split}

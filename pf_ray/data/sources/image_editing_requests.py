@@ -35,7 +35,7 @@ from pf_ray.data.sources.change_pairs import (
 )
 from pf_ray.data.sources.errors import RecordError
 from pf_ray.data.sources.fields import RecordContext, id_field
-from pf_ray.data.sources.readers import cached_reader, load_json
+from pf_ray.data.sources.readers import cached_reader, json_array
 from pf_ray.data.sources.templates import EDIT_REQUEST_PROMPTS
 from pf_ray.specs import StorageConfig
 
@@ -53,10 +53,7 @@ def _pair(record: Any) -> tuple[str, str] | None:
 def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
     """The requests of a file grouped by image pair, in order of each pair's first object;
     one without both image names stays alone (its row is a reject)."""
-    data = load_json(file, storage)
-    if not isinstance(data, list):
-        raise RecordError("unreadable_file", f"{file}: expected a JSON array of requests, "
-                          f"received {type(data).__name__}")
+    data = json_array(file, storage, "requests")
     out: list[tuple[int, Any]] = []
     pairs: dict[tuple[str, str], dict[str, Any]] = {}
     for pos, record in enumerate(data):

@@ -32,7 +32,7 @@ from pf_ray.data.sources.fields import (
     sample,
     text_field,
 )
-from pf_ray.data.sources.readers import cached_reader, load_json
+from pf_ray.data.sources.readers import cached_reader, json_array, load_json
 from pf_ray.data.sources.templates import CAPTION_PROMPTS
 from pf_ray.specs import StorageConfig
 from pf_ray.storage import exists, resolve
@@ -56,10 +56,7 @@ def _splits(file: str, storage: StorageConfig) -> dict[Any, str]:
 
 
 def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
-    data = load_json(file, storage)
-    if not isinstance(data, list):
-        raise RecordError("unreadable_file", f"{file}: expected a JSON array of paragraphs, "
-                          f"received {type(data).__name__}")
+    data = json_array(file, storage, "paragraphs")
     splits = _splits(file, storage)
     return [(pos, {"id": r.get("image_id"), "r": r, "split": splits.get(
         str(r.get("image_id")))} if isinstance(r, dict) else r) for pos, r in enumerate(data)]

@@ -92,6 +92,16 @@ def karpathy_images(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
     return out
 
 
+def json_array(file: str, storage: StorageConfig, of: str) -> list[Any]:
+    """A whole file that must be a JSON array (of ``of``: "questions", "annotations"...);
+    anything else raises RecordError (the file becomes a reject)."""
+    data = load_json(file, storage)
+    if not isinstance(data, list):
+        raise RecordError("unreadable_file", f"{file}: expected a JSON array of {of}, "
+                          f"received {type(data).__name__}")
+    return data
+
+
 def json_field(data: Any, field: str, file: str, kind: type = list) -> Any:
     """``data[field]`` of a released annotation file, checked to be a ``kind``."""
     value = data.get(field) if isinstance(data, dict) else data

@@ -32,7 +32,7 @@ from pf_ray.data.sources.adapter import Adapter
 from pf_ray.data.sources.change_pairs import change_sample, plain_name, sentence_texts, split_of
 from pf_ray.data.sources.errors import RecordError
 from pf_ray.data.sources.fields import RecordContext
-from pf_ray.data.sources.readers import cached_reader, load_json
+from pf_ray.data.sources.readers import cached_reader, json_array
 from pf_ray.data.sources.templates import CHANGE_PROMPTS
 from pf_ray.specs import StorageConfig
 
@@ -50,10 +50,7 @@ def _group_key(record: Any) -> str | None:
 def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
     """The annotations of a file grouped by pair, in order of each pair's first annotation;
     a record with no usable ``img_id`` stays alone (its row is a reject)."""
-    data = load_json(file, storage)
-    if not isinstance(data, list):
-        raise RecordError("unreadable_file", f"{file}: expected a JSON array of annotations, "
-                          f"received {type(data).__name__}")
+    data = json_array(file, storage, "annotations")
     out: list[tuple[int, Any]] = []
     pairs: dict[str, dict[str, Any]] = {}
     for pos, record in enumerate(data):

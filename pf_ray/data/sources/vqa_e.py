@@ -34,7 +34,7 @@ from typing import Any
 from pf_ray.data.sources.adapter import Adapter
 from pf_ray.data.sources.errors import RecordError
 from pf_ray.data.sources.fields import RecordContext, id_field, pattern_image, sample, text_field
-from pf_ray.data.sources.readers import cached_reader, load_json
+from pf_ray.data.sources.readers import cached_reader, json_array
 from pf_ray.data.sources.templates import answer_with_reason
 from pf_ray.specs import StorageConfig
 
@@ -43,10 +43,7 @@ SPLIT_IN_NAME = re.compile(r"VQA-E_([a-z]+)_set", re.IGNORECASE)
 
 
 def _parse(file: str, storage: StorageConfig) -> list[tuple[int, Any]]:
-    data = load_json(file, storage)
-    if not isinstance(data, list):
-        raise RecordError("unreadable_file", f"{file}: expected a JSON array of questions, "
-                          f"received {type(data).__name__}")
+    data = json_array(file, storage, "questions")
     found = SPLIT_IN_NAME.search(posixpath.basename(file))
     if found is None:
         raise RecordError("unreadable_file", f"{file}: the split is read from the released "
