@@ -64,7 +64,10 @@ class Prompt:
     * completions APIs: ``text(mode)``, the whole prompt in pf-ray's format with its
       ``<image>`` markers placed for the cross-attention ``mode``, images sent beside it;
     * pf-ray's model: ``encode(tokenizer, mode)``, the token ids, and the decoded
-      ``images`` in marker order.
+      ``images`` in marker order;
+    * ``hf_vlm`` models (pf-ray's generator, vLLM): ``messages()``, the chat messages with
+      one ``{"type": "image"}`` part per image (a final assistant message is a prefill the
+      model continues), rendered by the model's own chat template.
     """
 
     user: str
@@ -74,6 +77,7 @@ class Prompt:
     images: tuple[Any, ...] = ()
     image_bytes: tuple[bytes, ...] = ()
     stops: tuple[str, ...] = ()
+    messages: Callable[[], list[dict[str, Any]]] | None = None
 
 
 class Generator(Protocol):

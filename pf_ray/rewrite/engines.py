@@ -9,7 +9,9 @@ engine may need (:class:`~pf_ray.engines.base.Prompt`):
   for the model's cross-attention mask);
 * completions APIs: the same prompt as text (:func:`pf_ray.model.prompts.rewrite_text`,
   no ``<s>``: the server's tokenizer adds BOS);
-* chat APIs: the system message and ``chat_prompt`` filled with the instruction and draft.
+* chat APIs: the system message and ``chat_prompt`` filled with the instruction and draft;
+* ``hf_vlm`` models: :func:`pf_ray.model.hf_vlm.prompts.rewrite_messages` (the Drafted /
+  Revised format through the model's chat template, the revised prefix as a prefill).
 
 Results: the response cut at the first stop string and stripped, why it ended (``eos``,
 ``stop``, ``length``), or a reject decided for that row alone (``prompt_too_long``,
@@ -78,6 +80,7 @@ class Rewriter:
         return self._generator
 
     def prompt(self, r: Request) -> Prompt:
+        from pf_ray.model.hf_vlm.prompts import rewrite_messages
         from pf_ray.model.prompts import encode_rewrite, rewrite_text
 
         fmt, n = self.prompt_format, r.num_images
@@ -89,7 +92,8 @@ class Rewriter:
                                                     images=n, mode=mode,
                                                     prompt_format=fmt).input_ids,  # type: ignore[arg-type]
             images=r.images, image_bytes=r.image_bytes,
-            stops=rewrite_stops(fmt))
+            stops=rewrite_stops(fmt),
+            messages=lambda: rewrite_messages(r.instruction, r.draft, n))
 
     def rewrite(self, requests: Sequence[Request]) -> list[Result]:
         """One result per request, in order."""
