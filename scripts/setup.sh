@@ -52,6 +52,6 @@ if [ "$vllm" = 1 ]; then
   .venv-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec || true
   .venv-vllm/bin/pip install -q --no-deps -e .
   .venv-vllm/bin/pip install -q "ray[data,serve]==$(.venv/bin/python -c 'import ray; print(ray.__version__)')" \
-    jsonref s3fs "pydantic>=2.7" pyyaml pillow rich pytest pytest-timeout
+    jsonref s3fs "pydantic>=2.7" pyyaml pillow rich pytest pytest-timeout "peft>=0.17"
 fi
 echo "pf-ray is set up in .venv$([ "$vllm" = 1 ] && echo ' and .venv-vllm')"
