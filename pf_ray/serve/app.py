@@ -26,21 +26,16 @@ answered; the replica keeps serving. A replica that dies is restarted by Serve.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the route signatures (Request)
-import hmac
 import json
 import logging
-import os
 import time
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve import Application
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pf_ray.serve.api import (
     APIError,
@@ -49,77 +44,51 @@ from pf_ray.serve.api import (
     chat_chunk,
     chat_response,
     completion_response,
-    models_response,
     parse,
     usage_chunk,
 )
 from pf_ray.serve.batching import EMPTY, Batcher, Update
-from pf_ray.serve.prepare import Job, Plan, load_job, plan_chat, plan_completion
+from pf_ray.serve.front import Front, error_response, new_api, request_id
+from pf_ray.serve.prepare import Job, Plan, load_images, plan_chat, plan_completion, served_models
 from pf_ray.serve.spec import ServeSpec
 
 log = logging.getLogger("ray.serve")
-STATIC = Path(__file__).parent / "static"
 DEPLOYMENT = "CleverFlamingo"
 
-api = FastAPI(title="pf-ray: Clever Flamingo", docs_url=None, redoc_url=None)
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    """Unknown routes (404), wrong methods (405), ...: an OpenAI-style error object too."""
-    if exc.status_code == 404:
-        message = f"no route {request.url.path!r}"
-    elif exc.status_code == 405:
-        message = f"method {request.method} not allowed on {request.url.path!r}"
-    else:
-        message = str(exc.detail)
-    err = APIError(exc.status_code, message, code=_HTTP_CODES.get(exc.status_code))
-    return JSONResponse(err.body(), status_code=exc.status_code,
-                        headers=dict(exc.headers or {}))
+api = new_api("pf-ray: Clever Flamingo")
+# kept under their old names (tests and tools patch / call them)
+_error_response, _request_id = error_response, request_id
 
 
 class _ModelError(Exception):
     """Generation failed for a request (its update carried an error)."""
 
 
-def _request_id() -> str:
-    """Serve's id of the request being handled: the ``x-request-id`` header Serve sends back
-    and the id in its replica logs, so a 500's id leads to its traceback."""
-    try:
-        rid = serve.context._get_serve_request_context().request_id
-    except Exception:  # private API: fall back to our own
-        rid = ""
-    return rid or uuid.uuid4().hex
-
-
-def _error_response(exc: APIError) -> JSONResponse:
-    headers: dict[str, str] = {}  # Serve sends x-request-id itself (= rid)
-    if exc.status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
-
-
 @serve.deployment(name=DEPLOYMENT)
 @serve.ingress(api)
-class CleverFlamingo:
-    def __init__(self, spec: dict[str, Any]) -> None:
-        from pf_ray.serve.engine import Engine
+class CleverFlamingo(Front):
+    """pf-ray's own generator behind the front: the Flamingo family (``engine: flamingo``)
+    or an ``hf_vlm`` model (``engine: hf_vlm``), one engine interface for both."""
 
-        self.spec = ServeSpec.model_validate(spec)
-        self.key: str | None = None
-        if self.spec.api_key_env:
-            self.key = os.environ.get(self.spec.api_key_env)
-            if not self.key:  # fail closed: never serve unprotected by mistake
-                raise RuntimeError(f"api_key_env: the variable {self.spec.api_key_env!r} is "
-                                   "not set on this replica")
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self._init_front(spec)
         d = self.spec.deployment
-        self.engine = Engine(self.spec.model, storage=self.spec.storage, device=self.spec.device,
-                             torch_threads=d.torch_threads, fail_marker=self.spec.fail_marker)
+        kwargs: dict[str, Any] = {"storage": self.spec.storage, "device": self.spec.device,
+                                  "torch_threads": d.torch_threads,
+                                  "fail_marker": self.spec.fail_marker}
+        self.engine: Any
+        if self.spec.engine == "hf_vlm":
+            from pf_ray.serve.engine_vlm import VLMEngine
+
+            adapter_name = served_models(self.spec, adapter=True)[0]
+            self.engine = VLMEngine(self.spec.model, adapter_model=adapter_name, **kwargs)
+        else:
+            from pf_ray.serve.engine import Engine
+
+            self.engine = Engine(self.spec.model, **kwargs)
+        self.served = served_models(self.spec, self.engine.has_adapter)
         self.batcher = Batcher(self.engine, self.spec.batching.max_batch_size,
                                self.spec.batching.batch_wait_timeout_s)
-        self.created = int(time.time())
-        self.page = (STATIC / "index.html").read_text(encoding="utf-8")
 
     def check_health(self) -> None:  # Serve's replica health check
         if self.engine.model is None:
@@ -127,35 +96,8 @@ class CleverFlamingo:
 
     # ------------------------------------------------------------------ request handling
 
-    def _auth(self, request: Request) -> None:
-        if self.key is None:
-            return
-        header = request.headers.get("authorization", "")
-        if not header:
-            raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'",
-                           code="missing_api_key", type="authentication_error")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                                 self.key.encode()):
-            raise APIError(401, "invalid API key", code="invalid_api_key",
-                           type="authentication_error")
-
-    async def _body(self, request: Request) -> bytes:
-        cap = self.spec.limits.max_body_bytes
-        size = request.headers.get("content-length", "")
-        if size.isdigit() and int(size) > cap:
-            raise APIError(413, f"the body is {size} bytes; allowed: at most {cap}",
-                           code="request_too_large")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > cap:
-                raise APIError(413, f"the body is over {cap} bytes", code="request_too_large")
-        return bytes(body)
-
     async def _job(self, plan: Plan, rid: str) -> Job:
-        return await load_job(plan, rid, self.spec, self.engine.tokenizer, self.engine.mode,
-                              self.engine.context_length)
+        return self.engine.job(plan, rid, await load_images(plan, self.spec))
 
     async def _collect(self, job: Job) -> tuple[str, Update]:
         parts: list[str] = []
@@ -172,9 +114,12 @@ class CleverFlamingo:
         rid = _request_id()
         try:
             self._auth(request)
+            if kind != "chat" and self.spec.engine != "flamingo":
+                raise APIError(404, "/v1/completions is served for Flamingo models only; use "
+                               "/v1/chat/completions", code="not_found")
             body = await self._body(request)
             if kind == "chat":
-                plan = plan_chat(parse(ChatRequest, body), self.spec)
+                plan = plan_chat(parse(ChatRequest, body), self.spec, self.served)
             else:
                 plan = plan_completion(parse(CompletionRequest, body), self.spec)
             job = await self._job(plan, rid)
@@ -195,15 +140,15 @@ class CleverFlamingo:
         reason = last.finish_reason or "length"
         build = chat_response if kind == "chat" else completion_response
         oid = ("chatcmpl-" if kind == "chat" else "cmpl-") + rid
-        return JSONResponse(build(oid, self.spec.model_name, text, reason, len(job.prompt_ids),
-                                  last.completion_tokens))
+        return JSONResponse(build(oid, plan.model or self.spec.model_name, text, reason,
+                                  len(job.prompt_ids), last.completion_tokens))
 
     async def _stream(self, job: Job, plan: Plan) -> Any:
         updates = self.batcher.generate_batch(job).__aiter__()
         first = await anext(updates)  # an error before the first token is still a plain 500
         if first.error:
             raise _ModelError(first.error)
-        model, created, rid = self.spec.model_name, int(time.time()), job.rid
+        model, created, rid = plan.model or self.spec.model_name, int(time.time()), job.rid
         oid = f"chatcmpl-{rid}"
 
         def sse(obj: dict[str, Any]) -> str:
@@ -250,11 +195,7 @@ class CleverFlamingo:
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> Any:
-        try:
-            self._auth(request)
-        except APIError as exc:
-            return _error_response(exc)
-        return models_response(self.spec.model_name, self.created)
+        return self._models(request)
 
     @api.post("/v1/chat/completions")
     async def chat(self, request: Request) -> Any:
@@ -294,5 +235,10 @@ def deployment_options(spec: ServeSpec) -> dict[str, Any]:
 
 
 def app_for(spec: ServeSpec) -> Application:
-    """The bound application for ``spec``."""
+    """The bound application for ``spec``: pf-ray's app (engines flamingo and hf_vlm), or
+    pf-ray's front before Ray Serve LLM (engine vllm, :mod:`pf_ray.serve.llm`)."""
+    if spec.engine == "vllm":
+        from pf_ray.serve.llm import vllm_app
+
+        return vllm_app(spec)
     return CleverFlamingo.options(**deployment_options(spec)).bind(spec.model_dump(mode="json"))

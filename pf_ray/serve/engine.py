@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from pf_ray.model.generate import Generation, StepCallback, generate_rows
-from pf_ray.serve.prepare import Job
+from pf_ray.serve.images import Checked
+from pf_ray.serve.prepare import Job, Plan, encode
 from pf_ray.specs import StorageConfig
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,11 @@ class ModelFault(RuntimeError):
 
 
 class Engine:
+    """pf-ray's Flamingo model; :class:`pf_ray.serve.engine_vlm.VLMEngine` is the same
+    interface over an ``hf_vlm`` model (``job``, ``run``, ``tokenizer``, ``model``)."""
+
+    has_adapter = False  # an adapter is part of the model (served under model_name only)
+
     def __init__(self, model_dir: str, *, storage: StorageConfig | None = None,
                  device: str = "auto", torch_threads: int | None = None,
                  fail_marker: str | None = None) -> None:
@@ -48,6 +54,11 @@ class Engine:
         self.context_length = int(cfg.lm.hf_config.get("max_position_embeddings", 2048))
         self.fail_marker = fail_marker
         log.info("loaded %s on %s (context %d)", model_dir, device, self.context_length)
+
+    def job(self, plan: Plan, rid: str, images: Sequence[Checked]) -> Job:
+        """A checked request with its checked images, tokenised (:func:`encode`)."""
+        ids = encode(plan, self.tokenizer, self.mode, self.context_length)
+        return Job(rid, ids, [c.image for c in images], plan.config, plan.text, plan.stream)
 
     def run(self, jobs: Sequence[Job], on_step: StepCallback | None = None) -> list[Generation]:
         if self.fail_marker and any(self.fail_marker in j.text for j in jobs):

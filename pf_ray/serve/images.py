@@ -30,6 +30,16 @@ _DATA = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;
 
 
 @dataclass(frozen=True)
+class Checked:
+    """One image of a request after the checks: its bytes as received, their format
+    (``PNG``, ``JPEG``...) and the decoded RGB image."""
+
+    data: bytes
+    format: str
+    image: Image.Image
+
+
+@dataclass(frozen=True)
 class ImageRef:
     """Where one image of a request comes from (``param`` names its field)."""
 
@@ -129,6 +139,10 @@ async def fetch(ref: ImageRef, max_bytes: int, timeout_s: float) -> bytes:
 
 def open_image(data: bytes, param: str, max_pixels: int) -> Image.Image:
     """Decode to RGB; the size is checked from the header before the pixels are read."""
+    return _decode(data, param, max_pixels)[0]
+
+
+def _decode(data: bytes, param: str, max_pixels: int) -> tuple[Image.Image, str]:
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as img:
             w, h = img.size
@@ -136,7 +150,7 @@ def open_image(data: bytes, param: str, max_pixels: int) -> Image.Image:
                 raise APIError(413, f"{param}: the image is {w}x{h} = {w * h} pixels; allowed: "
                                f"at most {max_pixels}", param=param, code="image_too_large")
             img.load()
-            return img.convert("RGB")
+            return img.convert("RGB"), str(img.format)
     except APIError:
         raise
     except Image.DecompressionBombError:
@@ -151,10 +165,19 @@ def open_image(data: bytes, param: str, max_pixels: int) -> Image.Image:
 async def load(ref: ImageRef, *, allowed_hosts: list[str], max_bytes: int, max_pixels: int,
                timeout_s: float) -> Image.Image:
     """One image of a request, checked, fetched or decoded, as an RGB PIL image."""
+    return (await load_checked(ref, allowed_hosts=allowed_hosts, max_bytes=max_bytes,
+                               max_pixels=max_pixels, timeout_s=timeout_s)).image
+
+
+async def load_checked(ref: ImageRef, *, allowed_hosts: list[str], max_bytes: int,
+                       max_pixels: int, timeout_s: float) -> Checked:
+    """One image of a request, checked, fetched or decoded: its bytes, format and pixels."""
     if classify(ref, allowed_hosts) == "data":
         data = decode_data_uri(ref, max_bytes)
     else:
         data = await fetch(ref, max_bytes, timeout_s)
     if len(data) < INLINE_DECODE_BYTES:  # a thread hop costs more than decoding a small one
-        return open_image(data, ref.param, max_pixels)
-    return await asyncio.to_thread(open_image, data, ref.param, max_pixels)
+        image, fmt = _decode(data, ref.param, max_pixels)
+    else:
+        image, fmt = await asyncio.to_thread(_decode, data, ref.param, max_pixels)
+    return Checked(data, fmt, image)

@@ -18,12 +18,21 @@ Legacy completions carry the whole prompt (e.g. the rewriter prompt of
 then the text without special-token handling, so a served rewriter sees the ids it was
 trained on. ``<image>`` markers in the text must match the ``images`` list one to one.
 
+``hf_vlm`` models (``model: {family: hf_vlm, ...}``) get the same checked turns as chat
+messages for the model's own chat template (:func:`vlm_messages`: the system message, then
+per turn a user message of its images and text, and the assistant's answer), through
+pf-ray's generator (:mod:`pf_ray.serve.engine_vlm`) or, as OpenAI messages with the checked
+images inlined as ``data:`` URIs (:func:`openai_messages`), through vLLM; Clever Flamingo's
+turn-marker stop strings do not apply to them (their template ends a turn with a token).
+
 Every refusal is an :class:`~pf_ray.serve.api.APIError` naming the field.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +64,7 @@ class Plan:
     prompt: str = ""
     stream: bool = False
     include_usage: bool = False
+    model: str = ""  # the model name the request asked for (an adapter's, for hf_vlm)
 
 
 @dataclass
@@ -67,14 +77,28 @@ class Job:
     config: GenerationConfig
     text: str
     stream: bool = False  # wants deltas as they come (else only the final text)
+    prompt: str = ""  # hf_vlm: the chat template's rendering (the processor expands images)
+    adapter: bool = False  # hf_vlm: generate with the folder's adapter
+
+
+def served_models(spec: ServeSpec, adapter: bool = False) -> tuple[str, ...]:
+    """The model names a request may ask for: ``model_name``, and for an ``hf_vlm`` folder
+    with an adapter ``<model_name>:<adapter_name>`` first (the trained model; Serve LLM's
+    LoRA naming), the base model second."""
+    if adapter:
+        return (f"{spec.model_name}:{spec.adapter_name}", spec.model_name)
+    return (spec.model_name,)
 
 
 def _sampling(req: ChatRequest | CompletionRequest, spec: ServeSpec, max_tokens: int | None,
-              extra_stops: tuple[str, ...]) -> GenerationConfig:
+              extra_stops: tuple[str, ...],
+              models: Sequence[str] | None = None) -> GenerationConfig:
     lim = spec.limits
-    if req.model != spec.model_name:
+    models = tuple(models or (spec.model_name,))
+    if req.model not in models:
         raise APIError(404, f"model: {req.model!r} is not served here; available: "
-                       f"{spec.model_name!r}", param="model", code="model_not_found")
+                       f"{', '.join(map(repr, models))}", param="model",
+                       code="model_not_found")
     if req.n != 1:
         raise APIError(400, f"n: received {req.n}; allowed: 1", param="n",
                        code="invalid_value")
@@ -145,14 +169,17 @@ def _content(content: Any, param: str, images_allowed: bool) -> tuple[str, list[
     return "\n".join(texts), refs
 
 
-def plan_chat(req: ChatRequest, spec: ServeSpec) -> Plan:
+def plan_chat(req: ChatRequest, spec: ServeSpec, models: Sequence[str] | None = None) -> Plan:
+    """A checked chat request; ``models``: the names it may ask for (:func:`served_models`;
+    None: ``spec.model_name``)."""
     lim = spec.limits
     if len(req.messages) > lim.max_messages:
         raise APIError(400, f"messages: {len(req.messages)} messages; allowed: at most "
                        f"{lim.max_messages}", param="messages", code="too_many_messages")
     if req.tools not in (None, []):
         raise APIError(400, "tools: not supported", param="tools", code="invalid_value")
-    config = _sampling(req, spec, req.max_completion_tokens or req.max_tokens, STOP_STRINGS)
+    stops = STOP_STRINGS if spec.model_family == "flamingo" else ()
+    config = _sampling(req, spec, req.max_completion_tokens or req.max_tokens, stops, models)
     system: list[str] = []
     turns: list[Turn] = []
     refs: list[ImageRef] = []
@@ -191,7 +218,7 @@ def plan_chat(req: ChatRequest, spec: ServeSpec) -> Plan:
     text = "\n".join([*system, *(t.human for t in turns), *(t.assistant or "" for t in turns)])
     include = bool(req.stream_options and req.stream_options.include_usage)
     return Plan("chat", config, refs, text, turns=turns, system=sys_text, stream=req.stream,
-                include_usage=include)
+                include_usage=include, model=req.model)
 
 
 def plan_completion(req: CompletionRequest, spec: ServeSpec) -> Plan:
@@ -245,14 +272,50 @@ def encode(plan: Plan, tokenizer: PreTrainedTokenizerBase, mode: MaskMode,
     return ids
 
 
-async def load_job(plan: Plan, rid: str, spec: ServeSpec, tokenizer: PreTrainedTokenizerBase,
-                   mode: MaskMode, context_length: int) -> Job:
-    """What the generator gets for a checked request: its images loaded (concurrently, each
-    checked against the spec's limits; in the order of ``plan.image_refs``, which is the
-    order of the prompt's ``<image>`` markers) and its prompt encoded (:func:`encode`)."""
-    pictures = await asyncio.gather(*(image_io.load(
+async def load_images(plan: Plan, spec: ServeSpec) -> list[image_io.Checked]:
+    """A checked request's images (concurrently, each checked against the spec's allow-list
+    and limits), in the order of ``plan.image_refs``: the order of the prompt's images."""
+    return list(await asyncio.gather(*(image_io.load_checked(
         ref, allowed_hosts=spec.image_fetch.allowed_hosts, max_bytes=spec.limits.max_image_bytes,
         max_pixels=spec.limits.max_image_pixels, timeout_s=spec.image_fetch.timeout_s)
-        for ref in plan.image_refs))
+        for ref in plan.image_refs)))
+
+
+async def load_job(plan: Plan, rid: str, spec: ServeSpec, tokenizer: PreTrainedTokenizerBase,
+                   mode: MaskMode, context_length: int) -> Job:
+    """What pf-ray's Flamingo generator gets for a checked request: its images loaded
+    (:func:`load_images`) and its prompt encoded (:func:`encode`)."""
+    pictures = [c.image for c in await load_images(plan, spec)]
     ids = encode(plan, tokenizer, mode, context_length)
-    return Job(rid, ids, list(pictures), plan.config, plan.text, plan.stream)
+    return Job(rid, ids, pictures, plan.config, plan.text, plan.stream)
+
+
+def vlm_messages(plan: Plan) -> list[dict[str, Any]]:
+    """A chat plan as messages for an ``hf_vlm`` model's chat template: the system message,
+    then per turn a user message (``{"type": "image"}`` per image, then the text) and the
+    assistant's answer; the last turn is open (:func:`pf_ray.model.hf_vlm.prompts.
+    chat_messages`, the function training and eval use)."""
+    from pf_ray.model.hf_vlm.prompts import chat_messages
+
+    return chat_messages(plan.turns, system=plan.system)
+
+
+def data_uri(image: image_io.Checked) -> str:
+    """A checked image as a ``data:`` URI of its original bytes (no re-encoding)."""
+    return (f"data:image/{image.format.lower()};base64,"
+            + base64.b64encode(image.data).decode("ascii"))
+
+
+def openai_messages(plan: Plan, images: Sequence[image_io.Checked]) -> list[dict[str, Any]]:
+    """:func:`vlm_messages` in OpenAI's form, each image an ``image_url`` part holding the
+    checked bytes as a ``data:`` URI (what vLLM is sent: no URL of the client reaches it)."""
+    urls = iter(data_uri(i) for i in images)
+    out: list[dict[str, Any]] = []
+    for m in vlm_messages(plan):
+        if isinstance(m["content"], list):
+            m = {**m, "content": [{"type": "image_url", "image_url": {"url": next(urls)}}
+                                  if p.get("type") == "image" else p for p in m["content"]]}
+        out.append(m)
+    if next(urls, None) is not None:  # cannot happen: turns count their images
+        raise ValueError("more images than the messages' image parts")
+    return out

