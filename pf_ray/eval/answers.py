@@ -7,7 +7,7 @@ source runs in its own pool over the same units. The engines are the engines lay
 
 * ``model``: :class:`~pf_ray.engines.flamingo.FlamingoGenerator`, or for an ``hf_vlm``
   model (``model: {family: hf_vlm, path: ...}``)
-  :class:`~pf_ray.model.hf_vlm.generate.HFVLMGenerator` with the same prompts through the
+  :class:`~pf_ray.engines.hf_vlm.HFVLMGenerator` with the same prompts through the
   model's chat template (:mod:`pf_ray.model.hf_vlm.prompts`).
   ``prompt: chat`` encodes the question in Clever Flamingo's chat format with
   :func:`pf_ray.model.prompts.encode_chat`, exactly as the Serve app does for a chat request
@@ -159,7 +159,7 @@ class Answer:
 def _model(source: ModelSource, spec: EvalSpec) -> Answerer:
     generator: Generator
     if source.model_family == "hf_vlm":
-        from pf_ray.model.hf_vlm.generate import HFVLMGenerator
+        from pf_ray.engines.hf_vlm import HFVLMGenerator
 
         generator = HFVLMGenerator(
             source.model, decoding=spec.decoding, device=source.device, dtype=source.dtype,

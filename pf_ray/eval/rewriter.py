@@ -56,7 +56,7 @@ def copy_baseline(pairs: list[dict[str, Any]]) -> dict[str, float]:
 def revise_vlm(generator: Any, pairs: list[dict[str, Any]], *,
                batch_size: int = 16) -> list[str]:
     """:func:`revise` for an ``hf_vlm`` rewriter: ``generator`` is a
-    :class:`~pf_ray.model.hf_vlm.generate.HFVLMGenerator` (its decoding decides the length);
+    :class:`~pf_ray.engines.hf_vlm.HFVLMGenerator` (its decoding decides the length);
     the prompt is :func:`pf_ray.model.hf_vlm.prompts.rewrite_messages`."""
     from functools import partial
 

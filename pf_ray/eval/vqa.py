@@ -100,7 +100,7 @@ def answer_questions(model: Any, tokenizer: Any, questions: list[Question], *,
 def answer_questions_vlm(generator: Any, questions: list[Question], *, blind: bool = False,
                          batch_size: int = 16) -> list[str]:
     """:func:`answer_questions` for an ``hf_vlm`` chat model (``generator``: an
-    :class:`~pf_ray.model.hf_vlm.generate.HFVLMGenerator`); ``blind``: each image replaced by
+    :class:`~pf_ray.engines.hf_vlm.HFVLMGenerator`); ``blind``: each image replaced by
     a black one of its size, so the prompt and its image tokens stay the same and only what
     the image shows is withheld."""
     from functools import partial

@@ -59,7 +59,7 @@ class VLMQuickstart(Quickstart):
 
     def generator(self, model: str, max_new_tokens: int) -> Any:
         from pf_ray.engines.config import DecodingConfig
-        from pf_ray.model.hf_vlm.generate import HFVLMGenerator
+        from pf_ray.engines.hf_vlm import HFVLMGenerator
 
         return HFVLMGenerator(model, decoding=DecodingConfig(max_new_tokens=max_new_tokens))
 

@@ -22,7 +22,7 @@ def idefics3(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def generator(idefics3: Path) -> object:
     from pf_ray.engines.config import DecodingConfig
-    from pf_ray.model.hf_vlm.generate import HFVLMGenerator
+    from pf_ray.engines.hf_vlm import HFVLMGenerator
 
     return HFVLMGenerator(str(idefics3), decoding=DecodingConfig(max_new_tokens=6))
 
@@ -189,7 +189,7 @@ def test_batched_generation_equals_one_by_one(generator: object) -> None:
 def test_prompt_too_long_is_a_row_reject(idefics3: Path) -> None:
     from pf_ray.engines.base import Prompt
     from pf_ray.engines.config import DecodingConfig
-    from pf_ray.model.hf_vlm.generate import HFVLMGenerator
+    from pf_ray.engines.hf_vlm import HFVLMGenerator
     from pf_ray.model.hf_vlm.prompts import rewrite_messages
 
     g = HFVLMGenerator(str(idefics3), decoding=DecodingConfig(max_new_tokens=4),
