@@ -267,10 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="pf-ray-quickstart",
                    help="output folder (default: ./pf-ray-quickstart)")
     p.add_argument("--n", type=int, default=1800, help="synthetic rows (default 1800)")
-    p.add_argument("--preset", choices=("tiny", "smol"), default="tiny",
-                   help="model: tiny (~4M, trained from scratch here) or smol "
-                        "(SmolLM2-135M-Instruct, real pretrained weights); see the README's "
-                        "quickstart table")
+    p.add_argument("--preset", choices=("tiny", "smol", "smol-vlm", "tiny-vlm"),
+                   default="tiny",
+                   help="model: tiny (~4M, trained from scratch here), smol "
+                        "(SmolLM2-135M-Instruct, real pretrained weights, Flamingo layout), "
+                        "smol-vlm (an Idefics3/SmolVLM-layout model over SmolLM2-135M, "
+                        "rewritten and served through vLLM; needs scripts/setup.sh --vllm) "
+                        "or tiny-vlm (the same flow on a tiny random Idefics3); see the "
+                        "README's quickstart table")
     p.add_argument("--executor", choices=("ray", "local"), default="ray",
                    help="ray (default) or local (no Ray)")
     p.add_argument("--split", choices=("test", "validation"), default="test",

@@ -37,6 +37,7 @@ def load_model(source: str, *, storage: StorageConfig | None = None, device: str
     import torch
 
     from pf_ray.model.checkpoint import CONFIG_NAME, load_folder_tokenizer, load_pretrained
+    from pf_ray.model.hf_vlm.family import check_folder_family
 
     try:
         folder = local_copy(source, storage)
@@ -45,6 +46,10 @@ def load_model(source: str, *, storage: StorageConfig | None = None, device: str
     if not os.path.exists(os.path.join(folder, CONFIG_NAME)):
         raise ModelUnavailable(f"model {source!r}: no {CONFIG_NAME} there (a pf-ray model "
                                "folder: pf-ray convert, or a training export)")
+    try:
+        check_folder_family(folder, "flamingo")
+    except (ValueError, OSError) as exc:  # an hf_vlm folder: say which family it is
+        raise ModelUnavailable(f"model {source!r}: {exc}") from exc
     if num_threads:
         torch.set_num_threads(num_threads)
     if device == "auto":

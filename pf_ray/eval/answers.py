@@ -5,7 +5,10 @@ actor) that answers the rows of its own source and passes the others through, so
 source runs in its own pool over the same units. The engines are the engines layer's
 (:mod:`pf_ray.engines`) with eval's prompts:
 
-* ``model``: :class:`~pf_ray.engines.flamingo.FlamingoGenerator`.
+* ``model``: :class:`~pf_ray.engines.flamingo.FlamingoGenerator`, or for an ``hf_vlm``
+  model (``model: {family: hf_vlm, path: ...}``)
+  :class:`~pf_ray.engines.hf_vlm.HFVLMGenerator` with the same prompts through the
+  model's chat template (:mod:`pf_ray.model.hf_vlm.prompts`).
   ``prompt: chat`` encodes the question in Clever Flamingo's chat format with
   :func:`pf_ray.model.prompts.encode_chat`, exactly as the Serve app does for a chat request
   (same system message, same image markers), so under greedy decoding the served model and
@@ -80,6 +83,7 @@ class Answerer:
         self.prompt_format, self.system = prompt_format, system
 
     def prompt(self, r: Request) -> Prompt:
+        from pf_ray.model.hf_vlm.prompts import chat_messages, rewrite_messages
         from pf_ray.model.prompts import Turn, encode_chat, encode_rewrite, rewrite_stops
 
         # every image of the item belongs to its one human turn: one marker each, in order
@@ -90,11 +94,13 @@ class Answerer:
                           encode=lambda tok, mode: encode_rewrite(
                               tok, r.question, r.draft, None, images=n, mode=mode,
                               prompt_format=fmt).input_ids,  # type: ignore[arg-type]
-                          stops=rewrite_stops(fmt))
+                          stops=rewrite_stops(fmt),
+                          messages=lambda: rewrite_messages(r.question, r.draft, n))
         return Prompt(user=r.question, system=self.system, images=images, image_bytes=data,
                       encode=lambda tok, mode: encode_chat(
                           tok, [Turn(r.question, None, images=n)], mode).input_ids,
-                      stops=_stops())
+                      stops=_stops(),
+                      messages=lambda: chat_messages([Turn(r.question, None, images=n)]))
 
     def answer(self, requests: Sequence[Request]) -> list[Result]:
         # Answers compare on their text only: every source is cut at pf-ray's stop strings.
@@ -151,8 +157,17 @@ class Answer:
 
 
 def _model(source: ModelSource, spec: EvalSpec) -> Answerer:
-    return Answerer(FlamingoGenerator.of(source, spec.decoding, spec.storage),
-                    prompt=source.prompt, prompt_format=source.prompt_format)
+    generator: Generator
+    if source.model_family == "hf_vlm":
+        from pf_ray.engines.hf_vlm import HFVLMGenerator
+
+        generator = HFVLMGenerator(
+            source.model, decoding=spec.decoding, device=source.device, dtype=source.dtype,
+            num_threads=source.num_threads, max_prompt_tokens=source.max_prompt_tokens,
+            storage=spec.storage)
+    else:
+        generator = FlamingoGenerator.of(source, spec.decoding, spec.storage)
+    return Answerer(generator, prompt=source.prompt, prompt_format=source.prompt_format)
 
 
 def _http(source: HTTPSource, spec: EvalSpec) -> Answerer:

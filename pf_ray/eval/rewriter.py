@@ -51,3 +51,26 @@ def mean_rouge(pairs: list[dict[str, Any]], texts: list[str]) -> dict[str, float
 def copy_baseline(pairs: list[dict[str, Any]]) -> dict[str, float]:
     """The same scores for returning every draft unchanged (the rewriter's baseline)."""
     return mean_rouge(pairs, [p["distorted"] for p in pairs])
+
+
+def revise_vlm(generator: Any, pairs: list[dict[str, Any]], *,
+               batch_size: int = 16) -> list[str]:
+    """:func:`revise` for an ``hf_vlm`` rewriter: ``generator`` is a
+    :class:`~pf_ray.engines.hf_vlm.HFVLMGenerator` (its decoding decides the length);
+    the prompt is :func:`pf_ray.model.hf_vlm.prompts.rewrite_messages`."""
+    from functools import partial
+
+    from pf_ray.engines.base import Prompt
+    from pf_ray.model.hf_vlm.prompts import rewrite_messages
+    from pf_ray.model.prompts import STOP_STRINGS, clean_response
+
+    loader = ImageLoader(storage=StorageConfig())
+    prompts = []
+    for p in pairs:
+        images = ((loader.load(p.get("image"), p.get("image_bytes")),)
+                  if p.get("image") or p.get("image_bytes") else ())
+        prompts.append(Prompt(user=p["instruction"], images=images, stops=STOP_STRINGS,
+                              messages=partial(rewrite_messages, p["instruction"],
+                                               p["distorted"], len(images))))
+    # a prompt too long for the model is revised to nothing (scored as such)
+    return [clean_response(r.text) for r in generator.generate(prompts, batch_size=batch_size)]

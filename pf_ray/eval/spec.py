@@ -16,11 +16,12 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from pf_ray.engines.config import DecodingConfig, FlamingoModelFields, HTTPEndpoint
+from pf_ray.model.hf_vlm.family import Family, split_model_field
 from pf_ray.scorers.config import ScorerPool
 from pf_ray.scorers.nli import NLI_LABELS
 from pf_ray.specs import ImageLimits, OutputConfig, QATemplate, SpecBase, Strict
@@ -69,9 +70,18 @@ class ModelSource(ActorPool, FlamingoModelFields):
 
     kind: Literal["model"]
     name: Name
+    model_family: Family = Field(
+        "flamingo", description="set by model: {family: hf_vlm, path: ...}: an hf_vlm model "
+        "(transformers image-text-to-text) answers through pf-ray's hf_vlm generator with "
+        "the same prompts through its chat template")
     prompt: Literal["chat", "rewrite"] = "chat"
     prompt_format: Literal["paper", "released"] = Field(
         "paper", description="rewrite prompt: the format the rewriter was trained with")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_family(cls, data: Any) -> Any:
+        return split_model_field(data)
 
 
 class HTTPSource(ActorPool, HTTPEndpoint):

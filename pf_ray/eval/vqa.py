@@ -97,6 +97,31 @@ def answer_questions(model: Any, tokenizer: Any, questions: list[Question], *,
                                                            batch_size=batch_size)]
 
 
+def answer_questions_vlm(generator: Any, questions: list[Question], *, blind: bool = False,
+                         batch_size: int = 16) -> list[str]:
+    """:func:`answer_questions` for an ``hf_vlm`` chat model (``generator``: an
+    :class:`~pf_ray.engines.hf_vlm.HFVLMGenerator`); ``blind``: each image replaced by
+    a black one of its size, so the prompt and its image tokens stay the same and only what
+    the image shows is withheld."""
+    from functools import partial
+
+    from PIL import Image
+
+    from pf_ray.engines.base import Prompt
+    from pf_ray.model.hf_vlm.prompts import chat_messages
+    from pf_ray.model.prompts import STOP_STRINGS, Turn, clean_response
+
+    loader = ImageLoader(storage=StorageConfig())
+    prompts = []
+    for q in questions:
+        image = loader.load(q.image, q.image_bytes)
+        if blind:
+            image = Image.new("RGB", image.size)
+        prompts.append(Prompt(user=q.question, images=(image,), stops=STOP_STRINGS,
+                              messages=partial(chat_messages, [Turn(q.question, None, 1)])))
+    return [clean_response(r.text) for r in generator.generate(prompts, batch_size=batch_size)]
+
+
 def accuracy(answers: list[str], questions: list[Question]) -> float:
     if not questions:
         return 0.0

@@ -215,8 +215,13 @@ class Quickstart:
 
     # ------------------------------------------------------------------ training
 
-    def train(self, stage: str, model: str, data: list[dict[str, Any]], run: StageRun,
-              **extra: Any) -> str:
+    def trainable(self, stage: str) -> dict[str, bool] | None:
+        """Parts trained on top of the stage's assignment: the stages that train LoRA train
+        the whole (random) LM too on tiny; S2 as it is."""
+        return (self.cfg.lm_trainable or None) if stage != "clever_s2" else None
+
+    def train(self, stage: str, model: str | dict[str, str], data: list[dict[str, Any]],
+              run: StageRun, **extra: Any) -> str:
         export = self.path("models", stage)
         t = time.time()
         spec = {
@@ -228,8 +233,7 @@ class Quickstart:
             "scaling": {"num_workers": 1, "cpus_per_worker": 2},
             "storage_path": self.path("runs"), "run_name": stage, "checkpoint_every": 100,
             "export": export, "bf16": self.bf16, **extra,
-            # the stages that train LoRA train the whole (random) LM too on tiny; S2 as is
-            "trainable": (self.cfg.lm_trainable or None) if stage != "clever_s2" else None}
+            "trainable": self.trainable(stage)}
         result = self.run({**spec, "data": one_epoch(spec, data)})
         record = train_record(result, time.time() - t)
         self.summary["stages"][stage] = record
@@ -237,28 +241,19 @@ class Quickstart:
               f"{record['loss_last']:.2f} in {record['seconds']:.0f} s, exported to {export}")
         return export
 
-    def base(self) -> str:
-        """What the paper starts from, built offline: a contrastively pretrained CLIP tower
-        (frozen) and an OpenFlamingo-style pretraining of the rest on image-text rows."""
-        import dataclasses
-
-        import torch
-
+    def clip(self, name: str, image_size: int) -> str:
+        """Step 3: the open_clip tower ``name`` pretrained contrastively on synthetic
+        image-caption pairs; returns its weights file (the CLIPScore filter uses it)."""
         from pf_ray.data.synthetic import caption_pairs
-        from pf_ray.model.checkpoint import save_pretrained
         from pf_ray.model.clip_pretrain import train_clip
-        from pf_ray.model.flamingo import build_flamingo
-        from pf_ray.model.loading import model_config, model_tokenizer
 
         cfg = self.cfg
-        config = model_config(cfg.preset)
-        name = config.vision.model_name
         clip_file = self.workdir / "models" / "clip" / f"{name}.pt"
         print(f"[3/9] base model: CLIP pretraining of the image tower ({name}, "
               f"{cfg.clip_steps} steps on {cfg.clip_images} synthetic image-caption pairs "
               f"of seed {CLIP_SEED}) -> {clip_file}")
-        pairs = caption_pairs(CLIP_SEED, 0, cfg.clip_images, config.vision.image_size)
-        held = caption_pairs(self.held_seed, 0, CLIP_HELDOUT, config.vision.image_size)
+        pairs = caption_pairs(CLIP_SEED, 0, cfg.clip_images, image_size)
+        held = caption_pairs(self.held_seed, 0, CLIP_HELDOUT, image_size)
         self.clip_images = [p.image for p in pairs]  # held-out questions must avoid them
         clip = train_clip(name, pairs, held, clip_file, steps=cfg.clip_steps)
         self.summary["vision"] = {
@@ -269,6 +264,22 @@ class Quickstart:
         print(f"      held-out image -> caption retrieval@1 ({CLIP_HELDOUT} images of seed "
               f"{self.held_seed}): {clip.retrieval_at_1:.3f} (untrained "
               f"{clip.retrieval_untrained:.3f}, chance {clip.chance:.3f}) in {clip.seconds:.0f} s")
+        return str(clip_file)
+
+    def base(self) -> str:
+        """What the paper starts from, built offline: a contrastively pretrained CLIP tower
+        (frozen) and an OpenFlamingo-style pretraining of the rest on image-text rows."""
+        import dataclasses
+
+        import torch
+
+        from pf_ray.model.checkpoint import save_pretrained
+        from pf_ray.model.flamingo import build_flamingo
+        from pf_ray.model.loading import model_config, model_tokenizer
+
+        cfg = self.cfg
+        config = model_config(cfg.preset)
+        clip_file = self.clip(config.vision.model_name, config.vision.image_size)
         # the Flamingo model around it: documented departures for a random LM (settings.py)
         config = dataclasses.replace(
             config, vision=dataclasses.replace(config.vision, pretrained=str(clip_file)),
@@ -383,6 +394,14 @@ class Quickstart:
                   f"{_ci(acc)}")
         return Path(reports["nli"].folder), Path(reports["reward"].folder)
 
+    def rewrite_engine(self, rewriter: str) -> dict[str, Any]:
+        """Step 6's engine block: pf-ray's batched generator over the rewriter."""
+        return {"kind": "flamingo", "model": rewriter, "batch_size": self.cfg.rewrite_batch}
+
+    def eval_model_source(self, name: str, model: str, **fields: Any) -> dict[str, Any]:
+        """Step 8's model source block."""
+        return {"kind": "model", "name": name, "model": model, **fields}
+
     def pf1m(self, rewriter: str) -> str:
         """The raw annotations rewritten by the quickstart's rewriter, then filtered."""
         rewritten, filtered = self.path("pf1m", "rewritten"), self.path("pf1m", "filtered")
@@ -390,8 +409,7 @@ class Quickstart:
         result = self.run({
             "kind": "rewrite", "name": "quickstart", "inputs": [self.path("synthetic")],
             "select": {"sources": RAW_SOURCES},
-            "engine": {"kind": "flamingo", "model": rewriter,
-                       "batch_size": self.cfg.rewrite_batch},
+            "engine": self.rewrite_engine(rewriter),
             "output": {"path": rewritten},
             # a unit is committed unless nearly all of its rewrites fail the output checks:
             # the summary shows how many did (a broken rewriter still fails the job)
@@ -574,10 +592,9 @@ class Quickstart:
                      {"name": "Captions", "path": held, "sources": RAW_SOURCES,
                       "tasks": ["captions"], "metric": "rouge_l", "samples": EVAL_CAPTIONS}],
             "sources": [{"kind": "dataset", "name": "raw"},
-                        {"kind": "model", "name": "rewriter", "model": rewriter,
-                         "prompt": "rewrite", "batch_size": 16},
-                        {"kind": "model", "name": "clever", "model": clever,
-                         "batch_size": 16}],
+                        self.eval_model_source("rewriter", rewriter, prompt="rewrite",
+                                               batch_size=16),
+                        self.eval_model_source("clever", clever, batch_size=16)],
             "decoding": {"max_new_tokens": 40}, "politeness": {"model": str(reward)},
             # an untrained-enough model's rows never fail as a unit here: every answer counts
             "faults": {"max_reject_fraction": 1.0}})
@@ -651,8 +668,15 @@ def quickstart(workdir: Path, *, n: int = 1800, executor: str = "ray", progress:
         raise ValueError(f"--preset: received {preset!r}; allowed: {', '.join(SETTINGS)}")
     if split not in SPLIT_SEEDS:
         raise ValueError(f"--split: received {split!r}; allowed: {', '.join(SPLIT_SEEDS)}")
-    qs = Quickstart(workdir, n=n, executor=executor, progress=progress,
-                    settings=SETTINGS[preset], split=split)
+    settings = SETTINGS[preset]
+    if settings.family == "hf_vlm":
+        from pf_ray.quickstart.vlm import VLMQuickstart
+
+        qs: Quickstart = VLMQuickstart(workdir, n=n, executor=executor, progress=progress,
+                                       settings=settings, split=split)
+    else:
+        qs = Quickstart(workdir, n=n, executor=executor, progress=progress,
+                        settings=settings, split=split)
     qs.data(llm_distort)
     qs.save()
     if executor != "ray":

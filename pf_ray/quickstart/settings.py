@@ -55,6 +55,9 @@ class QuickstartSettings:
     clip_images: int = 4000  # synthetic image-caption pairs it trains on (seed 2)
     mask: str = "previous_image"
     gate_init: float = 1.0
+    # hf_vlm presets (pf_ray.quickstart.vlm): the model family and the base's extra parts
+    family: str = "flamingo"
+    base_trainable: dict[str, bool] = field(default_factory=dict)
 
 
 SETTINGS: dict[str, QuickstartSettings] = {
@@ -76,6 +79,25 @@ SETTINGS: dict[str, QuickstartSettings] = {
         # a pretrained LM: OpenFlamingo v1's mask and closed gates, as the paper
         pretrain=StageRun(steps=40, lr=1e-3), clip_steps=600, mask="next_image",
         gate_init=0.0),
+    # The modern-VLM variant (pf_ray.quickstart.vlm): an Idefics3 / SmolVLM-layout model
+    # over the real SmolLM2-135M-Instruct, a small random vision tower; the paper's recipe
+    # (LoRA + embeddings) with the connector as stage 2; vLLM rewrites and serves it. Its
+    # vision tower is random, so the base pretraining trains it with the connector.
+    "smol-vlm": QuickstartSettings(
+        preset="smol-vlm", batch_size=4, max_length=320,
+        pretrain=StageRun(steps=60, lr=1e-3),
+        rewriter=StageRun(steps=40, lr=5e-4),
+        s1=StageRun(steps=20, lr=5e-4), s2=StageRun(steps=30, lr=1e-3),
+        s3=StageRun(steps=10, lr=5e-4, lr_scale=0.1), rewrite_batch=16, clip_steps=600,
+        family="hf_vlm", base_trainable={"vision": True}),
+    # the same flow on the tiny random Idefics3 (tests: every stage runs, in minutes)
+    "tiny-vlm": QuickstartSettings(
+        preset="tiny-idefics3", batch_size=8, max_length=320,
+        pretrain=StageRun(steps=60, lr=1e-3),
+        rewriter=StageRun(steps=40, lr=1e-3),
+        s1=StageRun(steps=20, lr=1e-3), s2=StageRun(steps=20, lr=1e-3),
+        s3=StageRun(steps=10, lr=1e-3, lr_scale=0.1), clip_steps=300,
+        family="hf_vlm", base_trainable={"vision": True}, lm_trainable={"lm_full": True}),
 }
 
 

@@ -118,8 +118,10 @@ def check_folder_family(folder: str | Path, expected: Family) -> None:
     config = json.loads((Path(folder) / "config.json").read_text())
     found = folder_family(config)
     if found != expected:
-        hint = ("model: {family: hf_vlm, path: ...}" if found == "hf_vlm"
-                else "model: <path> (family flamingo)")
-        raise ValueError(f"model {str(folder)!r} is an {found} model folder (config.json "
-                         f"{'model_type ' + repr(config.get('model_type')) if found == 'hf_vlm' else 'of pf-ray'}), "
-                         f"but the spec's family is {expected!r}; write {hint}")
+        if found == "hf_vlm":
+            what = f"config.json model_type {config.get('model_type')!r}"
+            hint = "model: {family: hf_vlm, path: ...} (a rewrite engine: kind hf_vlm or vllm)"
+        else:
+            what, hint = "a pf-ray Flamingo config.json", "model: <path> (family flamingo)"
+        raise ValueError(f"model {str(folder)!r} is an {found} model folder ({what}), but "
+                         f"the spec's family is {expected!r}; write {hint}")

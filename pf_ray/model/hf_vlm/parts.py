@@ -117,7 +117,11 @@ def add_lm_lora(model: nn.Module, settings: LoraSettings) -> list[str]:
                              lora_dropout=settings.dropout,
                              target_modules=lm_lora_pattern(settings.target_modules),
                              bias="none")
-    peft.inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+    try:
+        peft.inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+    except ValueError as exc:  # peft: "Target modules ... not found in the base model"
+        if "not found" not in str(exc):
+            raise
     adapted = sorted({n.rsplit(".lora_", 1)[0] for n, _ in model.named_parameters()
                       if is_lora_name(n)})
     if not adapted:
