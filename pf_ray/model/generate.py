@@ -28,14 +28,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
-from pf_ray.model.flamingo import FlamingoModel
 from pf_ray.model.kv_cache import growing_cache
+
+if TYPE_CHECKING:  # annotations only: the hf_vlm family's code imports this module without
+    # the Flamingo model (open_clip), as in the vLLM venv
+    from pf_ray.model.flamingo import FlamingoModel
 
 ImageLike = Image.Image | torch.Tensor  # PIL image, or a preprocessed (C, H, W) tensor
 FinishReason = Literal["eos", "stop", "length"]

@@ -215,8 +215,11 @@ def deployment_options(spec: ServeSpec) -> dict[str, Any]:
     actor: dict[str, Any] = {"num_cpus": d.cpus_per_replica, "num_gpus": d.gpus_per_replica}
     if d.accelerator_type:
         actor["accelerator_type"] = d.accelerator_type
-    if spec.ray.runtime_env:
-        actor["runtime_env"] = spec.ray.runtime_env
+    runtime_env = dict(spec.ray.runtime_env or {})
+    if spec.python:  # the model replicas' interpreter
+        runtime_env["py_executable"] = spec.python
+    if runtime_env:
+        actor["runtime_env"] = runtime_env
     opts: dict[str, Any] = {
         "ray_actor_options": actor,
         "max_ongoing_requests": d.max_ongoing_requests or 2 * b.max_batch_size,

@@ -319,3 +319,23 @@ def openai_messages(plan: Plan, images: Sequence[image_io.Checked]) -> list[dict
     if next(urls, None) is not None:  # cannot happen: turns count their images
         raise ValueError("more images than the messages' image parts")
     return out
+
+
+def vllm_request(plan: Plan, images: Sequence[image_io.Checked]) -> dict[str, Any]:
+    """The OpenAI chat body sent on to vLLM (Ray Serve LLM) for a checked chat plan: its
+    messages rebuilt (:func:`openai_messages`: the default system message included, images
+    as ``data:`` URIs of the checked bytes) and its sampling resolved by pf-ray's limits
+    (``max_tokens`` with the default applied, temperature 0 for greedy)."""
+    cfg = plan.config
+    body: dict[str, Any] = {
+        "model": plan.model, "messages": openai_messages(plan, images),
+        "max_tokens": cfg.max_new_tokens,
+        "temperature": cfg.temperature if cfg.do_sample else 0.0, "top_p": cfg.top_p,
+        "stream": plan.stream}
+    if cfg.stop_strings:
+        body["stop"] = list(cfg.stop_strings)
+    if cfg.seed is not None:
+        body["seed"] = cfg.seed
+    if plan.stream and plan.include_usage:
+        body["stream_options"] = {"include_usage": True}
+    return body
