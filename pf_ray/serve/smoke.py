@@ -26,8 +26,13 @@ def _free_port() -> int:
 
 
 def chat_once(model_dir: str, image_png: bytes, question: str, *, max_tokens: int = 32,
-              port: int | None = None, cpus_per_replica: float = 0.5) -> dict[str, Any]:
+              port: int | None = None, cpus_per_replica: float = 0.5,
+              spec_fields: dict[str, Any] | None = None) -> dict[str, Any]:
     """Serve ``model_dir``, ask ``question`` about ``image_png``, stop; never raises.
+
+    ``spec_fields`` are more serve spec fields (they win over the defaults here), e.g.
+    ``{"model": {"family": "hf_vlm", "path": ...}, "engine": "vllm", "python": ...}`` for an
+    ``hf_vlm`` export on Ray Serve LLM with the replicas in the vLLM venv's interpreter.
 
     Returns ``{ok, answer, first_token_s, total_s, startup_s, completion_tokens}`` (``error``
     instead of the numbers when something failed); ``ok`` only with a non-empty answer.
@@ -53,16 +58,19 @@ def chat_once(model_dir: str, image_png: bytes, question: str, *, max_tokens: in
         # Serve started here is shut down here: a later app on the same cluster then gets
         # the proxy port it asks for (Serve keeps the port it started with)
         own_serve = not serve_running()
-        spec = ServeSpec(kind="serve", model=str(model_dir), app_name=APP,
-                         route_prefix=f"/{APP}", port=port or _free_port(),
-                         deployment={"cpus_per_replica": cpus_per_replica})
+        fields: dict[str, Any] = {
+            "kind": "serve", "model": str(model_dir), "app_name": APP,
+            "route_prefix": f"/{APP}", "port": port or _free_port(),
+            "deployment": {"cpus_per_replica": cpus_per_replica}}
+        spec = ServeSpec.model_validate({**fields, **(spec_fields or {})})
         url = start(spec)
         out["startup_s"] = round(time.perf_counter() - t0, 3)
         client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
         image = "data:image/png;base64," + base64.b64encode(image_png).decode()
+        model = client.models.list().data[0].id  # the trained model (an adapter's name)
         t1 = time.perf_counter()
         stream = client.chat.completions.create(
-            model=spec.model_name, stream=True, temperature=0, max_tokens=max_tokens,
+            model=model, stream=True, temperature=0, max_tokens=max_tokens,
             stream_options={"include_usage": True},
             messages=[{"role": "user", "content": [
                 {"type": "text", "text": question},
