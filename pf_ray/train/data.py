@@ -279,6 +279,8 @@ class ExampleBuilder:
     batch does both with its own pool (the whole batch first), as one stream would.
     """
 
+    columns: tuple[str, ...] = EXAMPLE_COLUMNS  # an example's values
+
     def __init__(self, model: str, fmt: str, max_length: int, max_images: int,
                  multiturn: bool, seed: int, storage: StorageConfig, pool_size: int = 2048,
                  pad_square: float = 0.0, rewrite_prompt: str = "paper"):
@@ -298,7 +300,12 @@ class ExampleBuilder:
 
     def _images(self, row: dict[str, Any]) -> tuple[list[np.ndarray], int]:
         """The row's preprocessed images (:func:`~pf_ray.data.images.row_images`: none, one,
-        or several in order) and how many failed to load.
+        or several in order) and how many failed to load (see :meth:`_loaded_images`)."""
+        images, failed = self._loaded_images(row)
+        return [self.transform(img).numpy().astype(np.float32) for img in images], failed
+
+    def _loaded_images(self, row: dict[str, Any]) -> tuple[list[Any], int]:
+        """The row's images (PIL, in order) and how many failed to load.
 
         Ingest/distort already rejected broken images; one that still fails here leaves the
         example text-only (all its images: the text names them together), and is counted
@@ -321,7 +328,7 @@ class ExampleBuilder:
         if rng.random() < self.pad_square:
             colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
             images = [pad_to_square(img, colour) for img in images]
-        return [self.transform(img).numpy().astype(np.float32) for img in images], 0
+        return images, 0
 
     def remember(self, rows: Sequence[dict[str, Any]], pool: CandidatePool) -> None:
         """Add ``rows`` to ``pool`` as candidates (multi-turn chat only; text, no decoding)."""
@@ -382,7 +389,7 @@ class ExampleBuilder:
         rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["id"]))]
         self.remember(rows, self.pool)  # this batch's rows are candidates too
         candidates = self.pool.snapshot()
-        return stack_examples([self.build(row, candidates) for row in rows])
+        return stack_examples([self.build(row, candidates) for row in rows], self.columns)
 
     def _augment(self, row: dict[str, Any], turns: list[Any], images: list[np.ndarray],
                  candidates: Sequence[Candidate]) -> tuple[list[Any], list[np.ndarray], int]:
@@ -413,9 +420,10 @@ class ExampleBuilder:
         return turns, images, unreadable
 
 
-def stack_examples(examples: Sequence[dict[str, Any]]) -> Batch:
-    """Examples (one dict each) as a batch: a list per :data:`EXAMPLE_COLUMNS` column."""
-    return {c: [e[c] for e in examples] for c in EXAMPLE_COLUMNS}
+def stack_examples(examples: Sequence[dict[str, Any]],
+                   columns: Sequence[str] = EXAMPLE_COLUMNS) -> Batch:
+    """Examples (one dict each) as a batch: a list per column (the builder's ``columns``)."""
+    return {c: [e[c] for e in examples] for c in columns}
 
 
 def _marker_rows(marker: dict[str, Any], selection: dict[str, list[str]]) -> int | None:

@@ -38,12 +38,18 @@ AHEAD = 2  # global batches built ahead of the one being trained on
 
 
 def example_builder(spec: TrainSpec) -> ExampleBuilder:
-    """The example builder of ``spec``'s stage (its format, augmentations and lengths)."""
+    """The example builder of ``spec``'s stage (its format, augmentations and lengths) for
+    its model family (``hf_vlm``: :class:`pf_ray.train.hf_data.HFExampleBuilder`)."""
     from pf_ray.train.stages import EXAMPLE_FORMAT
 
     fmt = EXAMPLE_FORMAT[spec.stage]
     chat = fmt == "chat"
-    return ExampleBuilder(
+    builder: type[ExampleBuilder] = ExampleBuilder
+    if spec.model_family == "hf_vlm":
+        from pf_ray.train.hf_data import HFExampleBuilder
+
+        builder = HFExampleBuilder
+    return builder(
         spec.model, fmt, spec.max_length, spec.max_images,
         multiturn=spec.multiturn if spec.multiturn is not None else chat, seed=spec.seed,
         storage=spec.storage, pool_size=spec.multiturn_pool,
@@ -111,9 +117,8 @@ class RankExamples:
                 for f in futures:
                     f.cancel()
 
-    @staticmethod
-    def _collect(k: int, futures: list[Future[dict[str, Any]]]) -> tuple[int, Batch]:
-        return k, stack_examples([f.result() for f in futures])
+    def _collect(self, k: int, futures: list[Future[dict[str, Any]]]) -> tuple[int, Batch]:
+        return k, stack_examples([f.result() for f in futures], self.builder.columns)
 
     def close(self) -> None:
         """Stop the threads (building that has not started is dropped)."""

@@ -60,8 +60,10 @@ def run_train(spec: TrainSpec, *, executor: str = "ray") -> TrainResult:
 
     from pf_ray.jobs.progress import ray_console
     from pf_ray.train.data import data_files, epoch_counts
+    from pf_ray.train.hf_build import check_spec_model
     from pf_ray.train.loop import train_loop_per_worker
 
+    check_spec_model(spec)  # a folder of the other model family: an error naming both
     files = data_files(spec)  # a sources / tasks selection that keeps no row: an error
     counts = epoch_counts(spec, [sum(rows for _, rows in f) for f in files])
     for d, f, count in zip(spec.data, files, counts, strict=True):

@@ -236,6 +236,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from pf_ray.train.build import build_for_training
     from pf_ray.train.examples import RankExamples, example_builder
+    from pf_ray.train.hf_build import build_hf_for_training, hf_decays
+    from pf_ray.train.hf_data import collate_hf
     from pf_ray.train.memory import PeakMemory
     from pf_ray.train.optim import build_optimizer, build_scheduler
     from pf_ray.train.tracking import open_tracker
@@ -250,12 +252,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     bf16 = spec.bf16 if spec.bf16 is not None else use_gpu
     torch.manual_seed(spec.seed)
 
-    built = build_for_training(spec, device=device, rank=rank, world=world, bf16=bf16,
-                               sharded=spec.fsdp and torch.distributed.is_initialized())
+    hf = spec.model_family == "hf_vlm"  # a transformers model (pf_ray.train.hf_build)
+    build = build_hf_for_training if hf else build_for_training
+    built = build(spec, device=device, rank=rank, world=world, bf16=bf16,
+                  sharded=spec.fsdp and torch.distributed.is_initialized())
     model = built.model
     model.train()
-    image_size = model.config.vision.image_size
-    optimizer = build_optimizer(model, spec.optim)
+    image_size = None if hf else model.config.vision.image_size
+    optimizer = build_optimizer(model, spec.optim, decays=hf_decays if hf else None)
     total = config["total_steps"]
     scheduler = build_scheduler(optimizer, spec.optim, total)
     progress = load_checkpoint(model, optimizer, scheduler)  # restores each rank's RNG too
@@ -283,13 +287,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # this rank's examples of each global batch; those before position are not built
         for k, mine in examples.epoch(batches, skip=position):
             waited += time.time() - t_wait
-            batch = collate(mine, pad_id, image_size, device)
+            batch = (collate_hf(mine, examples.builder, device) if hf  # type: ignore[arg-type]
+                     else collate(mine, pad_id, image_size, device))
             counts["images_unreadable"] += sum(mine["images_unreadable"])
             counts["examples_skipped"] += sum(mine["examples_skipped"])
             images += sum(mine["n_images"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = model(batch["input_ids"], batch["images"], image_mask=batch["image_mask"],
-                            attention_mask=batch["attention_mask"], labels=batch["labels"])
+                if hf:  # input_ids, attention_mask, labels and the processor's image tensors
+                    out = model(**batch, use_cache=False)
+                else:
+                    out = model(batch["input_ids"], batch["images"],
+                                image_mask=batch["image_mask"],
+                                attention_mask=batch["attention_mask"], labels=batch["labels"])
             loss, empty = guarded_loss(out, batch["labels"])
             counts["empty_batches"] += int(empty)
             (loss / spec.grad_accum).backward()
@@ -386,14 +395,16 @@ def _first_failure(spec: TrainSpec, rank: int) -> bool:
 
 
 def export_model(model: Any, spec: TrainSpec, rank: int, step: int) -> None:
-    """Gather the full weights and write a model folder (rank 0), adapters or merged."""
+    """Gather the full weights and write a model folder (rank 0), adapters or merged
+    (family hf_vlm: a transformers folder, :mod:`pf_ray.train.hf_export`)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     from pf_ray.train.export import write_export
+    from pf_ray.train.hf_export import write_hf_export
 
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
                                                                 cpu_offload=True))
     if rank == 0:
-        write_export(full, spec, step)
+        (write_hf_export if spec.model_family == "hf_vlm" else write_export)(full, spec, step)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()

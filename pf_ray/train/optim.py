@@ -1,8 +1,10 @@
-"""AdamW with weight decay on cross-attention parameters only, and the LR schedule."""
+"""AdamW with weight decay on cross-attention parameters only (hf_vlm: the connector), and
+the LR schedule."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -10,12 +12,15 @@ from torch import nn
 from pf_ray.train.spec import OptimConfig
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """Two groups of trainable parameters: ``gated_cross_attn*`` (decay) and the rest (none)."""
+def build_optimizer(model: nn.Module, cfg: OptimConfig,
+                    decays: Callable[[str], bool] | None = None) -> torch.optim.AdamW:
+    """Two groups of trainable parameters: those ``decays`` names (default: the Flamingo
+    family's ``gated_cross_attn*``) with weight decay, the rest without."""
+    decays = decays or (lambda name: "gated_cross_attn" in name)
     decay, rest = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if "gated_cross_attn" in name else rest).append(p)
+            (decay if decays(name) else rest).append(p)
     groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay},
                           {"params": rest, "weight_decay": 0.0}) if g["params"]]
     return torch.optim.AdamW(groups, lr=cfg.lr * cfg.lr_scale, betas=cfg.betas)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from pf_ray.model.hf_vlm.family import Family
 from pf_ray.specs import SpecBase, Strict
 
 if TYPE_CHECKING:
+    from pf_ray.model.config import LoraSettings
     from pf_ray.model.trainability import Trainability
 
 
@@ -51,7 +53,8 @@ class TrainData(Strict):
 class OptimConfig(Strict):
     lr: float = Field(1e-4, gt=0)
     lr_scale: float = Field(1.0, gt=0, description="multiplies lr (clever_s3: 0.1)")
-    weight_decay: float = Field(0.1, ge=0, description="on cross-attention parameters only")
+    weight_decay: float = Field(0.1, ge=0, description="on cross-attention parameters only "
+                                "(model family hf_vlm: on the connector only)")
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = Field(0, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
@@ -93,6 +96,26 @@ class FailureSpec(Strict):
         "preemption's deadline before Ray Train restarts the run (e.g. to finish a "
         "checkpoint upload); 0: restart at the deadline. pf-ray's checkpoints need every "
         "rank, so a longer grace rarely helps: lower checkpoint_every instead")
+
+
+class HFLoraSpec(Strict):
+    """LoRA on the language model of an ``hf_vlm`` model (peft; paper.md §3: r 64, alpha 16,
+    dropout 0.1 on q/k/v/o/gate/up/down_proj). The targets are matched inside the language
+    model only (:func:`pf_ray.model.hf_vlm.parts.lm_lora_pattern`): the vision tower's own
+    ``q_proj`` never gets LoRA. The Flamingo family keeps its LoRA in the model's config."""
+
+    r: int = Field(64, ge=1, description="rank")
+    alpha: int = Field(16, ge=1, description="lora_alpha (the update is scaled by alpha / r)")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout on LoRA's input")
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1, description="module names inside the language model")
+
+    def settings(self) -> LoraSettings:
+        from pf_ray.model.config import LoraSettings
+
+        return LoraSettings(r=self.r, alpha=self.alpha, dropout=self.dropout,
+                            target_modules=tuple(self.target_modules))
 
 
 TRACKING_EXTRA = "pip install 'pf-ray[tracking]'"
@@ -152,8 +175,19 @@ class TrainSpec(SpecBase):
 
     kind: Literal["train"]
     stage: Literal["rewriter", "clever_s1", "clever_s2", "clever_s3", "flamingo_pretrain"]
-    model: str = Field(..., description="a preset name (tiny, openflamingo-9b-v1...) or a "
-                                        "pf-ray model folder / URI (a previous stage's export)")
+    model: str = Field(..., description="a preset name (tiny, openflamingo-9b-v1...; "
+                       "tiny-idefics3, smol-vlm, tiny-llava: family hf_vlm) or a model folder "
+                       "/ URI (a previous stage's export); in YAML also {family: hf_vlm, path: "
+                       "FOLDER} for any transformers image-text-to-text model")
+    model_family: Family = Field(
+        "flamingo", description="flamingo (pf-ray's OpenFlamingo layout) or hf_vlm (a "
+        "transformers image-text-to-text folder); set by model: {family, path} or an hf_vlm "
+        "preset name; a folder of the other family fails at run start")
+    lora: HFLoraSpec | None = Field(
+        None, description="hf_vlm: LoRA on the language model for stages that train lm_lora "
+        "(None: r 64, alpha 16, dropout 0.1, q/k/v/o/gate/up/down_proj); a model folder "
+        "with adapter/ (an earlier stage's export) continues that adapter instead. Not for "
+        "the flamingo family (its LoRA is in the model config)")
     data: list[TrainData] = Field(..., min_length=1)
     sampling: Literal["ratio", "sqrt"] = Field(
         "ratio", description="ratio: weight = ratio; sqrt: weight = ratio * sqrt(rows)")
@@ -214,25 +248,76 @@ class TrainSpec(SpecBase):
     fail_at_step: int | None = Field(None, description="testing: raise once at this step")
     trainable: dict[str, bool] | None = Field(
         None, description="parts to switch on or off on top of the stage's assignment "
-        "(vision, perceiver, xattn_attn, xattn_ffn, lm_lora, lm_embeddings, lm_full); e.g. "
-        "{lm_full: true} when the LM is random (the tiny preset), where LoRA alone cannot learn")
+        "(vision, perceiver, xattn_attn, xattn_ffn, lm_lora, lm_embeddings, lm_full; hf_vlm: "
+        "vision, connector, lm_lora, lm_embeddings, lm_full, with perceiver / xattn_* "
+        "meaning its connector); e.g. {lm_full: true} when the LM is random (the tiny "
+        "preset), where LoRA alone cannot learn")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_field(cls, data: Any) -> Any:
+        """``model: {family, path}`` -> ``model`` + ``model_family`` (an hf_vlm preset name
+        gets family hf_vlm); errors name the field."""
+        from pf_ray.model.hf_vlm.family import split_model_field
+
+        return split_model_field(data)
 
     @field_validator("trainable")
     @classmethod
-    def _parts(cls, v: dict[str, bool] | None) -> dict[str, bool] | None:
+    def _parts(cls, v: dict[str, bool] | None,
+               info: ValidationInfo) -> dict[str, bool] | None:
         from pf_ray.model.trainability import Trainability
 
-        if v is not None:
+        if v is None:
+            return v
+        if info.data.get("model_family") == "hf_vlm":
+            from pf_ray.train.stages import hf_overrides
+
+            hf_overrides(v)  # names every unknown part and every conflict
+        else:
             Trainability.from_dict(v)  # names every unknown part
         return v
 
     def trainability(self) -> Trainability:
-        """The stage's assignment with ``trainable`` applied."""
+        """The stage's assignment with ``trainable`` applied (family flamingo)."""
         from pf_ray.model.trainability import Trainability
         from pf_ray.train.stages import STAGE_TRAINABILITY
 
+        if self.model_family != "flamingo":
+            raise ValueError("trainability(): the flamingo family's parts; an hf_vlm spec "
+                             "has hf_parts()")
         parts = STAGE_TRAINABILITY[self.stage].as_dict() | (self.trainable or {})
         return Trainability.from_dict(parts)
+
+    def hf_parts(self) -> dict[str, bool]:
+        """The stage's assignment in hf_vlm parts (vision, connector, lm_lora,
+        lm_embeddings, lm_full) with ``trainable`` applied (:func:`stages.hf_stage_parts`)."""
+        from pf_ray.train.stages import hf_stage_parts
+
+        return hf_stage_parts(self.stage, self.trainable)
+
+    def lora_settings(self) -> LoraSettings:
+        """hf_vlm: the LoRA a stage adds when its model has none (``lora``, or the paper's)."""
+        return (self.lora or HFLoraSpec()).settings()
+
+    @model_validator(mode="after")
+    def _family_fields(self) -> TrainSpec:
+        if self.model_family == "flamingo":
+            if self.lora is not None:
+                raise ValueError("lora: for model family hf_vlm only; the flamingo family's "
+                                 "LoRA is part of its model config (the preset or the "
+                                 "folder's config.json)")
+            return self
+        if self.stage == "flamingo_pretrain":
+            raise ValueError("stage: 'flamingo_pretrain' trains the flamingo family's "
+                             "perceiver and cross-attention; model family hf_vlm allows "
+                             "rewriter, clever_s1, clever_s2, clever_s3")
+        if self.rewrite_prompt != "paper":
+            raise ValueError(f"rewrite_prompt: {self.rewrite_prompt!r} is the released Polite "
+                             "Flamingo weights' format (family flamingo); hf_vlm models "
+                             "write the rewriter's prompt through their chat template: "
+                             "allowed: 'paper'")
+        return self
 
     @model_validator(mode="after")
     def _max_failures(self) -> TrainSpec:

@@ -23,32 +23,6 @@ from pf_ray.train.launch import read_history
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
-@pytest.fixture(scope="module")
-def pairs(ray_session: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("train_data")
-    run_job(parse_spec({"kind": "synthetic", "n": 270, "rows_per_shard": 90,
-                        "output": {"path": str(root / "syn")}, "ray": {"progress": False}}))
-    run_job(parse_spec({"kind": "distort", "inputs": [str(root / "syn")],
-                        "boxes_from": str(root / "syn"), "output": {"path": str(root / "pairs")},
-                        "select": {"sources": ["synthetic_llava", "synthetic_text"]},
-                        "mixture": {"text": {"augment": 1.0}}, "ray": {"progress": False}}))
-    return str(root / "pairs")
-
-
-@pytest.fixture(scope="module")
-def four_pairs(ray_session: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Exactly 4 pairs: the detailed descriptions of 4 images, as captions+boxes pairs."""
-    root = tmp_path_factory.mktemp("four")
-    run_job(parse_spec({"kind": "synthetic", "n": 36, "rows_per_shard": 36,
-                        "output": {"path": str(root / "syn")}, "ray": {"progress": False}}))
-    (res,) = run_job(parse_spec({
-        "kind": "distort", "inputs": [str(root / "syn")], "boxes_from": str(root / "syn"),
-        "output": {"path": str(root / "pairs")}, "select": {"tasks": ["detail"]},
-        "mixture": {"image_with_boxes": {"boxes": 1.0}}, "ray": {"progress": False}}))
-    assert res.manifest["totals"]["rows"] == 4
-    return str(root / "pairs")
-
-
 def train_spec(pairs: str, tmp: Path, name: str, **extra: object):  # type: ignore[no-untyped-def]
     base = {"kind": "train", "stage": "rewriter", "model": "tiny", "data": [{"path": pairs}],
             "batch_size": 2, "max_length": 320, "checkpoint_every": 2,

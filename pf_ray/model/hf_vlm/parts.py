@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 
@@ -106,17 +107,31 @@ def lm_lora_pattern(targets: tuple[str, ...]) -> str:
     return rf"^model\.({'|'.join(LM_MODULES)})\..*\.({names})$"
 
 
+def lm_lora_config(settings: LoraSettings) -> Any:
+    """The peft ``LoraConfig`` of ``settings`` with its targets inside the LM only (what
+    :func:`add_lm_lora` injects and a training export writes as ``adapter_config.json``)."""
+    import peft
+
+    return peft.LoraConfig(r=settings.r, lora_alpha=settings.alpha,
+                           lora_dropout=settings.dropout,
+                           target_modules=lm_lora_pattern(settings.target_modules),
+                           bias="none")
+
+
 def add_lm_lora(model: nn.Module, settings: LoraSettings) -> list[str]:
     """Inject LoRA (B = 0: outputs unchanged) into the LM's ``settings.target_modules``;
     returns the adapted module names. Raises when nothing matched, naming the targets."""
+    return inject_lora(model, lm_lora_config(settings))
+
+
+def inject_lora(model: nn.Module, config: Any) -> list[str]:
+    """Inject the LoRA of a peft ``LoraConfig`` (e.g. an adapter folder's, continued by a
+    later training stage); returns the adapted module names. Raises when nothing matched,
+    or when a match lies outside the language model (vLLM serves LoRA on the LM only)."""
     import peft
 
     from pf_ray.model.lora import ADAPTER
 
-    config = peft.LoraConfig(r=settings.r, lora_alpha=settings.alpha,
-                             lora_dropout=settings.dropout,
-                             target_modules=lm_lora_pattern(settings.target_modules),
-                             bias="none")
     try:
         peft.inject_adapter_in_model(config, model, adapter_name=ADAPTER)
     except ValueError as exc:  # peft: "Target modules ... not found in the base model"
@@ -125,8 +140,12 @@ def add_lm_lora(model: nn.Module, settings: LoraSettings) -> list[str]:
     adapted = sorted({n.rsplit(".lora_", 1)[0] for n, _ in model.named_parameters()
                       if is_lora_name(n)})
     if not adapted:
-        raise ValueError(f"lora.target_modules {list(settings.target_modules)} matched no "
+        raise ValueError(f"lora.target_modules {config.target_modules!r} matched no "
                          f"module of {type(model).__name__}'s language model")
+    outside = [n for n in adapted if not n.startswith(_LM)]
+    if outside:
+        raise ValueError(f"lora.target_modules {config.target_modules!r} matched modules "
+                         f"outside the language model: {outside[:3]}")
     return adapted
 
 
