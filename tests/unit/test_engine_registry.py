@@ -110,7 +110,7 @@ def test_unknown_engine_kind_lists_the_registered_ones() -> None:
                     "engine": {"kind": "nope"}})
     text = str(info.value)
     assert "flamingo" in text and "http" in text
-    assert list(engine_registry.engines()) == ["flamingo", "http"]
+    assert list(engine_registry.engines()) == ["flamingo", "http", "hf_vlm", "vllm"]
     with pytest.raises(ValueError, match="must declare kind"):
         engine_registry.EngineDef("other", engine_registry.get("http").config,
                                   engine_registry.get("http").build)

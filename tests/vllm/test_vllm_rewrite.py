@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from tiny_vlm import BROKEN, add_adapter, build_model, write_inputs  # noqa: E402
+from sample_inputs import BROKEN, write_inputs  # noqa: E402
+from tiny_vlm import add_adapter, build_model  # noqa: E402
 
 pytestmark = pytest.mark.timeout(900)
 MAX_NEW_TOKENS = 10
