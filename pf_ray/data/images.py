@@ -353,7 +353,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def encode_png(img: Image.Image) -> bytes:
+def encode_png(img: Image.Image, compress_level: int = 6) -> bytes:
+    """Lossless PNG bytes of ``img`` (``compress_level`` 0-9: 1 is fast, 6 PIL's default)."""
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()

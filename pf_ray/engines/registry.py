@@ -34,6 +34,9 @@ class EngineDef:
     build: Builder  # (its spec block, the stage's decoding, storage) -> a Generator
     needs_bytes: bool = False  # it sends the images' stored encodings (an HTTP API)
     beams: bool = False  # it runs beam search (decoding.num_beams > 1)
+    # it runs over the whole dataset as a Ray Data stage (ray.data.llm), not as a Generator
+    # per actor: the stage wires it in its plan (``build`` then only explains that)
+    dataset_stage: bool = False
     description: str = ""
 
     def __post_init__(self) -> None:

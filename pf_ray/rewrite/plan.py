@@ -3,7 +3,10 @@
 Units are the committed shard files of the inputs (as the distort kind's), so a rerun of a
 killed job skips the committed ones and every id comes out exactly once. Steps:
 ``prepare_rows`` (CPU tasks) -> :class:`~pf_ray.rewrite.steps.Rewrite` (an actor pool sized
-by the engine block: CPUs / GPUs per actor, min / max actors, batch size).
+by the engine block: CPUs / GPUs per actor, min / max actors, batch size). An engine that
+runs as a dataset stage (``vllm``: ``ray.data.llm``) replaces the actor pool:
+``prepare_rows`` -> ``read_images`` (CPU tasks) -> the plan's Ray Data stage
+(:mod:`pf_ray.rewrite.vllm`).
 
 Rejects: ``not_selected`` (the stage's intent, outside ``faults.max_reject_fraction``);
 bad rows (``no_instruction``, ``no_raw_answer``, the image loader's reasons,
@@ -41,7 +44,8 @@ from pf_ray.storage import resolve
 # Where and how the engine runs, not what it computes: left out of the shard names, so a
 # job resumes on a bigger pool or behind another address.
 SCHEDULING = ("num_cpus", "num_gpus", "min_actors", "max_actors", "batch_size", "base_url",
-              "api_key_env", "timeout_s", "max_concurrency", "num_threads", "device")
+              "api_key_env", "timeout_s", "max_concurrency", "num_threads", "device",
+              "accelerator_type")
 
 
 # The rewrite step sorts this many engine batches of rows by length before batching them.
@@ -144,15 +148,27 @@ def plan_rewrite(spec: RewriteSpec) -> ShardPlan:
                 Resources(batch_size=4096),
                 {"select": spec.select, "draft_boxes": spec.draft_boxes, "seed": spec.seed,
                  "thresholds": thresholds}),
-        StepDef(Rewrite.name, Rewrite, Rewrite.inputs, Rewrite.outputs,
-                # micro-batches of LENGTH_BUCKETS engine batches, sorted by length inside
-                e.resources(batch_size=e.batch_size * LENGTH_BUCKETS),
-                {"engine_factory": engine_factory(spec), "checks": spec.checks,
-                 "loader": loader, "fetch_threads": spec.images.fetch_threads,
-                 "needs_bytes": engines.get(e.kind).needs_bytes,
-                 "engine_batch": e.batch_size}),
     ]
+    ray_stage = None
+    if engines.get(e.kind).dataset_stage:  # vllm: ray.data.llm over the dataset
+        from pf_ray.rewrite.vllm import OUTPUTS, RewriteOnVLLM, read_images
+
+        # named as the actor pool's step, so an unreadable image is the same reject
+        steps.append(StepDef(Rewrite.name, read_images,
+                             ("id", "image", "image_bytes", "extra_images"), OUTPUTS,
+                             Resources(batch_size=256, num_cpus=1.0),
+                             {"loader": loader, "fetch_threads": spec.images.fetch_threads}))
+        ray_stage = RewriteOnVLLM(spec)
+    else:
+        steps.append(StepDef(
+            Rewrite.name, Rewrite, Rewrite.inputs, Rewrite.outputs,
+            # micro-batches of LENGTH_BUCKETS engine batches, sorted by length inside
+            e.resources(batch_size=e.batch_size * LENGTH_BUCKETS),
+            {"engine_factory": engine_factory(spec), "checks": spec.checks,
+             "loader": loader, "fetch_threads": spec.images.fetch_threads,
+             "needs_bytes": engines.get(e.kind).needs_bytes,
+             "engine_batch": e.batch_size}))
     return ShardPlan(kind="rewrite", spec_hash=digest, spec=recorded, units=units,
                      reader=read_samples,
                      output=spec.output, storage=spec.storage, steps=steps, schema=REWRITE_OUTPUT,
-                     faults=spec.faults)
+                     faults=spec.faults, ray_stage=ray_stage)

@@ -109,8 +109,8 @@ def test_unknown_engine_kind_lists_the_registered_ones() -> None:
         parse_spec({"kind": "rewrite", "inputs": ["x"], "output": {"path": "y"},
                     "engine": {"kind": "nope"}})
     text = str(info.value)
-    assert "flamingo" in text and "http" in text and "hf_vlm" in text
-    assert list(engine_registry.engines()) == ["flamingo", "http", "hf_vlm"]
+    assert all(k in text for k in ("flamingo", "http", "hf_vlm", "vllm"))
+    assert list(engine_registry.engines()) == ["flamingo", "http", "hf_vlm", "vllm"]
     with pytest.raises(ValueError, match="must declare kind"):
         engine_registry.EngineDef("other", engine_registry.get("http").config,
                                   engine_registry.get("http").build)

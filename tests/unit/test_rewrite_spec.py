@@ -46,7 +46,7 @@ def test_spec_defaults_are_the_dataset_inference_script() -> None:
 
 def test_spec_errors_name_the_field_and_what_is_allowed() -> None:
     assert "decoding.no_repeat_ngram_size" in errors(decoding={"no_repeat_ngram_size": 3})
-    text = errors(engine={"kind": "vllm", "model": "x"})
+    text = errors(engine={"kind": "nope", "model": "x"})
     assert "engine" in text and "flamingo" in text and "http" in text
     text = errors(engine={"kind": "http", "base_url": "http://h:1/v1", "model": "m"},
                   decoding={"num_beams": 3})
