@@ -64,6 +64,10 @@ class VLLMEngineConfig(EngineBase):
     separate_cpu_stages: bool = Field(
         True, description="tokenize/detokenize in their own actor pools (off on tiny CPU "
         "machines, where the extra pools can starve the engine of CPUs)")
+    python: str | None = Field(
+        None, description="the Python that runs the engine actors (Ray runtime_env "
+        "py_executable; same Python and Ray versions), e.g. .venv-vllm/bin/python when "
+        "vLLM's CPU build lives in its own venv (pf_ray.engines.interpreter); None: the job's")
 
 
 class HTTPEngineConfig(EngineBase, HTTPEndpoint):

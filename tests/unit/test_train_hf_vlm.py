@@ -275,7 +275,7 @@ PROMPT = "<|im_start|>User:<image>Describe the image.<end_of_utterance>\nAssista
 
 def greedy(model: Any, processor: Any) -> list[int]:
     from pf_ray.engines.config import DecodingConfig
-    from pf_ray.model.hf_vlm.generate import HFVLMGenerator
+    from pf_ray.engines.hf_vlm import HFVLMGenerator
 
     gen = HFVLMGenerator(model=model, processor=processor,
                          decoding=DecodingConfig(max_new_tokens=12))

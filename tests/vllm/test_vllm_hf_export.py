@@ -79,7 +79,7 @@ def test_vllm_generates_what_load_vlm_generates(exports: Path, mode: str) -> Non
     from vllm.lora.request import LoRARequest
 
     from pf_ray.engines.config import DecodingConfig
-    from pf_ray.model.hf_vlm.generate import HFVLMGenerator
+    from pf_ray.engines.hf_vlm import HFVLMGenerator
     from pf_ray.model.hf_vlm.load import load_vlm
     from pf_ray.model.hf_vlm.prompts import stop_token_ids
 

@@ -65,7 +65,7 @@ def llm(folders: tuple[Path, Path]) -> Any:
 
 def generators(folders: tuple[Path, Path]) -> tuple[Any, Any]:
     from pf_ray.engines.config import DecodingConfig
-    from pf_ray.model.hf_vlm.generate import HFVLMGenerator
+    from pf_ray.engines.hf_vlm import HFVLMGenerator
 
     decoding = DecodingConfig(max_new_tokens=MAX_TOKENS)
     return tuple(HFVLMGenerator(str(f), decoding=decoding, device="cpu", dtype="float32")
