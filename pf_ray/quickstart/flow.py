@@ -221,8 +221,11 @@ class Quickstart:
         return (self.cfg.lm_trainable or None) if stage != "clever_s2" else None
 
     def train(self, stage: str, model: str | dict[str, str], data: list[dict[str, Any]],
-              run: StageRun, **extra: Any) -> str:
-        export = self.path("models", stage)
+              run: StageRun, *, name: str | None = None, **extra: Any) -> str:
+        """Train ``stage`` from ``model`` for ``run.steps``; ``name``: its run, export folder
+        and summary key (default: the stage's name). Returns the export folder."""
+        name = name or stage
+        export = self.path("models", name)
         t = time.time()
         spec = {
             "kind": "train", "stage": stage, "model": model,
@@ -231,13 +234,13 @@ class Quickstart:
             "max_length": self.cfg.max_length,
             "optim": {"lr": run.lr, "lr_scale": run.lr_scale},
             "scaling": {"num_workers": 1, "cpus_per_worker": 2},
-            "storage_path": self.path("runs"), "run_name": stage, "checkpoint_every": 100,
+            "storage_path": self.path("runs"), "run_name": name, "checkpoint_every": 100,
             "export": export, "bf16": self.bf16, **extra,
-            "trainable": self.trainable(stage)}
+            "trainable": self.trainable(name)}
         result = self.run({**spec, "data": one_epoch(spec, data)})
         record = train_record(result, time.time() - t)
-        self.summary["stages"][stage] = record
-        print(f"      {stage}: {result.steps} steps, loss {record['loss_first']:.2f} -> "
+        self.summary["stages"][name] = record
+        print(f"      {name}: {result.steps} steps, loss {record['loss_first']:.2f} -> "
               f"{record['loss_last']:.2f} in {record['seconds']:.0f} s, exported to {export}")
         return export
 

@@ -8,9 +8,9 @@ default quickstart's (:mod:`pf_ray.quickstart.flow`), each beside its baseline, 
 differences:
 
 3. the CLIP tower is still pretrained: the CLIPScore filter of step 6 scores with it;
-4. base: the connector and the LM's embeddings (what Flamingo's perceiver and
-   cross-attention are to this layout) and, since it starts random, the vision tower, on
-   the synthetic image-caption rows;
+4. base: the connector (what Flamingo's perceiver and cross-attention are to this layout:
+   stage 2's assignment) and, since it starts random, the vision tower, on the synthetic
+   image-caption rows;
 5. rewriter: the paper's LoRA + embeddings on the language model, through the model's own
    chat template (:mod:`pf_ray.model.hf_vlm.prompts`); held-out ROUGE-L vs copying the
    draft vs the base, with pf-ray's ``hf_vlm`` generator;
@@ -53,7 +53,7 @@ class VLMQuickstart(Quickstart):
     """The quickstart on an ``hf_vlm`` model (module doc)."""
 
     def trainable(self, stage: str) -> dict[str, bool] | None:
-        if stage == "flamingo_pretrain":
+        if stage == "base":
             return {**self.cfg.lm_trainable, **self.cfg.base_trainable} or None
         return super().trainable(stage)
 
@@ -68,14 +68,15 @@ class VLMQuickstart(Quickstart):
 
         self.clip(*CLIP_TOWER)
         init = str(hf_vlm_preset_folder(self.cfg.preset))
-        print(f"[4/9] base model: {self.cfg.preset} ({init}); pretraining of the connector, "
-              f"the LM's embeddings and the (random) vision tower on the synthetic "
+        print(f"[4/9] base model: {self.cfg.preset} ({init}); pretraining of the connector "
+              f"and the (random) vision tower on the synthetic "
               f"image-caption rows ({', '.join(PRETRAIN_TASKS)}) -> "
-              f"{self.path('models', 'flamingo_pretrain')}")
-        return self.train("flamingo_pretrain", hf(init),
+              f"{self.path('models', 'base')}")
+        # the connector-only stage (clever_s2's assignment) with the tower switched on
+        return self.train("clever_s2", hf(init),
                           [{"path": self.path("synthetic"), "sources": IMAGE_SOURCES,
                             "tasks": PRETRAIN_TASKS}],
-                          self.cfg.pretrain, multiturn=False, max_images=1)
+                          self.cfg.pretrain, name="base", multiturn=False, max_images=1)
 
     def rewriter(self, base: str) -> str:
         from pf_ray.eval.rewriter import revise_vlm
