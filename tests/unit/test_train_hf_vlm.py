@@ -27,6 +27,16 @@ VISION = {"tiny-idefics3": "model.vision_model.", "tiny-llava": "model.vision_to
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Any:
+    """Tiny models run fastest on one thread (on a busy 2-core machine two wait on each
+    other); restored afterwards, as tests/unit/conftest.py does for test_model_*."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def spec_of(tmp: Path, **extra: Any):  # type: ignore[no-untyped-def]
     base = {"kind": "train", "stage": "rewriter", "model": "tiny-idefics3",
             "data": [{"path": str(tmp / "data")}], "storage_path": str(tmp / "runs"),
@@ -70,8 +80,10 @@ def built(spec):  # type: ignore[no-untyped-def]
                                  world=1, bf16=False).model
 
 
-def train(spec, rows: list[dict[str, Any]], steps: int = 3):  # type: ignore[no-untyped-def]
-    """The spec's model after ``steps`` AdamW steps on one batch of ``rows`` (no Ray)."""
+def train(spec, rows: list[dict[str, Any]], steps: int = 3,  # type: ignore[no-untyped-def]
+          bf16: bool = False):
+    """The spec's model after ``steps`` AdamW steps on one batch of ``rows`` (no Ray;
+    ``bf16``: autocast, as the loop computes without FSDP)."""
     from pf_ray.train.examples import example_builder
     from pf_ray.train.hf_data import collate_hf
 
@@ -81,7 +93,9 @@ def train(spec, rows: list[dict[str, Any]], steps: int = 3):  # type: ignore[no-
     batch = collate_hf(builder(as_batch(rows)), builder, torch.device("cpu"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(steps):
-        model(**batch, use_cache=False).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch, use_cache=False).loss
+        loss.backward()
         opt.step()
         opt.zero_grad()
     return model.eval()
@@ -385,3 +399,43 @@ def test_a_merged_export_replaces_an_earlier_adapter(tmp_path: Path) -> None:
     write_hf_export(state, merged, step=1)
     assert not (tmp_path / "export" / "adapter").exists()
     assert (tmp_path / "export" / "_export.json").exists()
+
+
+def test_bf16_folder_trains_fp32_masters_and_exports_bf16(tmp_path: Path) -> None:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from pf_ray.model.hf_vlm.family import hf_vlm_preset_folder
+    from pf_ray.train.hf_export import write_hf_export
+
+    source = hf_vlm_preset_folder("tiny-idefics3")
+    folder = tmp_path / "bf16"
+    AutoModelForImageTextToText.from_pretrained(source, dtype=torch.bfloat16).save_pretrained(
+        folder)
+    AutoProcessor.from_pretrained(source).save_pretrained(folder)
+    spec = spec_of(tmp_path, model={"family": "hf_vlm", "path": str(folder)},
+                   export=str(tmp_path / "export"))
+    model = train(spec, [pair(0), pair(1)], steps=1, bf16=True)
+    dtypes = {p.dtype for p in model.parameters() if p.requires_grad}
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    assert dtypes == {torch.float32} and frozen == {torch.bfloat16}
+    write_hf_export(model.state_dict(), spec, step=1)
+    exported = load_file(str(tmp_path / "export" / "model.safetensors"))
+    assert {t.dtype for t in exported.values()} == {torch.bfloat16}
+
+
+def test_activation_checkpointing_gives_the_same_gradients(tmp_path: Path) -> None:
+    from pf_ray.train.examples import example_builder
+    from pf_ray.train.hf_data import collate_hf
+
+    grads = []
+    for on in (False, True):
+        spec = spec_of(tmp_path, activation_checkpointing=on,
+                       lora={"r": 8, "alpha": 16, "dropout": 0.0})
+        model = built(spec).train()
+        builder = example_builder(spec)
+        batch = collate_hf(builder(as_batch([pair(0), pair(1)])), builder, torch.device("cpu"))
+        model(**batch, use_cache=False).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6), n
