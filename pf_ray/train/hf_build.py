@@ -104,8 +104,12 @@ def load_base(folder: str, *, meta: bool) -> nn.Module:
     from accelerate import init_empty_weights
 
     with init_empty_weights(include_buffers=False):
-        return AutoModelForImageTextToText.from_config(
+        model = AutoModelForImageTextToText.from_config(
             config, trust_remote_code=False, **({"dtype": dtype} if dtype else {}))
+    # init_empty_weights re-creates every parameter it sees registered, the tied head too
+    # (SmolVLM ties it to the embeddings): tie them again, as from_pretrained leaves them
+    model.tie_weights()
+    return model
 
 
 def prepared_model(spec: TrainSpec, folder: str, lora: Any, *, meta: bool) -> nn.Module:

@@ -439,3 +439,52 @@ def test_activation_checkpointing_gives_the_same_gradients(tmp_path: Path) -> No
     assert grads[0].keys() == grads[1].keys()
     for n in grads[0]:
         assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6), n
+
+
+@pytest.fixture()
+def gloo_world_1(tmp_path: Path) -> Any:
+    """A one-rank gloo process group (FSDP2's sharded build without Ray)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
+                            world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_sharded_build_keeps_a_tied_head_tied(tmp_path: Path, gloo_world_1: Any) -> None:
+    """SmolVLM ties its head to the embeddings: the meta skeleton of the sharded build, the
+    FSDP units and the export keep them one tensor (trained once, exported once)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    from pf_ray.model.hf_vlm.family import hf_vlm_preset_folder
+    from pf_ray.model.hf_vlm.load import load_vlm
+    from pf_ray.train.examples import example_builder
+    from pf_ray.train.hf_build import build_hf_for_training
+    from pf_ray.train.hf_data import collate_hf
+    from pf_ray.train.hf_export import write_hf_export
+
+    source, folder = hf_vlm_preset_folder("tiny-idefics3"), tmp_path / "tied"
+    config = AutoConfig.from_pretrained(source)
+    config.tie_word_embeddings = config.text_config.tie_word_embeddings = True
+    AutoModelForImageTextToText.from_pretrained(source, config=config).save_pretrained(folder)
+    AutoProcessor.from_pretrained(source).save_pretrained(folder)
+    spec = spec_of(tmp_path, model={"family": "hf_vlm", "path": str(folder)},
+                   export=str(tmp_path / "export"))
+    model = build_hf_for_training(spec, device=torch.device("cpu"), sharded=True, rank=0,
+                                  world=1, bf16=False).model
+    assert type(model).__name__ == "FSDPIdefics3ForConditionalGeneration"
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    builder = example_builder(spec)
+    batch = collate_hf(builder(as_batch([pair(0), pair(1)])), builder, torch.device("cpu"))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(**batch, use_cache=False).loss.backward()
+    opt.step()
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    embeddings = full["model.text_model.embed_tokens.weight"]
+    assert torch.equal(full["lm_head.weight"], embeddings)
+    write_hf_export(full, spec, step=1)
+    loaded, _ = load_vlm(str(tmp_path / "export"), device="cpu")
+    assert loaded.lm_head.weight is loaded.get_input_embeddings().weight
+    assert torch.equal(loaded.get_input_embeddings().weight, embeddings)
