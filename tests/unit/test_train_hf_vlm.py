@@ -161,14 +161,14 @@ def test_a_folder_of_the_other_family_fails_at_run_start(tmp_path: Path) -> None
     flamingo.mkdir()
     (flamingo / "config.json").write_text(json.dumps({"vision": {}, "lm": {}, "tokens": {}}))
     spec = spec_of(tmp_path, model={"family": "hf_vlm", "path": str(flamingo)})
-    with pytest.raises(ValueError, match=r"is an flamingo model folder .* but the spec's "
+    with pytest.raises(ValueError, match=r"is a flamingo model folder .* but the spec's "
                                          r"family is 'hf_vlm'"):
         run_train(spec)  # before any data is read or Ray is asked for anything
     hf = str(hf_vlm_preset_folder("tiny-llava"))
     with pytest.raises(ValueError, match=r"hf_vlm model folder \(config.json model_type "
                                          r"'llava'\), but the spec's family is 'flamingo'"):
         run_train(spec_of(tmp_path, model=hf))
-    with pytest.raises(ValueError, match="'tiny' is an flamingo preset"):
+    with pytest.raises(ValueError, match="'tiny' is a flamingo preset"):
         run_train(spec_of(tmp_path, model={"family": "hf_vlm", "path": "tiny"}))
 
 
