@@ -104,8 +104,12 @@ def load_base(folder: str, *, meta: bool) -> nn.Module:
     from accelerate import init_empty_weights
 
     with init_empty_weights(include_buffers=False):
-        return AutoModelForImageTextToText.from_config(
+        model = AutoModelForImageTextToText.from_config(
             config, trust_remote_code=False, **({"dtype": dtype} if dtype else {}))
+    # init_empty_weights re-creates every parameter it sees registered, the tied head too
+    # (SmolVLM ties it to the embeddings): tie them again, as from_pretrained leaves them
+    model.tie_weights()
+    return model
 
 
 def prepared_model(spec: TrainSpec, folder: str, lora: Any, *, meta: bool) -> nn.Module:
@@ -180,6 +184,10 @@ def _read_json(location: str, storage: Any) -> dict[str, Any] | None:
     return json.loads(read_bytes(fs, path)) if exists(fs, path) else None
 
 
+def _a(family: str) -> str:
+    return f"an {family}" if family[0] in "aeiouh" else f"a {family}"
+
+
 def check_spec_model(spec: TrainSpec) -> None:
     """At run start: ``spec.model`` is of ``spec.model_family`` (a preset of that family, or
     a folder whose ``config.json`` is), and an explicit ``lora`` block matches the folder's
@@ -193,7 +201,7 @@ def check_spec_model(spec: TrainSpec) -> None:
     if is_hf_vlm_preset(model) or is_preset(model):
         found = "hf_vlm" if is_hf_vlm_preset(model) else "flamingo"
         if found != family:
-            raise ValueError(f"model {model!r} is an {found} preset, but the spec's family is "
+            raise ValueError(f"model {model!r} is {_a(found)} preset, but the spec's family is "
                              f"{family!r}; write model: {{family: {found}, path: {model}}} "
                              "(or the bare preset name)")
         return
@@ -207,7 +215,7 @@ def check_spec_model(spec: TrainSpec) -> None:
                 else "a pf-ray Flamingo config.json")
         hint = ("model: {family: hf_vlm, path: ...}" if found == "hf_vlm"
                 else "model: <path> (family flamingo)")
-        raise ValueError(f"model {model!r} is an {found} model folder ({what}), but the "
+        raise ValueError(f"model {model!r} is {_a(found)} model folder ({what}), but the "
                          f"spec's family is {family!r}; write {hint}")
     if family == "hf_vlm" and spec.lora is not None:
         where = join(model, "adapter/adapter_config.json") if is_uri(model) else os.path.join(

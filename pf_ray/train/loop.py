@@ -32,6 +32,12 @@ running totals since the run began (a resumed run continues them). ``peak_host_b
 (:mod:`pf_ray.train.memory`). The same rows go to TensorBoard, and to MLflow / W&B when the
 spec names them (:mod:`pf_ray.train.tracking`).
 
+Model families: a spec of ``model_family: hf_vlm`` (a transformers image-text-to-text
+model) builds through :mod:`pf_ray.train.hf_build` (FSDP units in
+:mod:`pf_ray.train.hf_fsdp`), batches through :func:`pf_ray.train.hf_data.collate_hf` and
+exports through :mod:`pf_ray.train.hf_export`; the data stream, checkpoints, resume and
+metrics above are the same for both families.
+
 Console: rank 0 writes one line per optimizer step (``spec.ray.progress``); the driver
 shows each worker's output once. Ray Train's own INFO records (one per ``report``, worker
 group start-up...) are not shown; see :func:`quiet_worker_logging`.

@@ -27,6 +27,16 @@ VISION = {"tiny-idefics3": "model.vision_model.", "tiny-llava": "model.vision_to
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Any:
+    """Tiny models run fastest on one thread (on a busy 2-core machine two wait on each
+    other); restored afterwards, as tests/unit/conftest.py does for test_model_*."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def spec_of(tmp: Path, **extra: Any):  # type: ignore[no-untyped-def]
     base = {"kind": "train", "stage": "rewriter", "model": "tiny-idefics3",
             "data": [{"path": str(tmp / "data")}], "storage_path": str(tmp / "runs"),
@@ -70,8 +80,10 @@ def built(spec):  # type: ignore[no-untyped-def]
                                  world=1, bf16=False).model
 
 
-def train(spec, rows: list[dict[str, Any]], steps: int = 3):  # type: ignore[no-untyped-def]
-    """The spec's model after ``steps`` AdamW steps on one batch of ``rows`` (no Ray)."""
+def train(spec, rows: list[dict[str, Any]], steps: int = 3,  # type: ignore[no-untyped-def]
+          bf16: bool = False):
+    """The spec's model after ``steps`` AdamW steps on one batch of ``rows`` (no Ray;
+    ``bf16``: autocast, as the loop computes without FSDP)."""
     from pf_ray.train.examples import example_builder
     from pf_ray.train.hf_data import collate_hf
 
@@ -81,7 +93,9 @@ def train(spec, rows: list[dict[str, Any]], steps: int = 3):  # type: ignore[no-
     batch = collate_hf(builder(as_batch(rows)), builder, torch.device("cpu"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(steps):
-        model(**batch, use_cache=False).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch, use_cache=False).loss
+        loss.backward()
         opt.step()
         opt.zero_grad()
     return model.eval()
@@ -147,14 +161,14 @@ def test_a_folder_of_the_other_family_fails_at_run_start(tmp_path: Path) -> None
     flamingo.mkdir()
     (flamingo / "config.json").write_text(json.dumps({"vision": {}, "lm": {}, "tokens": {}}))
     spec = spec_of(tmp_path, model={"family": "hf_vlm", "path": str(flamingo)})
-    with pytest.raises(ValueError, match=r"is an flamingo model folder .* but the spec's "
+    with pytest.raises(ValueError, match=r"is a flamingo model folder .* but the spec's "
                                          r"family is 'hf_vlm'"):
         run_train(spec)  # before any data is read or Ray is asked for anything
     hf = str(hf_vlm_preset_folder("tiny-llava"))
     with pytest.raises(ValueError, match=r"hf_vlm model folder \(config.json model_type "
                                          r"'llava'\), but the spec's family is 'flamingo'"):
         run_train(spec_of(tmp_path, model=hf))
-    with pytest.raises(ValueError, match="'tiny' is an flamingo preset"):
+    with pytest.raises(ValueError, match="'tiny' is a flamingo preset"):
         run_train(spec_of(tmp_path, model={"family": "hf_vlm", "path": "tiny"}))
 
 
@@ -385,3 +399,92 @@ def test_a_merged_export_replaces_an_earlier_adapter(tmp_path: Path) -> None:
     write_hf_export(state, merged, step=1)
     assert not (tmp_path / "export" / "adapter").exists()
     assert (tmp_path / "export" / "_export.json").exists()
+
+
+def test_bf16_folder_trains_fp32_masters_and_exports_bf16(tmp_path: Path) -> None:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from pf_ray.model.hf_vlm.family import hf_vlm_preset_folder
+    from pf_ray.train.hf_export import write_hf_export
+
+    source = hf_vlm_preset_folder("tiny-idefics3")
+    folder = tmp_path / "bf16"
+    AutoModelForImageTextToText.from_pretrained(source, dtype=torch.bfloat16).save_pretrained(
+        folder)
+    AutoProcessor.from_pretrained(source).save_pretrained(folder)
+    spec = spec_of(tmp_path, model={"family": "hf_vlm", "path": str(folder)},
+                   export=str(tmp_path / "export"))
+    model = train(spec, [pair(0), pair(1)], steps=1, bf16=True)
+    dtypes = {p.dtype for p in model.parameters() if p.requires_grad}
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    assert dtypes == {torch.float32} and frozen == {torch.bfloat16}
+    write_hf_export(model.state_dict(), spec, step=1)
+    exported = load_file(str(tmp_path / "export" / "model.safetensors"))
+    assert {t.dtype for t in exported.values()} == {torch.bfloat16}
+
+
+def test_activation_checkpointing_gives_the_same_gradients(tmp_path: Path) -> None:
+    from pf_ray.train.examples import example_builder
+    from pf_ray.train.hf_data import collate_hf
+
+    grads = []
+    for on in (False, True):
+        spec = spec_of(tmp_path, activation_checkpointing=on,
+                       lora={"r": 8, "alpha": 16, "dropout": 0.0})
+        model = built(spec).train()
+        builder = example_builder(spec)
+        batch = collate_hf(builder(as_batch([pair(0), pair(1)])), builder, torch.device("cpu"))
+        model(**batch, use_cache=False).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6), n
+
+
+@pytest.fixture()
+def gloo_world_1(tmp_path: Path) -> Any:
+    """A one-rank gloo process group (FSDP2's sharded build without Ray)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
+                            world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_sharded_build_keeps_a_tied_head_tied(tmp_path: Path, gloo_world_1: Any) -> None:
+    """SmolVLM ties its head to the embeddings: the meta skeleton of the sharded build, the
+    FSDP units and the export keep them one tensor (trained once, exported once)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    from pf_ray.model.hf_vlm.family import hf_vlm_preset_folder
+    from pf_ray.model.hf_vlm.load import load_vlm
+    from pf_ray.train.examples import example_builder
+    from pf_ray.train.hf_build import build_hf_for_training
+    from pf_ray.train.hf_data import collate_hf
+    from pf_ray.train.hf_export import write_hf_export
+
+    source, folder = hf_vlm_preset_folder("tiny-idefics3"), tmp_path / "tied"
+    config = AutoConfig.from_pretrained(source)
+    config.tie_word_embeddings = config.text_config.tie_word_embeddings = True
+    AutoModelForImageTextToText.from_pretrained(source, config=config).save_pretrained(folder)
+    AutoProcessor.from_pretrained(source).save_pretrained(folder)
+    spec = spec_of(tmp_path, model={"family": "hf_vlm", "path": str(folder)},
+                   export=str(tmp_path / "export"))
+    model = build_hf_for_training(spec, device=torch.device("cpu"), sharded=True, rank=0,
+                                  world=1, bf16=False).model
+    assert type(model).__name__ == "FSDPIdefics3ForConditionalGeneration"
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    builder = example_builder(spec)
+    batch = collate_hf(builder(as_batch([pair(0), pair(1)])), builder, torch.device("cpu"))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(**batch, use_cache=False).loss.backward()
+    opt.step()
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    embeddings = full["model.text_model.embed_tokens.weight"]
+    assert torch.equal(full["lm_head.weight"], embeddings)
+    write_hf_export(full, spec, step=1)
+    loaded, _ = load_vlm(str(tmp_path / "export"), device="cpu")
+    assert loaded.lm_head.weight is loaded.get_input_embeddings().weight
+    assert torch.equal(loaded.get_input_embeddings().weight, embeddings)
