@@ -123,7 +123,6 @@ class VLMQuickstart(Quickstart):
 
         return {"kind": "vllm", "model": rewriter, "python": vllm_python(), "num_gpus": 0,
                 "num_cpus": 1, "batch_size": self.cfg.rewrite_batch,
-                "separate_cpu_stages": False,
                 "engine_kwargs": {"dtype": "float32", "enforce_eager": True,
                                   "max_model_len": 1024, "gpu_memory_utilization": 0.1,
                                   "max_num_seqs": 16}}
