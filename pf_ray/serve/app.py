@@ -1,5 +1,10 @@
 """The Ray Serve application: one deployment, a FastAPI ingress, dynamic batching.
 
+The model is pf-ray's Flamingo (``engine: flamingo``) or an ``hf_vlm`` model (``engine:
+hf_vlm``, :class:`pf_ray.serve.engine_vlm.VLMEngine`): one engine interface, so everything
+below holds for both. ``engine: vllm`` is another application (:mod:`pf_ray.serve.llm`)
+behind the same front (:mod:`pf_ray.serve.front`).
+
 Routes (mounted under the spec's ``route_prefix``)::
 
     GET  /                      the chat page (static/index.html)
