@@ -123,6 +123,15 @@ class Dataset:
         """Paths of committed shard files (files without a marker are ignored)."""
         return [self.path(SHARDS, f) for m in self._sorted_markers() for f in m["files"]]
 
+    def unit_files(self) -> list[str]:
+        """The committed shard files that hold rows: what a job reading this dataset makes
+        its units of. A unit committed in parts (after a re-batching stage such as vLLM's)
+        may have a part whose rows were all rejects, an empty file: a unit of no rows would
+        never reach the next job's writer, so it is not one (each file's row count comes
+        from its Parquet footer)."""
+        return [f for f in self.shard_files()
+                if pq.read_metadata(f, filesystem=self.fs).num_rows > 0]
+
     def reject_files(self) -> list[str]:
         return [self.path(REJECTS, f) for m in self._sorted_markers()
                 for f in m.get("reject_files", [])]

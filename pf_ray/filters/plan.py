@@ -54,9 +54,10 @@ def read_rewrites(*, file: str, storage: dict[str, Any], scores: list[str]) -> B
 def input_files(inputs: list[str], storage: StorageConfig) -> list[tuple[int, str]]:
     out = []
     for k, root in enumerate(inputs):
-        files = Dataset(root, storage).shard_files()
-        if not files:
+        data = Dataset(root, storage)
+        if not data.shard_files():
             raise FileNotFoundError(f"inputs.{k}: {root} holds no committed shards")
+        files = data.unit_files()  # an empty part of a unit is no unit
         scheme = root.split("://", 1)[0] if "://" in root else None
         out += [(k, f if scheme is None or f.startswith(f"{scheme}://") else f"{scheme}://{f}")
                 for f in files]

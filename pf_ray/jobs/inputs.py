@@ -20,10 +20,9 @@ def input_units(inputs: list[str], storage: StorageConfig,
     units = []
     for k, root in enumerate(inputs):
         ds = Dataset(root, storage)
-        files = ds.shard_files()
-        if not files:
+        if not ds.shard_files():
             raise FileNotFoundError(f"inputs.{k}: {root} holds no committed shards")
-        for f in files:
+        for f in ds.unit_files():
             stem = posixpath.basename(f).removesuffix(".parquet")
             uri = f if not root.startswith(("s3://", "s3a://")) else \
                 f"{root.split('://', 1)[0]}://{f}"
