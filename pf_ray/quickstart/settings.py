@@ -96,7 +96,7 @@ SETTINGS: dict[str, QuickstartSettings] = {
         pretrain=StageRun(steps=60, lr=1e-3),
         rewriter=StageRun(steps=40, lr=1e-3),
         s1=StageRun(steps=20, lr=1e-3), s2=StageRun(steps=20, lr=1e-3),
-        s3=StageRun(steps=10, lr=1e-3, lr_scale=0.1), clip_steps=300,
+        s3=StageRun(steps=10, lr=1e-3, lr_scale=0.1), clip_steps=200,
         family="hf_vlm", base_trainable={"vision": True}, lm_trainable={"lm_full": True}),
 }
 

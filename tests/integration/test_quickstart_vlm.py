@@ -1,6 +1,7 @@
 """``pf-ray quickstart --preset tiny-vlm`` end to end: the hf_vlm flow (base, rewriter, the
 rewrite on vLLM through ray.data.llm in the vLLM venv's interpreter, filters, Clever S1-S3,
-eval, Serve LLM), one run per module, every test reads its outputs. Skipped where no vLLM
+eval, Serve LLM), one run per module (900 synthetic rows: half the default's, for CI time), every test
+reads its outputs. Skipped where no vLLM
 interpreter exists (``scripts/setup.sh --vllm``; CI's command 2 makes one)."""
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def run(ray_session: str, tmp_path_factory: pytest.TempPathFactory
     env = {**os.environ, "RAY_ADDRESS": ray_session, "RAY_AUTH_MODE": "disabled",
            "VLLM_CPU_KVCACHE_SPACE": "1"}
     out = subprocess.run([sys.executable, "-m", "pf_ray.cli", "quickstart", "--preset",
-                          "tiny-vlm", "--workdir", str(workdir), "--no-progress"], env=env,
+                          "tiny-vlm", "--n", "900", "--workdir", str(workdir), "--no-progress"], env=env,
                          capture_output=True, text=True, timeout=2900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     return workdir, out
@@ -49,7 +50,7 @@ def test_every_step_ran_and_the_served_model_answered(run, summary) -> None:
     assert "quickstart done" in out.stdout
     for step in range(1, 10):
         assert f"[{step}/9]" in out.stdout, step
-    assert summary["preset"] == "tiny-vlm"
+    assert summary["preset"] == "tiny-idefics3"  # the hf_vlm preset the flow trains
     serve = summary["serve"]
     assert serve["ok"] and serve["completion_tokens"] > 0, serve
 
@@ -72,8 +73,10 @@ def test_the_rewrite_ran_on_vllm_and_lost_no_row(run, summary) -> None:
     ids = [r["id"] for r in rows] + [r["id"] for r in rejects]
     assert len(ids) == len(set(ids)) == synthetic  # rows in = kept + rejects, each once
     assert rows and all(r["output"] for r in rows)
-    manifest = json.loads((workdir / "pf1m" / "rewritten" / "_manifest.json").read_text())
-    assert '"kind": "vllm"' in json.dumps(manifest) or "vllm" in json.dumps(manifest)
+    engine = json.loads((workdir / "pf1m" / "rewritten" / "_manifest.json").read_text()
+                        )["spec"]["engine"]
+    assert engine["kind"] == "vllm" and engine["model"].endswith("rewriter")
+    assert engine["python"] and "vllm" in engine["python"]  # the vLLM venv's interpreter
 
 
 def test_clever_stages_and_the_image_withheld(summary) -> None:
