@@ -4,12 +4,9 @@ Chromium and a replica kill."""
 
 from __future__ import annotations
 
-import base64
-import http.server
 import io
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +20,8 @@ import requests
 import torch
 from chromium import chromium
 from PIL import Image
+from serve_support import CountingServer, data_uri, free_port
+from serve_support import png_bytes as support_png
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -33,53 +32,8 @@ MODEL = "clever-flamingo"
 FAIL = "__please_break__"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def png_bytes(colour: tuple[int, int, int], size: int = 48) -> bytes:
-    img = Image.new("RGB", (size, size), colour)
-    for x in range(size // 4, size // 2):  # a shape, so images differ in more than colour
-        for y in range(size // 3, size // 2):
-            img.putpixel((x, y), (255 - colour[0], 20, 200))
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
-def data_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()
-
-
-class CountingServer:
-    """A local HTTP server that counts every request (proves a URL was or was not fetched)."""
-
-    def __init__(self, routes: dict[str, tuple[int, dict[str, str], bytes]]) -> None:
-        self.hits: list[str] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                outer.hits.append(self.path)
-                status, headers, body = routes.get(self.path, (404, {}, b"no"))
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
+    return support_png(colour, size)
 
 
 @dataclass
