@@ -205,10 +205,12 @@ class VLLMServer:
         from ray.serve.llm import LLMConfig
         from ray.serve.llm.deployment import LLMServer
 
+        from pf_ray.model.hf_vlm.family import check_folder_family
         from pf_ray.model.hf_vlm.load import ADAPTER_DIR, vlm_folder
 
         self.spec = ServeSpec.model_validate(spec)
         folder = vlm_folder(self.spec.model, self.spec.storage)
+        check_folder_family(folder, "hf_vlm")  # a Flamingo export fails naming both
         adapter = Path(folder) / ADAPTER_DIR
         has = self.spec.vllm.serve_adapter and (adapter / "adapter_config.json").is_file()
         config = LLMConfig.model_validate(llm_config(self.spec, folder, adapter if has else None))

@@ -4,12 +4,10 @@ rows answer as each model alone, and greedy answers equal the stages' generator'
 
 from __future__ import annotations
 
-import asyncio
 import io
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -50,26 +48,6 @@ def engine(spec: ServeSpec) -> Iterator[Any]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def replica(engine: Any) -> Iterator[tuple[Any, asyncio.AbstractEventLoop]]:
-    """A Batcher on its own loop; ``serve.batch`` asks the replica context for
-    max_ongoing_requests (for a warning only): a stand-in gives it."""
-    import ray.serve.batching as batching
-
-    from pf_ray.serve.batching import Batcher
-
-    config = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=64))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(batching.serve, "get_replica_context", lambda: config)
-        loop = asyncio.new_event_loop()
-        yield Batcher(engine, max_batch_size=8, batch_wait_timeout_s=0.3), loop
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
-
-
 def image(colour: tuple[int, int, int]) -> Checked:
     from PIL import Image
 
@@ -86,8 +64,11 @@ def job(engine: Any, spec: ServeSpec, rid: str, model: str, text: str,
     return engine.job(plan_chat(req, spec, served_models(spec, True)), rid, images)
 
 
-def test_one_batch_of_mixed_requests(engine: Any, spec: ServeSpec, replica: Any) -> None:
-    batcher, loop = replica
+def test_one_batch_of_mixed_requests(engine: Any, spec: ServeSpec) -> None:
+    """What the Serve batcher calls (``run(jobs, on_step)``, one call per batch): each row
+    keeps its own settings and model, reports its tokens step by step, and answers as it
+    does alone. (The batcher itself is ``test_serve_batching``'s: ``@serve.batch`` keeps one
+    queue per process, as one replica runs per process.)"""
     red, blue = image((200, 20, 20)), image((20, 20, 200))
     jobs = [job(engine, spec, "a", "smol:adapter", "what is it?", [red], max_tokens=12,
                 temperature=0),
@@ -98,33 +79,22 @@ def test_one_batch_of_mixed_requests(engine: Any, spec: ServeSpec, replica: Any)
                 temperature=0.8, seed=5)]
     assert [j.adapter for j in jobs] == [True, False, False, True]
     assert jobs[0].prompt.count("<image>") == 1 and jobs[2].prompt.count("<image>") == 0
-    assert len(jobs[0].prompt_ids) > len(engine.tokenizer(jobs[0].prompt).input_ids)  # image
-    # tokens expanded
+    # the prompt ids count the image's tokens, which the processor expands
+    assert len(jobs[0].prompt_ids) > len(engine.tokenizer(jobs[0].prompt).input_ids)
 
-    async def collect(j: Any) -> tuple[list[str], Any]:
-        deltas, last = [], None
-        async for u in batcher.generate_batch(j):
-            assert u.error is None
-            deltas.append(u.delta)
-            last = u if u.finish_reason else last
-        return deltas, last
-
-    async def all_at_once() -> list[tuple[list[str], Any]]:
-        return await asyncio.gather(*(collect(j) for j in jobs))
-
-    batched = loop.run_until_complete(all_at_once())
-    assert batcher.batches == 1 and batcher.requests == 4  # one batch
-    for j, (_, last) in zip(jobs, batched, strict=True):
-        assert last.finish_reason in ("length", "stop")
-        assert last.completion_tokens <= j.config.max_new_tokens
-    assert batched[0][1].completion_tokens == 12 or batched[0][1].finish_reason == "stop"
-    assert len([d for d in batched[2][0] if d]) > 1  # the streaming request got deltas
-    # each alone: the same answers (greedy rows; the seeded sampled row draws alone)
-    for j, (deltas, _) in zip(jobs, batched, strict=True):
-        alone, _ = loop.run_until_complete(collect(j))
-        assert "".join(alone) == "".join(deltas), j.rid
-    # the adapter changes the answer to the same request
-    assert "".join(batched[0][0]) != "".join(batched[1][0])
+    steps: list[list[Any]] = []
+    gens = engine.run(jobs, steps.append)
+    for i, (j, g) in enumerate(zip(jobs, gens, strict=True)):
+        mine = [e for step in steps for e in step if e[0] == i]
+        assert [t for _, t, _ in mine if t is not None] == g.token_ids  # step by step
+        assert [r for _, _, r in mine if r] == [g.finish_reason]  # one finish, the last
+        assert mine[-1][2] == g.finish_reason
+        assert len(g.token_ids) <= j.config.max_new_tokens
+        if g.finish_reason == "length":
+            assert len(g.token_ids) == j.config.max_new_tokens
+        (alone,) = engine.run([j])  # greedy rows; the seeded sampled row draws alone
+        assert alone.token_ids == g.token_ids, j.rid
+    assert gens[0].token_ids != gens[1].token_ids  # the adapter changes the answer
 
 
 def test_greedy_equals_the_stages_generator(engine: Any, spec: ServeSpec, folder: Path) -> None:
