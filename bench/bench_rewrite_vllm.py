@@ -20,10 +20,10 @@ the same prompt (the processor's chat template), the same images and stop string
 Each side is timed twice, on ``--small-rows`` and on ``--rows`` input rows: the job's wall
 time (``run_job``: engine or model start, reading, writing included) gives the rows/s a
 user sees; the difference of the two runs gives the marginal rows/s (the fixed costs, such
-as vLLM's engine start, cancel out), and inside each run the rows committed between the
-first and the last unit's commit over that time give the steady rate (no start-up; less
-sensitive to a machine shared with other work than the difference of two runs). Rows/s
-count the rows rewritten (the selected rows).
+as vLLM's engine start, cancel out; on a machine shared with other work it is noisy: rerun).
+Rows/s count the rows rewritten (the selected rows). (The time between the units' commits
+is no measure here: ray.data.llm interleaves the rows of all units in its engine, so the
+units of a run commit together at its end.)
 
 ``--model``: ``tiny`` (the tiny Idefics3: 2-layer random Llama, 64 px images) or ``smol``
 (the same layout over the real SmolLM2-135M-Instruct, SmolVLM-256M's LM: its rewrites end
@@ -101,31 +101,14 @@ def outputs(root: str) -> dict[str, tuple[str | None, str | None]]:
     return out
 
 
-def steady_rate(root: str) -> float | None:
-    """Rows rewritten per second between the first and the last unit's commit (the units
-    after the first, over the time between those commits): the rate once the engine or
-    model has started, measured inside one run."""
-    from pf_ray.data.io import Dataset
-    from pf_ray.specs import StorageConfig
-
-    markers = sorted(Dataset(root, StorageConfig()).committed().values(),
-                     key=lambda m: m["committed_at"])
-    if len(markers) < 2:
-        return None
-    done = [m["rows"] + m["rejects"] - m["rejects_per_reason"].get("not_selected", 0)
-            for m in markers]
-    span = markers[-1]["committed_at"] - markers[0]["committed_at"]
-    return sum(done[1:]) / span if span > 0 else None
-
-
 def timed(name: str, syn: str, work: Path, engine: dict[str, Any], args: argparse.Namespace
-          ) -> tuple[float, float | None, dict[str, tuple[str | None, str | None]]]:
+          ) -> tuple[float, dict[str, tuple[str | None, str | None]]]:
     from pf_ray.jobs.runner import run_job
 
     out = str(work / f"out-{name}")
     t0 = time.perf_counter()
     run_job(spec(syn, out, engine, args), connect=False)
-    return time.perf_counter() - t0, steady_rate(out), outputs(out)
+    return time.perf_counter() - t0, outputs(out)
 
 
 def main() -> None:
@@ -167,13 +150,11 @@ def main() -> None:
     for name, engine in engines(model, args).items():
         side: dict[str, Any] = {}
         for n in sizes:
-            seconds, steady, got = timed(f"{name}-{n}", syn[n], work, engine, args)
+            seconds, got = timed(f"{name}-{n}", syn[n], work, engine, args)
             side[n] = {"seconds": round(seconds, 2), "rewritten": len(got),
-                       "rows_per_s": round(len(got) / seconds, 3),
-                       "steady_rows_per_s": round(steady, 3) if steady else None}
+                       "rows_per_s": round(len(got) / seconds, 3)}
             print(f"{name:7s} {n:5d} input rows: {len(got)} rewritten in {seconds:.1f}s "
-                  f"({len(got) / seconds:.2f} rows/s; between the first and last commit "
-                  f"{steady or float('nan'):.2f} rows/s)", flush=True)
+                  f"({len(got) / seconds:.2f} rows/s)", flush=True)
             outs[name] = got
         if len(sizes) == 2:
             extra = side[sizes[1]]["rewritten"] - side[sizes[0]]["rewritten"]
@@ -191,9 +172,6 @@ def main() -> None:
     rv = result["sides"]["vllm"][full]["rows_per_s"]
     rh = result["sides"]["hf_vlm"][full]["rows_per_s"]
     result["ratio_job"] = round(rv / rh, 2)
-    sv = result["sides"]["vllm"][full]["steady_rows_per_s"]
-    sh = result["sides"]["hf_vlm"][full]["steady_rows_per_s"]
-    result["ratio_steady"] = round(sv / sh, 2) if sv and sh else None
     mv = result["sides"]["vllm"].get("marginal_rows_per_s")
     mh = result["sides"]["hf_vlm"].get("marginal_rows_per_s")
     result["ratio_marginal"] = round(mv / mh, 2) if mv and mh else None
@@ -202,9 +180,6 @@ def main() -> None:
           f"{os.cpu_count()} cores")
     print(f"job ({full} input rows): vllm {rv:.2f} rows/s, hf_vlm {rh:.2f} rows/s, "
           f"ratio {result['ratio_job']:.2f}")
-    if result["ratio_steady"] is not None:
-        print(f"between the first and last commit: vllm {sv:.2f} rows/s, hf_vlm {sh:.2f} "
-              f"rows/s, ratio {result['ratio_steady']:.2f}")
     if result["ratio_marginal"] is not None:
         print(f"marginal ({args.small_rows} -> {full} rows): vllm {mv:.2f} rows/s, "
               f"hf_vlm {mh:.2f} rows/s, ratio {result['ratio_marginal']:.2f}")

@@ -18,8 +18,11 @@ images beside it as ``multimodal_data={"image": [PIL, ...]}`` (in order), and vL
 multimodal processor tokenizes text and images together (so ray.data.llm's chat template,
 tokenize and detokenize stages are off). The images are pf-ray's: the stage reads them with
 its image loader first (unreadable ones are row rejects with the loader's reason) and hands
-them on as lossless PNGs of the decoded RGB pixels, decoded again here. Ray 2.60 offers two
-other ways, and neither fits here:
+them on as lossless PNGs of the decoded RGB pixels, decoded again here, in the preprocess
+right before the engine (the PIL images travel from it to the engine's actor inside Ray's
+object store, as they would from ray.data.llm's own multimodal stage). The outputs are
+decoded from vLLM's token ids as pf-ray's generator decodes its own
+(:func:`decode_result`). Ray 2.60 offers two other ways, and neither fits here:
 
 * ``prepare_multimodal_stage`` (``image_url`` data URIs or ``image_pil`` parts in OpenAI
   ``messages``, parsed by vLLM's chat parser in a CPU stage): Ray 2.60's stage imports

@@ -1,4 +1,4 @@
-"""Training fixtures shared by the Flamingo (test_train.py) and hf_vlm (test_train_hf_vlm.py)
+"""Training fixtures shared by the Flamingo (test_train.py) and hf_vlm (test_train_hf_vlm_ray.py)
 integration tests: small synthetic datasets, each built once per session."""
 
 from __future__ import annotations
