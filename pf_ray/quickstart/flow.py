@@ -128,6 +128,9 @@ def _ci(iv: dict[str, Any] | None) -> str:
 class Quickstart:
     """One quickstart run: its folders, Ray options and the summary it fills in."""
 
+    S2_PARTS = "perceiver + xattn"  # what stage 2 trains (printed)
+    SERVED_BY = "Ray Serve (OpenAI-compatible /v1/chat/completions)"
+
     def __init__(self, workdir: Path, *, n: int, executor: str, progress: bool,
                  settings: QuickstartSettings, split: str = "test"):
         self.workdir = workdir.resolve()
@@ -317,9 +320,7 @@ class Quickstart:
         return training_targets(rows.to_pylist(), pairs.to_pylist())
 
     def rewriter(self, base: str) -> str:
-        from pf_ray.eval.rewriter import revise
         from pf_ray.metrics.rouge import rouge_l
-        from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
         from pf_ray.quickstart.heldout import unseen_pairs
 
         candidates = Dataset(self.path("heldout", "pairs"), StorageConfig()).read().to_pylist()
@@ -332,15 +333,12 @@ class Quickstart:
         def scores(texts: list[str]) -> list[float]:
             return [rouge_l(t, p["original"]) for t, p in zip(texts, held, strict=True)]
 
-        start = load_pretrained(base)  # "untrained": the base the rewriter starts from
-        untrained = scores(revise(start, load_folder_tokenizer(base), held))
-        del start
+        untrained = scores(self.revise(base, held))  # the base the rewriter starts from
         print(f"[5/9] rewriter training ({self.cfg.preset} preset, from the base) -> "
               f"{self.path('models', 'rewriter')}")
-        export = self.train("rewriter", base, [{"path": self.path("distort")}],
+        export = self.train("rewriter", self.model_block(base), [{"path": self.path("distort")}],
                             self.cfg.rewriter)
-        trained_model = load_pretrained(export)
-        trained = scores(revise(trained_model, load_folder_tokenizer(export), held))
+        trained = scores(self.revise(export, held))
         copy = scores([p["distorted"] for p in held])
         families = sorted({p["family"] for p in held})
 
@@ -397,13 +395,36 @@ class Quickstart:
                   f"{_ci(acc)}")
         return Path(reports["nli"].folder), Path(reports["reward"].folder)
 
+    def model_block(self, folder: str) -> str | dict[str, str]:
+        """A spec's ``model`` for one of this run's model folders (the Flamingo family)."""
+        return folder
+
+    def revise(self, model: str, pairs: list[dict[str, Any]]) -> list[str]:
+        """The rewriter ``model``'s revision of each held-out pair's draft (greedy)."""
+        from pf_ray.eval.rewriter import revise
+        from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
+
+        return revise(load_pretrained(model), load_folder_tokenizer(model), pairs)
+
+    def answers(self, model: str, questions: list[Any], *, blind: bool = False) -> list[str]:
+        """The chat ``model``'s greedy answers, with the images or with them withheld."""
+        from pf_ray.eval.vqa import answer_questions
+        from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
+
+        return answer_questions(load_pretrained(model), load_folder_tokenizer(model),
+                                questions, blind=blind)
+
+    def serve_fields(self, model: str) -> dict[str, Any] | None:
+        """Step 9's serve spec fields beyond the defaults (None: pf-ray's app as it is)."""
+        return None
+
     def rewrite_engine(self, rewriter: str) -> dict[str, Any]:
         """Step 6's engine block: pf-ray's batched generator over the rewriter."""
         return {"kind": "flamingo", "model": rewriter, "batch_size": self.cfg.rewrite_batch}
 
     def eval_model_source(self, name: str, model: str, **fields: Any) -> dict[str, Any]:
         """Step 8's model source block."""
-        return {"kind": "model", "name": name, "model": model, **fields}
+        return {"kind": "model", "name": name, "model": self.model_block(model), **fields}
 
     def pf1m(self, rewriter: str) -> str:
         """The raw annotations rewritten by the quickstart's rewriter, then filtered."""
@@ -507,8 +528,7 @@ class Quickstart:
         return out
 
     def clever(self, base: str, clean: list[dict[str, Any]], pf: list[dict[str, Any]]) -> str:
-        from pf_ray.eval.vqa import answer_questions, is_correct, questions_from_rows
-        from pf_ray.model.checkpoint import load_folder_tokenizer, load_pretrained
+        from pf_ray.eval.vqa import is_correct, questions_from_rows
         from pf_ray.quickstart.heldout import unseen_by_image
         from pf_ray.scorers.classifier import load
 
@@ -526,25 +546,22 @@ class Quickstart:
             "raw": [r[0] for r in reward_model.logits(prompts, [q.answer for q in questions])]}
         answers: dict[str, list[str]] = {}
 
-        def evaluate(tag: str, model: Any, tok: Any, blind: bool = False) -> None:
-            answers[tag] = answer_questions(model, tok, questions, blind=blind)
+        def evaluate(tag: str, model: str, blind: bool = False) -> None:
+            answers[tag] = self.answers(model, questions, blind=blind)
             correct[tag] = [float(is_correct(a, q)) for a, q in zip(answers[tag], questions,
                                                                     strict=True)]
             rewards[tag] = [r[0] for r in reward_model.logits(prompts, answers[tag])]
 
-        start = load_pretrained(base)
-        evaluate("base", start, load_folder_tokenizer(base))
-        del start
-        print("[7/9] Clever Flamingo U-shaped tuning from the base: S1 (LoRA) -> S2 "
-              "(perceiver + xattn) -> S3 (LoRA, lr x 0.1), multi-turn augmentation on")
+        evaluate("base", base)
+        print(f"[7/9] Clever Flamingo U-shaped tuning from the base: S1 (LoRA) -> S2 "
+              f"({self.S2_PARTS}) -> S3 (LoRA, lr x 0.1), multi-turn augmentation on")
         model = base
         plan = (("clever_s1", clean, self.cfg.s1), ("clever_s2", pf, self.cfg.s2),
                 ("clever_s3", clean, self.cfg.s3))
         for stage, data, run in plan:
-            model = self.train(stage, model, data, run, max_images=3)
-            trained, tok = load_pretrained(model), load_folder_tokenizer(model)
-            evaluate(stage.removeprefix("clever_"), trained, tok)
-        evaluate("blind", trained, tok, blind=True)
+            model = self.train(stage, self.model_block(model), data, run, max_images=3)
+            evaluate(stage.removeprefix("clever_"), model)
+        evaluate("blind", model, blind=True)
         tags = ("base", "s1", "s2", "s3", "blind")
         self.summary["clever"] = {
             "heldout_accuracy": {t: sum(correct[t]) / len(correct[t]) for t in tags},
@@ -652,8 +669,9 @@ class Quickstart:
         model = self.summary["stages"]["clever_s3"]["output"]
         held = Dataset(self.path("heldout", "synthetic"), StorageConfig()).read().to_pylist()
         q = questions_from_rows(held, limit=1)[0]
-        print(f"[9/9] serving {model} on Ray Serve (OpenAI-compatible /v1/chat/completions)")
-        out = chat_once(model, q.image_bytes or b"", q.question)
+        print(f"[9/9] serving {model} on {self.SERVED_BY}")
+        out = chat_once(model, q.image_bytes or b"", q.question,
+                        spec_fields=self.serve_fields(model))
         self.summary["serve"] = {k: out.get(k) for k in (
             "ok", "answer", "first_token_s", "total_s", "startup_s", "completion_tokens",
             "error") if k in out}

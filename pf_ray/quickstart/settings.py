@@ -93,10 +93,9 @@ SETTINGS: dict[str, QuickstartSettings] = {
     # the same flow on the tiny random Idefics3 (tests: every stage runs, in minutes)
     "tiny-vlm": QuickstartSettings(
         preset="tiny-idefics3", batch_size=8, max_length=320,
-        pretrain=StageRun(steps=60, lr=1e-3),
-        rewriter=StageRun(steps=40, lr=1e-3),
-        s1=StageRun(steps=20, lr=1e-3), s2=StageRun(steps=20, lr=1e-3),
-        s3=StageRun(steps=10, lr=1e-3, lr_scale=0.1), clip_steps=200,
+        pretrain=StageRun(steps=30, lr=1e-3), rewriter=StageRun(steps=30, lr=1e-3),
+        s1=StageRun(steps=10, lr=1e-3), s2=StageRun(steps=10, lr=1e-3),
+        s3=StageRun(steps=5, lr=1e-3, lr_scale=0.1), clip_steps=100,
         family="hf_vlm", base_trainable={"vision": True}, lm_trainable={"lm_full": True}),
 }
 
