@@ -391,16 +391,25 @@ class ExampleBuilder:
         candidates = self.pool.snapshot()
         return stack_examples([self.build(row, candidates) for row in rows], self.columns)
 
+    def _estimate(self, turns: Sequence[Any], *, system: bool) -> int:
+        """Tokens of ``turns`` as a chat's first turns (``system``: with the system message
+        and BOS) or as later turns (neither): what multi-turn augmentation counts."""
+        from pf_ray.model.prompts import encode_chat
+
+        if system:
+            return len(encode_chat(self.tokenizer, turns, self.mode).input_ids)
+        return len(encode_chat(self.tokenizer, turns, self.mode, system="").input_ids) - 1
+
     def _augment(self, row: dict[str, Any], turns: list[Any], images: list[np.ndarray],
                  candidates: Sequence[Candidate]) -> tuple[list[Any], list[np.ndarray], int]:
         """Append candidates as later turns; also returns the unreadable images they brought.
 
         The candidate that reaches ``max_length`` is appended too (the encoder cuts it).
         """
-        from pf_ray.model.prompts import Turn, encode_chat
+        from pf_ray.model.prompts import Turn
 
         rng = random.Random(f"{self.seed}:{row['id']}")
-        length = len(encode_chat(self.tokenizer, turns, self.mode).input_ids)
+        length = self._estimate(turns, system=True)
         unreadable = 0
         for cand in draw(candidates, rng, CANDIDATES):
             if length >= self.max_length:
@@ -412,9 +421,8 @@ class ExampleBuilder:
             add, bad = self._images(cand.row)
             extra = [Turn(h, a, images=len(add) if k == 0 else 0)
                      for k, (h, a) in enumerate(cand.turns)]
-            if len(add) not in cand.lengths:  # its tokens as later turns (no system, no BOS)
-                cand.lengths[len(add)] = len(encode_chat(self.tokenizer, extra, self.mode,
-                                                         system="").input_ids) - 1
+            if len(add) not in cand.lengths:
+                cand.lengths[len(add)] = self._estimate(extra, system=False)
             turns, images = turns + extra, images + add
             length, unreadable = length + cand.lengths[len(add)], unreadable + bad
         return turns, images, unreadable

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,7 +41,7 @@ import torch
 from pf_ray.data.images import row_images
 from pf_ray.model.hf_vlm.prompts import IGNORE_INDEX
 from pf_ray.specs import StorageConfig
-from pf_ray.train.data import CANDIDATES, Candidate, ExampleBuilder, _turns_of, draw
+from pf_ray.train.data import Candidate, ExampleBuilder, _turns_of
 
 HF_EXAMPLE_COLUMNS = ("input_ids", "labels", "images", "n_images", "images_unreadable",
                       "examples_skipped")
@@ -236,31 +235,6 @@ class HFExampleBuilder(ExampleBuilder):
         images = sum(t.images for t in turns)
         return len(self.tokenizer(text, add_special_tokens=False).input_ids) + images * (
             self.image_tokens - 1)
-
-    def _augment(self, row: dict[str, Any], turns: list[Any], images: list[Any],
-                 candidates: Sequence[Candidate]) -> tuple[list[Any], list[Any], int]:
-        """Append candidates as later turns (the Flamingo builder's rule, this family's
-        lengths); also returns the unreadable images they brought."""
-        from pf_ray.model.prompts import Turn
-
-        rng = random.Random(f"{self.seed}:{row['id']}")
-        length = self._estimate(turns, system=True)
-        unreadable = 0
-        for cand in draw(candidates, rng, CANDIDATES):
-            if length >= self.max_length:
-                break
-            if not cand.turns or cand.row["id"] == row["id"]:
-                continue
-            if len(images) + cand.n_images > self.max_images:
-                break
-            add, bad = self._images(cand.row)
-            extra = [Turn(h, a, images=len(add) if k == 0 else 0)
-                     for k, (h, a) in enumerate(cand.turns)]
-            if len(add) not in cand.lengths:
-                cand.lengths[len(add)] = self._estimate(extra, system=False)
-            turns, images = turns + extra, images + add
-            length, unreadable = length + cand.lengths[len(add)], unreadable + bad
-        return turns, images, unreadable
 
 
 def collate_hf(rows: dict[str, list[Any]], builder: HFExampleBuilder,
