@@ -230,16 +230,7 @@ def deployment_options(spec: ServeSpec) -> dict[str, Any]:
         "max_ongoing_requests": d.max_ongoing_requests or 2 * b.max_batch_size,
         "health_check_period_s": d.health_check_period_s,
     }
-    if d.autoscaling is not None:
-        a = d.autoscaling
-        opts["autoscaling_config"] = {
-            "min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
-            "initial_replicas": max(a.min_replicas, 1),
-            "target_ongoing_requests": a.target_ongoing_requests,
-            "upscale_delay_s": a.upscale_delay_s, "downscale_delay_s": a.downscale_delay_s}
-    else:
-        opts["num_replicas"] = d.num_replicas
-    return opts
+    return {**opts, **d.replica_options()}
 
 
 def app_for(spec: ServeSpec) -> Application:

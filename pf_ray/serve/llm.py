@@ -139,16 +139,7 @@ def server_options(spec: ServeSpec) -> dict[str, Any]:
         "health_check_period_s": d.health_check_period_s,
         "health_check_timeout_s": 60,
     }
-    if d.autoscaling is not None:
-        a = d.autoscaling
-        opts["autoscaling_config"] = {
-            "min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
-            "initial_replicas": max(a.min_replicas, 1),
-            "target_ongoing_requests": a.target_ongoing_requests,
-            "upscale_delay_s": a.upscale_delay_s, "downscale_delay_s": a.downscale_delay_s}
-    else:
-        opts["num_replicas"] = d.num_replicas
-    return opts
+    return {**opts, **d.replica_options()}
 
 
 def front_options(spec: ServeSpec) -> dict[str, Any]:

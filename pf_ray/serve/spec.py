@@ -56,6 +56,18 @@ class DeploymentSpec(Strict):
                                                               "replica (None: torch's default)")
     health_check_period_s: float = Field(10, gt=0)
 
+    def replica_options(self) -> dict[str, Any]:
+        """Serve deployment options for the replica count: ``autoscaling_config`` when
+        autoscaling is set, else ``num_replicas`` (every engine's deployment uses them)."""
+        a = self.autoscaling
+        if a is None:
+            return {"num_replicas": self.num_replicas}
+        return {"autoscaling_config": {
+            "min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
+            "initial_replicas": max(a.min_replicas, 1),
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "upscale_delay_s": a.upscale_delay_s, "downscale_delay_s": a.downscale_delay_s}}
+
 
 class BatchingSpec(Strict):
     """``@serve.batch``: concurrent requests (streaming or not) decode in one batch."""
